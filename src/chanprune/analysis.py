@@ -1,0 +1,294 @@
+"""Channel analysis: which channels of which tensors are the same channel, and who makes/reads them.
+
+Every tensor value with a *channel axis* gets an :class:`Axis`: the dimension, and per position a
+channel id. Producers (conv, linear) create fresh ids; channel-preserving ops pass them on;
+residual adds, multiplicative gates and the like *unify* the ids of their operands (union-find),
+so a *segment* is a connected set of ids. Ops without a rule are *barriers*: their channels are
+*pinned* (never masked) and they see their input at full width, so the result is still exact.
+
+This stage looks at structure only (no weight values); liveness.py adds the values.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import fx
+
+from .capture import Capture
+
+
+@dataclass
+class Axis:
+    """The channel axis of one tensor: its dimension and, per position, a channel id.
+
+    ``origin`` holds, per position, the global index of the producer channel whose zero would
+    make this position zero (through zero-preserving ops only), or -1: output-side masking uses
+    it to find the BatchNorms and biases that must be zeroed along with a filter.
+    """
+
+    dim: int
+    ids: np.ndarray
+    origin: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def moved(self, dim: int) -> Axis:
+        return Axis(dim, self.ids, self.origin)
+
+
+@dataclass
+class Producer:
+    """A layer that creates channels (a conv or linear's output rows)."""
+
+    node: str
+    weight: str
+    bias: str | None
+    ids: np.ndarray  # channel id of each output row
+    first: int  # global index of its first output channel (see Axis.origin)
+    where: str
+
+    @property
+    def channels(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Consumer:
+    """A layer that reads channels: a conv or linear's input columns."""
+
+    node: str
+    weight: str
+    ids: np.ndarray  # channel id of each input column (repeats after a flatten)
+    where: str
+
+
+@dataclass
+class Companion:
+    """A per-channel parameter that must be zeroed with a producer channel (BN, bias, depthwise)."""
+
+    param: str
+    dim: int
+    index: np.ndarray  # positions along ``dim`` of the parameter
+    origin: np.ndarray  # producer channel (global index) that each position follows
+
+
+@dataclass
+class Barrier:
+    node: str
+    where: str
+    reason: str
+
+
+@dataclass
+class ChannelAnalysis:
+    """The result of channel analysis: plain data for masking, planning and rewriting."""
+
+    capture: Capture
+    axes: dict[str, object]  # node name -> Axis | list[Axis | None] | None
+    producers: list[Producer]
+    consumers: list[Consumer]
+    companions: list[Companion]
+    barriers: list[Barrier]
+    root: np.ndarray  # id -> segment channel (union-find root)
+    pinned: np.ndarray  # per root id: never mask (reaches an output, a barrier, ...)
+    dependent: np.ndarray  # per global producer channel: zeroing it alone does not zero a channel
+    notes: dict[int, str] = field(default_factory=dict)  # root id -> why pinned
+    kinds: dict[str, str] = field(default_factory=dict)  # node name -> rule mode (see rules)
+
+    def resolve(self, ids: np.ndarray) -> np.ndarray:
+        return self.root[ids]
+
+    def producer_of(self, weight: str) -> Producer | None:
+        return next((p for p in self.producers if p.weight == weight), None)
+
+    def consumer_of(self, weight: str) -> Consumer | None:
+        return next((c for c in self.consumers if c.weight == weight), None)
+
+    def segments(self) -> list[np.ndarray]:
+        """Connected groups of segment channels (roots) that appear together in some tensor."""
+        parent: dict[int, int] = {}
+
+        def find(a: int) -> int:
+            while parent.setdefault(a, a) != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for ax in _all_axes(self.axes):
+            roots = np.unique(self.root[ax.ids])
+            first = find(int(roots[0]))
+            for r in roots[1:]:
+                parent[find(int(r))] = first
+        groups: dict[int, list[int]] = {}
+        for r in parent:
+            groups.setdefault(find(r), []).append(r)
+        return [np.array(sorted(g)) for _, g in sorted(groups.items())]
+
+
+def _all_axes(axes: dict[str, object]):
+    for v in axes.values():
+        if isinstance(v, Axis):
+            yield v
+        elif isinstance(v, list):
+            yield from (a for a in v if isinstance(a, Axis))
+
+
+class FlowState:
+    """Mutable state of the analysis pass; rules call its methods."""
+
+    def __init__(self, capture: Capture) -> None:
+        self.capture = capture
+        self.axes: dict[str, object] = {}
+        self.parent = np.zeros(0, dtype=np.int64)
+        self.pinned_raw: list[tuple[np.ndarray, str]] = []
+        self.dependent_raw: list[np.ndarray] = []
+        self.producers: list[Producer] = []
+        self.consumers: list[Consumer] = []
+        self.companions: list[Companion] = []
+        self.barriers: list[Barrier] = []
+        self.kinds: dict[str, str] = {}  # node name -> how a multi-mode rule treated it
+        self.n_producer_channels = 0
+        self.param_uses: dict[str, int] = {}
+        for node in capture.graph.nodes:
+            for a in node.all_input_nodes:
+                if a.name in capture.state_names:
+                    q = capture.state_names[a.name]
+                    self.param_uses[q] = self.param_uses.get(q, 0) + 1
+
+    # ids and union-find -------------------------------------------------------------------
+    def fresh(self, n: int) -> np.ndarray:
+        start = len(self.parent)
+        self.parent = np.concatenate([self.parent, np.arange(start, start + n, dtype=np.int64)])
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        while True:
+            p = self.parent[ids]
+            if np.array_equal(p, ids):
+                return ids
+            self.parent[ids] = self.parent[p]  # path halving
+            ids = p
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Declare position-wise that a[i] and b[i] are the same segment channel."""
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            rx, ry = int(self.find(np.array([x]))[0]), int(self.find(np.array([y]))[0])
+            if rx != ry:
+                self.parent[max(rx, ry)] = min(rx, ry)
+
+    def pin(self, ids: np.ndarray, reason: str) -> None:
+        self.pinned_raw.append((np.asarray(ids, dtype=np.int64), reason))
+
+    def untracked(self, ax: Axis | None, reason: str) -> None:
+        if ax is not None:
+            self.pin(ax.ids, reason)
+
+    # graph helpers --------------------------------------------------------------------------
+    def axis(self, arg: object) -> Axis | None:
+        if isinstance(arg, fx.Node):
+            v = self.axes.get(arg.name)
+            return v if isinstance(v, Axis) else None
+        return None
+
+    def param(self, arg: object) -> str | None:
+        """The qualified name if ``arg`` is a parameter/buffer/constant placeholder."""
+        if isinstance(arg, fx.Node):
+            return self.capture.state_names.get(arg.name)
+        return None
+
+    def shared(self, name: str) -> bool:
+        return self.param_uses.get(name, 0) > 1
+
+    def where(self, node: fx.Node) -> str:
+        return self.capture.where(node)
+
+    def new_axis(self, dim: int, n: int) -> Axis:
+        return Axis(dim, self.fresh(n), np.full(n, -1, dtype=np.int64))
+
+    def barrier(self, node: fx.Node, reason: str) -> None:
+        """Treat ``node`` as opaque: pin what reaches it, leave its output untracked."""
+        hit = False
+        for a in node.all_input_nodes:
+            v = self.axes.get(a.name)
+            for ax in v if isinstance(v, list) else [v]:
+                if isinstance(ax, Axis):
+                    self.pin(ax.ids, f"reaches {self.where(node)}: {reason}")
+                    hit = True
+        if hit:
+            self.barriers.append(Barrier(node.name, self.where(node), reason))
+        self.axes[node.name] = None
+
+
+def analyze(capture: Capture, warn: bool = True) -> ChannelAnalysis:
+    """Run every op's flow rule over the graph (topological order) and resolve segments."""
+    from .rules import rule_for
+
+    st = FlowState(capture)
+    for node in capture.graph.nodes:
+        if node.op == "placeholder":
+            st.axes[node.name] = None
+        elif node.op == "output":
+            for a in node.all_input_nodes:
+                st.untracked(st.axis(a), "reaches a model output")
+                v = st.axes.get(a.name)
+                if isinstance(v, list):
+                    for ax in v:
+                        st.untracked(ax, "reaches a model output")
+        elif node.op == "call_function":
+            rule_for(node).flow(node, st)
+        else:
+            st.barrier(node, f"unsupported node kind {node.op}")
+    root = st.find(np.arange(len(st.parent), dtype=np.int64))
+    pinned = np.zeros(len(root), dtype=bool)
+    notes: dict[int, str] = {}
+    for ids, reason in st.pinned_raw:
+        for r in np.unique(root[ids]).tolist():
+            if not pinned[r]:
+                notes[r] = reason
+            pinned[r] = True
+    dependent = np.zeros(st.n_producer_channels, dtype=bool)
+    for g in st.dependent_raw:
+        dependent[g[g >= 0]] = True
+    if warn and st.barriers:
+        names = sorted({b.reason for b in st.barriers})
+        warnings.warn(
+            f"chanprune: {len(st.barriers)} op(s) without a channel rule are barriers; the "
+            f"channels reaching them are not pruned ({'; '.join(names[:5])}"
+            f"{' ...' if len(names) > 5 else ''})",
+            stacklevel=3,
+        )
+    return ChannelAnalysis(
+        capture=capture,
+        axes=st.axes,
+        producers=st.producers,
+        consumers=st.consumers,
+        companions=st.companions,
+        barriers=st.barriers,
+        root=root,
+        pinned=pinned,
+        dependent=dependent,
+        notes=notes,
+        kinds=st.kinds,
+    )
+
+
+def node_shape(node: object) -> tuple[int, ...] | None:
+    """The concrete shape of a node's value (symbolic sizes replaced by their example hints)."""
+    if not isinstance(node, fx.Node):
+        return None
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        return None
+    return tuple(_hint(s) for s in val.shape)
+
+
+def _hint(s: object) -> int:
+    if isinstance(s, torch.SymInt):
+        return int(s.node.hint) if s.node.hint is not None else -1
+    return int(s)

@@ -1,0 +1,201 @@
+"""Capture: a model plus example inputs -> a functional ATen graph with named parameters.
+
+We use ``torch.export`` (non-strict) followed by ``run_decompositions({})``: it captures every
+torchvision classification model and far more timm models than ``torch.fx.symbolic_trace``
+(see docs/design.md), and the functional form has no in-place ops, so channel flow can be read
+off the graph without alias analysis. The batch dimension is exported as dynamic when the model
+allows it, so the pruned module runs at any batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx
+from torch.utils import _pytree as pytree
+
+from .errors import CaptureError, InputError
+
+
+@dataclass
+class Capture:
+    """The captured graph and how its placeholders map to the model's tensors.
+
+    ``tensors`` holds live references to the model's parameters and buffers (so masking after
+    capture is seen by later stages) and copies of lifted constants.
+    """
+
+    graph: fx.Graph
+    state_names: dict[str, str]  # placeholder name -> qualified parameter/buffer/constant name
+    tensors: dict[str, torch.Tensor]  # qualified name -> tensor
+    parameter_names: set[str]  # qualified names that are nn.Parameters
+    user_inputs: list[str]  # placeholder names of the user's inputs
+    in_spec: pytree.TreeSpec | None
+    out_spec: pytree.TreeSpec | None
+    dynamic_batch: bool
+    module_paths: dict[str, str] = field(default_factory=dict)  # node name -> module path
+
+    def where(self, node: fx.Node) -> str:
+        """A human-readable location of a node: the module path and the op."""
+        path = self.module_paths.get(node.name, "")
+        op = getattr(node.target, "__name__", str(node.target))
+        return f"{path or '<top>'} ({op}, node {node.name})"
+
+
+def as_input_tuple(example_inputs: object) -> tuple[torch.Tensor, ...]:
+    """Normalise example inputs to a tuple of tensors, refusing anything else by name."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, list | tuple) and example_inputs:
+        for i, x in enumerate(example_inputs):
+            if not isinstance(x, torch.Tensor):
+                raise InputError(
+                    f"example_inputs[{i}] is a {type(x).__name__}, expected a torch.Tensor"
+                )
+        return tuple(example_inputs)
+    raise InputError(
+        f"example_inputs must be a tensor or a non-empty tuple of tensors, got {example_inputs!r}"
+    )
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Evaluate in eval mode and restore each submodule's own training flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def run_model(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> object:
+    """Run the model in eval mode without gradients; a failure names the input shapes."""
+    with eval_mode(model), torch.no_grad():
+        try:
+            return model(*inputs)
+        except Exception as e:  # the user's model raised: say which inputs it was given
+            shapes = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in inputs)
+            raise InputError(
+                f"{type(model).__name__} failed on example inputs of shape [{shapes}]: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+
+def _export(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> torch.export.ExportedProgram:
+    shapes = None
+    if dynamic:
+        shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() > 0 else None for x in inputs)
+    ep = torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes)
+    return ep.run_decompositions({})
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> tuple:
+    """What a captured graph depends on besides weight values (which are read live)."""
+    state = tuple(
+        (k, tuple(v.shape), v.dtype) for k, v in model.state_dict(keep_vars=True).items()
+    )
+    shapes = tuple((tuple(x.shape), x.dtype) for x in inputs)
+    return (repr(model), state, shapes, dynamic)
+
+
+def capture(model: torch.nn.Module, example_inputs: object, dynamic_batch: bool = True) -> Capture:
+    """Capture ``model`` on ``example_inputs`` (in eval mode; the model is not modified).
+
+    The graph is cached per model object (and its structure and input shapes), so mask() then
+    export() on the same model captures once; tensors are always re-read from the model.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = as_input_tuple(example_inputs)
+    run_model(model, inputs)  # a clear error for inputs the model cannot take
+    key = _fingerprint(model, inputs, dynamic_batch)
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == key:
+        return _rebind(model, cached[1])
+    cap = _capture(model, inputs, dynamic_batch)
+    _CACHE[model] = (key, cap)
+    return _rebind(model, cap)
+
+
+def _rebind(model: torch.nn.Module, cap: Capture) -> Capture:
+    """A copy of ``cap`` whose tensors are the model's current parameters and buffers."""
+    live = dict(model.named_parameters(remove_duplicate=False))
+    live.update(model.named_buffers(remove_duplicate=False))
+    tensors = {k: live.get(k, v) for k, v in cap.tensors.items()}
+    return dataclasses.replace(cap, tensors=tensors)
+
+
+def _capture(model: torch.nn.Module, inputs: tuple, dynamic_batch: bool) -> Capture:
+    with eval_mode(model):
+        try:
+            ep = _export(model, inputs, dynamic_batch)
+        except Exception as first:
+            if not dynamic_batch:
+                raise CaptureError(_capture_message(model, first)) from first
+            try:
+                ep = _export(model, inputs, False)
+                dynamic_batch = False
+            except Exception as e:
+                raise CaptureError(_capture_message(model, e)) from e
+    return _from_exported(model, ep, dynamic_batch)
+
+
+def _capture_message(model: torch.nn.Module, e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    head = text[0] if text else type(e).__name__
+    return (
+        f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: {head} "
+        "(chanprune needs a model that torch.export.export(strict=False) accepts)"
+    )
+
+
+def _from_exported(
+    model: torch.nn.Module, ep: torch.export.ExportedProgram, dynamic_batch: bool
+) -> Capture:
+    sig = ep.graph_signature
+    params = dict(model.named_parameters(remove_duplicate=False))
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    state_names: dict[str, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for spec in sig.input_specs:
+        name, target = spec.arg.name, spec.target
+        if target is None:
+            continue
+        state_names[name] = target
+        if target in params:
+            tensors[target] = params[target]
+        elif target in buffers:
+            tensors[target] = buffers[target]
+        elif target in ep.constants:
+            tensors[target] = ep.constants[target].detach().clone()
+        else:
+            tensors[target] = ep.state_dict[target]
+    module_paths = {}
+    for node in ep.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            module_paths[node.name] = list(stack.values())[-1][0]
+    user_inputs = [
+        n.name for n in ep.graph.nodes if n.op == "placeholder" and n.name not in state_names
+    ]
+    return Capture(
+        graph=ep.graph,
+        state_names=state_names,
+        tensors=tensors,
+        parameter_names={t for t in state_names.values() if t in params},
+        user_inputs=user_inputs,
+        in_spec=ep.call_spec.in_spec,
+        out_spec=ep.call_spec.out_spec,
+        dynamic_batch=dynamic_batch,
+        module_paths=module_paths,
+    )

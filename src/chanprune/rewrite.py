@@ -1,0 +1,211 @@
+"""Rewriting: build the physically pruned module from the graph, the liveness and a layout policy.
+
+Each tensor of the new graph carries a *layout*: the positions of the original channel axis it
+holds, in physical order. The invariant every rule keeps: a channel present in a layout has
+exactly the masked model's value; a channel absent from it is zero or needed by nobody. Where two
+layouts must meet (a residual add, a consumer reading a subset) :meth:`Rewriter.align` emits the
+cheapest exact bridge: nothing, a slice (a view), an index_select, or a zero pad.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import fx
+from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
+
+from .analysis import Axis, ChannelAnalysis
+from .liveness import Liveness
+
+aten = torch.ops.aten
+
+
+@dataclass
+class Copy:
+    """One run-time channel copy the exported model performs (a gather or a pad)."""
+
+    node: str  # the new graph's node
+    source: str  # the original node whose channels are copied
+    kind: str  # "gather" or "pad"
+    channels: int  # channels copied per spatial element
+    elements: int  # elements copied per sample (channels x spatial size)
+
+
+@dataclass
+class RewriteResult:
+    module: fx.GraphModule
+    layouts: dict[str, object]  # original node name -> layout (np.ndarray) / list / None
+    node_map: dict[str, str]  # original node name -> new node name
+    axes: dict[str, object] = field(default_factory=dict)  # original node name -> Axis (analysis)
+    copies: list[Copy] = field(default_factory=list)
+
+
+class Rewriter:
+    def __init__(self, analysis: ChannelAnalysis, live: Liveness, policy) -> None:
+        self.analysis = analysis
+        self.capture = analysis.capture
+        self.live = live
+        self.policy = policy
+        self.graph = fx.Graph()
+        self.env: dict[str, object] = {}
+        self.lay: dict[str, object] = {}
+        self.state: dict[str, torch.Tensor] = {}
+        self._attrs: dict[str, fx.Node] = {}
+        self._index: dict[bytes, fx.Node] = {}
+        self.copies: list[Copy] = []
+        self._current: fx.Node | None = None
+
+    # values ---------------------------------------------------------------------------------
+    def value(self, arg: fx.Node) -> tuple[object, object]:
+        if arg.name in self.capture.state_names:
+            return self.param_node(arg), None
+        return self.env[arg.name], self.lay.get(arg.name)
+
+    def axis(self, arg: object) -> Axis | None:
+        return self.live.axis(arg)
+
+    def set(self, node: fx.Node, new: object, layout: object) -> None:
+        self.env[node.name] = new
+        self.lay[node.name] = layout
+
+    def map_arg(self, a: object, full: bool = True) -> object:
+        """Map an original argument into the new graph; tracked tensors at full width."""
+        if isinstance(a, fx.Node):
+            return self.full(a) if full else self.value(a)[0]
+        if isinstance(a, list | tuple):
+            return type(a)(self.map_arg(x, full) for x in a)
+        return a
+
+    def full(self, arg: fx.Node) -> object:
+        """``arg`` with every original channel present, in the original order."""
+        new, layout = self.value(arg)
+        ax = self.axis(arg)
+        if ax is None or not isinstance(layout, np.ndarray):
+            return new
+        return self.align(new, ax.dim, layout, np.arange(len(ax), dtype=np.int64), arg)
+
+    # emission helpers -------------------------------------------------------------------------
+    def call(self, target: object, args: tuple, kwargs: dict | None = None) -> fx.Node:
+        return self.graph.call_function(target, tuple(args), kwargs or {})
+
+    def put(self, qualified: str, tensor: torch.Tensor) -> fx.Node:
+        """A get_attr for a (possibly sliced) parameter, buffer or constant, under its own name."""
+        if qualified in self._attrs:
+            raise RuntimeError(f"parameter {qualified} emitted twice")
+        tensor = tensor.detach().clone().contiguous()
+        if qualified in self.capture.parameter_names:
+            tensor = torch.nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
+        self.state[qualified] = tensor
+        node = self.graph.get_attr(qualified)
+        self._attrs[qualified] = node
+        return node
+
+    def param_node(self, arg: fx.Node) -> fx.Node:
+        """The original (unsliced) tensor behind a placeholder."""
+        name = self.capture.state_names[arg.name]
+        if name in self._attrs:
+            return self._attrs[name]
+        return self.put(name, self.capture.tensors[name])
+
+    def index(self, idx: np.ndarray) -> fx.Node:
+        key = np.asarray(idx, dtype=np.int64).tobytes()
+        if key not in self._index:
+            name = f"chanprune_index.i{len(self._index)}"
+            self.state[name] = torch.from_numpy(np.asarray(idx, dtype=np.int64).copy())
+            self._index[key] = self.graph.get_attr(name)
+        return self._index[key]
+
+    def _record(self, node: fx.Node, source: fx.Node | None, kind: str, channels: int) -> None:
+        src = source if source is not None else self._current
+        spatial = 1
+        if src is not None:
+            val = src.meta.get("val")
+            ax = self.axis(src)
+            if isinstance(val, torch.Tensor) and ax is not None:
+                for d, s in enumerate(val.shape[1:], start=1):
+                    if d != ax.dim:
+                        spatial *= int(s.node.hint) if isinstance(s, torch.SymInt) else int(s)
+        self.copies.append(
+            Copy(node.name, src.name if src is not None else "?", kind, channels, channels * spatial)
+        )
+
+    def align(
+        self, new: object, dim: int, frm: np.ndarray, to: np.ndarray, source: fx.Node | None = None
+    ) -> object:
+        """Turn a tensor holding layout ``frm`` into one holding ``to`` (absent channels = 0)."""
+        frm, to = np.asarray(frm, dtype=np.int64), np.asarray(to, dtype=np.int64)
+        if np.array_equal(frm, to):
+            return new
+        where = {int(p): i for i, p in enumerate(frm.tolist())}
+        idx = np.array([where.get(int(p), -1) for p in to.tolist()], dtype=np.int64)
+        if (idx >= 0).all():
+            if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+                return self.call(aten.slice.Tensor, (new, dim, int(idx[0]), int(idx[0] + len(idx))))
+            out = self.call(aten.index_select.default, (new, dim, self.index(idx)))
+            self._record(out, source, "gather", len(idx))
+            return out
+        rank = self._rank(source)
+        pad = [0, 0] * (rank - 1 - dim) + [0, 1]
+        padded = self.call(aten.constant_pad_nd.default, (new, pad, 0.0))
+        idx[idx < 0] = len(frm)
+        out = self.call(aten.index_select.default, (padded, dim, self.index(idx)))
+        self._record(out, source, "pad", len(idx))
+        return out
+
+    def _rank(self, source: fx.Node | None) -> int:
+        val = source.meta.get("val") if source is not None else None
+        if isinstance(val, torch.Tensor):
+            return val.dim()
+        raise RuntimeError("cannot pad a tensor of unknown rank")
+
+    def cover(self, node: fx.Node, layout: np.ndarray, need: np.ndarray) -> np.ndarray:
+        """A layout holding at least ``need``: ``layout`` itself when it already does."""
+        if np.isin(need, layout).all():
+            return layout
+        return self.policy.merge(node, np.union1d(layout, need), [layout])
+
+    def verbatim(self, node: fx.Node) -> None:
+        """Copy an op unchanged, giving it its tracked inputs at full width."""
+        new = self.graph.node_copy(node, lambda a: self.full(a))
+        self.set(node, new, None)
+
+
+def rewrite(analysis: ChannelAnalysis, live: Liveness, policy) -> RewriteResult:
+    """Build the pruned GraphModule (parameter names as in the original model)."""
+    from .rules import rule_for
+
+    rw = Rewriter(analysis, live, policy)
+    cap = analysis.capture
+    for node in cap.graph.nodes:
+        rw._current = node
+        if node.op == "placeholder":
+            if node.name not in cap.state_names:  # parameters become get_attrs on first use
+                new = rw.graph.placeholder(node.name)
+                new.meta = dict(node.meta)
+                rw.set(node, new, None)
+        elif node.op == "output":
+            rw.graph.output(rw.map_arg(node.args[0]))
+        elif node.op == "call_function":
+            rule_for(node).emit(node, rw)
+        else:
+            raise RuntimeError(f"unsupported node {node.format_node()}")
+    rw.graph.eliminate_dead_code()
+    rw.graph._codegen = _PyTreeCodeGen(
+        _PyTreeInfo([n for n in cap.user_inputs], cap.in_spec, cap.out_spec)
+    )
+    gm = fx.GraphModule(rw.state, rw.graph, class_name="PrunedModule")
+    gm.graph.lint()
+    node_map = {
+        k: v.name for k, v in rw.env.items() if isinstance(v, fx.Node) and v.op != "placeholder"
+    }
+    return RewriteResult(gm, rw.lay, node_map, analysis.axes, rw.copies)
+
+
+def getitem(rw: Rewriter, node: fx.Node) -> None:
+    src, i = node.args
+    new, layouts = rw.value(src)
+    out = rw.call(operator.getitem, (new, i))
+    rw.set(node, out, layouts[i] if isinstance(layouts, list) else None)

@@ -1,0 +1,162 @@
+"""View-like ops: the channel axis moves (permute, unsqueeze, expand ...) or is flattened.
+
+A reshape that keeps the channel axis as its own dimension just moves it. A reshape that merges
+it with the dimensions after it (``x.flatten(1)`` before a classifier) makes each channel a run
+of ``inner`` consecutive positions. Anything that splits the channel axis is a barrier.
+Shape arguments are rewritten for the pruned width.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import fx
+
+from ..analysis import Axis, FlowState, node_shape
+from . import register
+from .channelwise import Channelwise
+
+
+def _norm(d: int, rank: int) -> int:
+    return d % rank if rank else 0
+
+
+class Permute(Channelwise):
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        rank = len(node_shape(node.args[0]))
+        return [_norm(d, rank) for d in node.args[1]].index(ax.dim)
+
+
+class Transpose(Channelwise):
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        rank = len(node_shape(node.args[0]))
+        d0, d1 = (_norm(d, rank) for d in node.args[1:3]) if len(node.args) > 2 else (0, 1)
+        return d1 if ax.dim == d0 else d0 if ax.dim == d1 else ax.dim
+
+
+class Unsqueeze(Channelwise):
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        d = _norm(node.args[1], len(node_shape(node)))
+        return ax.dim + (d <= ax.dim)
+
+
+class Squeeze(Channelwise):
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        shape = node_shape(node.args[0])
+        if len(node.args) > 1:
+            dims = node.args[1]
+            dims = [dims] if isinstance(dims, int) else list(dims)
+            dims = [_norm(d, len(shape)) for d in dims if shape[_norm(d, len(shape))] == 1]
+        else:
+            dims = [i for i, s in enumerate(shape) if s == 1]
+        return None if ax.dim in dims else ax.dim - sum(d < ax.dim for d in dims)
+
+
+class Select(Channelwise):
+    """select.int / unbind along a non-channel dim."""
+
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        d = _norm(node.args[1], len(node_shape(node.args[0])))
+        return None if d == ax.dim else ax.dim - (d < ax.dim)
+
+
+class Expand(Channelwise):
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        return ax.dim + len(node.args[1]) - len(node_shape(node.args[0]))
+
+    def emit(self, node: fx.Node, rw) -> None:
+        if not self._tracked(node, rw.live):
+            return rw.verbatim(node)
+        xn, lx = rw.value(node.args[0])
+        sizes = list(rw.map_arg(node.args[1]))
+        sizes[rw.axis(node).dim] = -1
+        rw.set(node, rw.call(node.target, (xn, sizes, *node.args[2:]), dict(node.kwargs)), lx)
+
+
+def _groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    """Pair up runs of dims of two shapes with equal products (size-1 dims join a run)."""
+    groups, i, j = [], 0, 0
+    while i < len(a) or j < len(b):
+        gi, gj, pa, pb = [], [], 1, 1
+        while True:
+            if pa <= pb and i < len(a):
+                gi.append(i)
+                pa *= a[i]
+                i += 1
+            elif j < len(b):
+                gj.append(j)
+                pb *= b[j]
+                j += 1
+            elif i < len(a):
+                gi.append(i)
+                pa *= a[i]
+                i += 1
+            else:
+                break
+            if pa == pb and (i == len(a) or a[i] != 1) and (j == len(b) or b[j] != 1):
+                break
+        groups.append((gi, gj))
+    return groups
+
+
+class View(Channelwise):
+    """view/reshape: moves the channel axis, or flattens it with the dims after it."""
+
+    def _plan(self, node: fx.Node, ax: Axis) -> tuple[int, int] | None:
+        a, b = node_shape(node.args[0]), node_shape(node)
+        for gi, gj in _groups(a, b):
+            if ax.dim not in gi:
+                continue
+            real_i = [d for d in gi if a[d] != 1]
+            real_j = [d for d in gj if b[d] != 1]
+            if len(real_j) != 1 or not real_i or real_i[0] != ax.dim:
+                return None
+            inner = int(np.prod([a[d] for d in real_i[1:]])) if len(real_i) > 1 else 1
+            return real_j[0], inner
+        return None
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        ax = st.axis(node.args[0])
+        if ax is None:
+            return super().flow(node, st)
+        plan = self._plan(node, ax)
+        if plan is None:
+            return st.barrier(node, f"{node.target} splits or merges the channel axis")
+        dim, inner = plan
+        st.kinds[node.name] = f"view:{inner}"
+        origin = np.repeat(ax.origin, inner) if inner == 1 else np.full(len(ax) * inner, -1)
+        st.axes[node.name] = Axis(dim, np.repeat(ax.ids, inner), origin)
+
+    def _inner(self, node: fx.Node, an) -> int:
+        return int(an.kinds[node.name].split(":")[1])
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        if not self._tracked(node, lv):
+            return super().zeros(node, lv)
+        lv.zero[node.name] = np.repeat(lv.zero_of(node.args[0]), self._inner(node, lv.analysis))
+
+    def demand(self, node: fx.Node, lv) -> None:
+        if not self._tracked(node, lv):
+            return super().demand(node, lv)
+        inner = self._inner(node, lv.analysis)
+        lv.want(node.args[0], lv.out_demand(node).reshape(-1, inner).any(1))
+
+    def emit(self, node: fx.Node, rw) -> None:
+        if not self._tracked(node, rw.live):
+            return rw.verbatim(node)
+        inner = self._inner(node, rw.analysis)
+        xn, lx = rw.value(node.args[0])
+        out = (lx[:, None] * inner + np.arange(inner)[None, :]).reshape(-1)
+        shape = list(rw.map_arg(node.args[1]))
+        dim = rw.axis(node).dim
+        if shape[dim] != -1:
+            shape[dim] = len(out)
+        rw.set(node, rw.call(node.target, (xn, shape), dict(node.kwargs)), out)
+
+
+register(Permute(), "aten.permute")
+register(Transpose(), "aten.transpose", "aten.t")
+register(Unsqueeze(), "aten.unsqueeze")
+register(Squeeze(), "aten.squeeze")
+register(Select(), "aten.select.int")
+register(Expand(), "aten.expand")
+register(View(), "aten.view", "aten._unsafe_view", "aten.reshape")

@@ -1,0 +1,228 @@
+"""Which sets to give up when not all of them can be consecutive: greedy + branch and bound.
+
+The problem: sets ``0..m-1`` over atoms ``0..size-1`` with weights ``>= 0`` (the cost of
+gathering them) and mandatory directed pairs. Find a subset to *drop*, of minimum total weight,
+such that the remaining sets (with the pairs) can all be consecutive in one order. This is a
+minimum-weight hitting set of the *conflicts* (subfamilies that cannot all be consecutive):
+every conflict must lose at least one member.
+
+* Heuristic (:func:`greedy`): add the sets in decreasing weight (weight * set size summed over
+  the consumers sharing the set), ties by larger set then input order; keep a set when the
+  family stays feasible, drop it otherwise. Always run; it gives the first upper bound.
+* Conflicts (:meth:`_BranchAndBound.conflict`): add sets one by one until the family fails;
+  the failing set is in a conflict. Then repeatedly rebuild from the conflict found so far and
+  re-add the earlier sets, the first one that fails joins the conflict, until the conflict
+  alone fails. The result is a minimal conflict (every member is needed).
+* Lower bound (:meth:`_BranchAndBound.bound`, local ratio): find a conflict, charge its
+  smallest residual weight ``d`` to the bound and subtract ``d`` from all its members, remove
+  members whose residual hit zero and look for the next conflict among the rest, until the rest
+  is feasible. Any feasible drop set must hit every conflict found, and each member's charges
+  never exceed its weight, so the sum of the ``d`` is a lower bound. The removed sets are also a
+  feasible drop set, which often improves the upper bound.
+* Branch and bound (:meth:`_BranchAndBound.explore`): take the first conflict of the bound;
+  branch i drops its i-th free member and keeps (forces) members 1..i-1, so no drop set is
+  visited twice; prune when cost so far + bound >= best. Forced sets count as infinitely
+  heavy in the bound. The clock is checked before each PQ-tree operation; on timeout the best
+  solution so far is returned with the root bound (or the part of it computed in time).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .c1p import ConstrainedFamily
+
+
+class _Timeout(Exception):
+    """Raised inside the search when the deadline has passed."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The sets kept (must be consecutive) and dropped, in greedy rank order, and the proof.
+
+    ``cost`` is the weight of the dropped sets; ``lower_bound <= optimum <= cost``.
+    ``method``: "c1p" (nothing dropped), "exact" (proven optimal), "heuristic" (timeout).
+    """
+
+    kept: tuple[int, ...]
+    dropped: tuple[int, ...]
+    cost: float
+    lower_bound: float
+    optimal: bool
+    method: str
+
+
+def greedy_rank(sets: Sequence[Sequence[int]], weights: Sequence[float]) -> list[int]:
+    """Sets by decreasing weight, then decreasing size, then index."""
+    return sorted(range(len(sets)), key=lambda i: (-weights[i], -len(sets[i]), i))
+
+
+def greedy(
+    size: int, pairs: Sequence[tuple[int, int]], sets: Sequence[Sequence[int]], rank: list[int]
+) -> tuple[list[int], list[int]]:
+    """Keep each set of ``rank`` in turn if the family stays feasible: (kept, dropped)."""
+    family = ConstrainedFamily(size, pairs)
+    kept, dropped = [], []
+    for i in rank:
+        (kept if family.add(sets[i]) else dropped).append(i)
+    return kept, dropped
+
+
+def select_family(
+    size: int,
+    pairs: Sequence[tuple[int, int]],
+    sets: Sequence[Sequence[int]],
+    weights: Sequence[float],
+    deadline: float,
+) -> Selection:
+    """Choose the sets to keep: greedy, then branch and bound until ``deadline`` (perf_counter)."""
+    rank = greedy_rank(sets, weights)
+    kept, dropped = greedy(size, pairs, sets, rank)
+    if not dropped:
+        return Selection(tuple(kept), (), 0.0, 0.0, True, "c1p")
+    search = _BranchAndBound(size, pairs, sets, weights, rank, deadline)
+    search.offer([i for i in dropped if weights[i] > 0], sum(weights[i] for i in dropped))
+    finished = search.run()
+    best = search.best_cost
+    bound = best if finished else min(search.root_bound, best)
+    optimal = finished or bound >= best - _tolerance(best)
+    gone = set(search.best_drop)
+    return Selection(
+        kept=tuple(i for i in rank if weights[i] > 0 and i not in gone),
+        dropped=tuple(i for i in rank if weights[i] <= 0 or i in gone),
+        cost=best,
+        lower_bound=best if optimal else bound,
+        optimal=optimal,
+        method="exact" if optimal else "heuristic",
+    )
+
+
+def _tolerance(value: float) -> float:
+    """Costs closer than this are equal (sums of float weights in different orders)."""
+    return 1e-9 * max(1.0, abs(value)) if math.isfinite(value) else 0.0
+
+
+class _BranchAndBound:
+    """Minimum-weight drop set by depth-first branch and bound (see the module docstring)."""
+
+    def __init__(
+        self,
+        size: int,
+        pairs: Sequence[tuple[int, int]],
+        sets: Sequence[Sequence[int]],
+        weights: Sequence[float],
+        rank: list[int],
+        deadline: float,
+    ) -> None:
+        self.size, self.pairs, self.sets, self.weights = size, pairs, sets, weights
+        self.items = [i for i in rank if weights[i] > 0]  # weightless sets drop for free
+        self.place = {i: k for k, i in enumerate(self.items)}
+        self.deadline = deadline
+        self.best_cost = math.inf
+        self.best_drop: tuple[int, ...] = ()
+        self.root_bound = 0.0
+        self._root_done = False
+        self._partial = 0.0  # bound accumulated so far by the running bound() call
+
+    def run(self) -> bool:
+        """Search until done (True) or out of time (False)."""
+        try:
+            self.explore([], frozenset(), 0.0)
+        except _Timeout:
+            if not self._root_done:
+                self.root_bound = self._partial  # the root bound was cut short: use its part
+            return False
+        return True
+
+    def offer(self, drop: Sequence[int], cost: float) -> None:
+        """Record a feasible drop set if it is cheaper than the best one."""
+        if cost < self.best_cost - _tolerance(self.best_cost):
+            self.best_cost = cost
+            self.best_drop = tuple(drop)
+
+    def explore(self, dropped: list[int], forced: frozenset[int], cost: float) -> None:
+        """Search below the node that drops ``dropped`` and must keep ``forced``."""
+        self._tick()
+        gone = set(dropped)
+        remaining = [i for i in self.items if i in forced]
+        remaining += [i for i in self.items if i not in forced and i not in gone]
+        bound, first, spare = self.bound(remaining, forced)
+        if not self._root_done:
+            self.root_bound, self._root_done = bound, True
+        if first is None:
+            self.offer(dropped, cost)
+            return
+        if spare is not None:
+            self.offer(dropped + spare, cost + sum(self.weights[i] for i in spare))
+        if cost + bound >= self.best_cost - _tolerance(self.best_cost):
+            return
+        free = sorted((i for i in first if i not in forced), key=self._cheap_first)
+        keep = set(forced)
+        for i in free:
+            step = cost + self.weights[i]
+            if step < self.best_cost - _tolerance(self.best_cost):
+                self.explore([*dropped, i], frozenset(keep), step)
+            keep.add(i)
+
+    def _cheap_first(self, i: int) -> tuple[float, int]:
+        return self.weights[i], self.place[i]
+
+    def bound(
+        self, remaining: list[int], forced: frozenset[int]
+    ) -> tuple[float, list[int] | None, list[int] | None]:
+        """Local-ratio bound on what ``remaining`` must still drop.
+
+        Returns (bound, first conflict or None if ``remaining`` is feasible, a feasible drop
+        set among the non-forced sets or None if there is none).
+        """
+        residual = {i: math.inf if i in forced else self.weights[i] for i in remaining}
+        active, total, first = list(remaining), 0.0, None
+        self._partial = 0.0
+        while (found := self.conflict(active)) is not None:
+            first = first or found
+            step = min(residual[i] for i in found)
+            if step == math.inf:
+                return math.inf, first, None
+            total += step
+            self._partial = total
+            for i in found:
+                residual[i] -= step
+            active = [i for i in active if residual[i] > 0]
+        kept = set(active)
+        return total, first, [i for i in remaining if i not in kept]
+
+    def conflict(self, active: list[int]) -> list[int] | None:
+        """A minimal infeasible subfamily of ``active`` (with the pairs), None if feasible."""
+        family = self._family()
+        for k, i in enumerate(active):
+            if not self._fits(family, i):
+                found, candidates = [i], active[:k]
+                break
+        else:
+            return None
+        while True:
+            family = self._family()
+            if not all(self._fits(family, i) for i in found):
+                return found
+            for k, i in enumerate(candidates):
+                if not self._fits(family, i):
+                    found.append(i)
+                    candidates = candidates[:k]
+                    break
+            else:
+                raise AssertionError("a conflict's prefix became feasible")
+
+    def _family(self) -> ConstrainedFamily:
+        return ConstrainedFamily(self.size, self.pairs)
+
+    def _fits(self, family: ConstrainedFamily, i: int) -> bool:
+        self._tick()
+        return family.add(self.sets[i])
+
+    def _tick(self) -> None:
+        if time.perf_counter() > self.deadline:
+            raise _Timeout

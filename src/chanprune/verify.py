@@ -1,0 +1,106 @@
+"""Verification: the exported module must reproduce the masked model on the example inputs.
+
+On a mismatch we replay both graphs node by node and name the first original node whose value
+differs from its pruned counterpart (restricted to the channels the pruned tensor holds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx
+from torch.utils import _pytree as pytree
+
+from .capture import Capture
+from .errors import ExportError
+from .rewrite import RewriteResult
+
+RTOL = 1e-4
+
+
+@dataclass
+class Check:
+    max_abs_diff: float
+    max_abs_ref: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= RTOL * max(self.max_abs_ref, 1e-6)
+
+
+def compare(reference: object, actual: object) -> Check:
+    """Max |ref - actual| over all tensor leaves, and max |ref| for the relative tolerance."""
+    ref, act = pytree.tree_leaves(reference), pytree.tree_leaves(actual)
+    if len(ref) != len(act):
+        return Check(float("inf"), 0.0)
+    diff, scale = 0.0, 0.0
+    for r, a in zip(ref, act, strict=True):
+        if isinstance(r, torch.Tensor):
+            if not isinstance(a, torch.Tensor) or r.shape != a.shape:
+                return Check(float("inf"), 0.0)
+            r, a = r.detach().double(), a.detach().double().to(r.device)
+            both_nan = torch.isnan(r) & torch.isnan(a)
+            d = torch.where(both_nan, torch.zeros_like(r), (r - a).abs())
+            if r.numel():
+                diff = max(diff, float(torch.nan_to_num(d, nan=float("inf")).max()))
+                scale = max(scale, float(torch.nan_to_num(r.abs(), nan=0.0).max()))
+    return Check(diff, scale)
+
+
+def verify(
+    cap: Capture, result: RewriteResult, inputs: tuple[torch.Tensor, ...], reference: object
+) -> Check:
+    with torch.no_grad():
+        actual = result.module(*inputs)
+    check = compare(reference, actual)
+    if not check.ok:
+        where = first_divergence(cap, result, inputs)
+        raise ExportError(
+            f"exported model differs from the masked model: max |diff| {check.max_abs_diff:.3g} "
+            f"vs max |output| {check.max_abs_ref:.3g}; first diverging node: {where}"
+        )
+    return check
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.values: dict[str, object] = {}
+
+    def run_node(self, n: fx.Node) -> object:
+        out = super().run_node(n)
+        self.values[n.name] = out
+        return out
+
+
+def first_divergence(cap: Capture, result: RewriteResult, inputs: tuple) -> str:
+    """Name the first original node whose pruned counterpart holds different values."""
+    flat = [cap.tensors[cap.state_names[n.name]] if n.name in cap.state_names else None
+            for n in cap.graph.nodes if n.op == "placeholder"]
+    user = iter(inputs)
+    flat = [next(user) if f is None else f for f in flat]
+    orig = fx.GraphModule(torch.nn.Module(), cap.graph)
+    rec_o, rec_n = _Recorder(orig), _Recorder(result.module)
+    with torch.no_grad():
+        rec_o.run(*flat)
+        rec_n.run(*inputs)
+    for node in cap.graph.nodes:
+        new = result.node_map.get(node.name)
+        layout = result.layouts.get(node.name)
+        if new is None or new not in rec_n.values or not isinstance(layout, np.ndarray):
+            continue
+        ref, got = rec_o.values[node.name], rec_n.values[new]
+        ax = _axis_dim(result, node)
+        if not isinstance(ref, torch.Tensor) or ax is None:
+            continue
+        ref = ref.index_select(ax, torch.from_numpy(layout))
+        if ref.shape != got.shape or not compare(ref, got).ok:
+            return cap.where(node)
+    return "none found node by node (the difference appears in the outputs only)"
+
+
+def _axis_dim(result: RewriteResult, node: fx.Node) -> int | None:
+    ax = result.axes.get(node.name) if hasattr(result, "axes") else None
+    return getattr(ax, "dim", None)

@@ -1,0 +1,77 @@
+"""The search internals: the lower bound alone, and the conflicts it is built from."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from solver_brute import brute_optimum, valid_orders
+
+from chanprune.solver import LayoutProblem
+from chanprune.solver.c1p import ConstrainedFamily
+from chanprune.solver.search import _BranchAndBound, greedy, greedy_rank, select_family
+
+instances = st.integers(3, 7).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.lists(st.sets(st.integers(0, n - 1), min_size=2, max_size=n - 1), max_size=7),
+        st.lists(st.floats(0.1, 10), min_size=7, max_size=7),
+    )
+)
+
+
+def _search(n, sets, weights):
+    rank = greedy_rank(sets, weights)
+    return _BranchAndBound(n, (), [sorted(s) for s in sets], weights, rank, math.inf)
+
+
+def _optimum(n, sets, weights):
+    problem = LayoutProblem(
+        tuple(range(n)),
+        tuple(frozenset(s) for s in sets),
+        tuple(w / len(s) for w, s in zip(weights, sets, strict=False)),
+    )
+    return brute_optimum(problem)
+
+
+@settings(max_examples=300, deadline=None)
+@given(instances)
+def test_root_bound_is_sound_and_conflicts_are_minimal(instance):
+    n, sets, weights = instance
+    weights = weights[: len(sets)]
+    search = _search(n, sets, weights)
+    items = search.items
+    bound, first, spare = search.bound(items, frozenset())
+    best = _optimum(n, sets, weights)
+    assert bound <= best + 1e-9
+    if first is None:
+        assert valid_orders(range(n), sets)
+        return
+    assert not valid_orders(range(n), [sets[i] for i in first])
+    for drop in first:  # minimal: every member is needed
+        assert valid_orders(range(n), [sets[i] for i in first if i != drop])
+    rest = [sets[i] for i in items if i not in spare]
+    assert valid_orders(range(n), rest)  # the spare drop set is feasible
+
+
+@settings(max_examples=200, deadline=None)
+@given(instances)
+def test_greedy_keeps_a_feasible_maximal_family(instance):
+    n, sets, weights = instance
+    weights = weights[: len(sets)]
+    sorted_sets = [sorted(s) for s in sets]
+    kept, dropped = greedy(n, (), sorted_sets, greedy_rank(sorted_sets, weights))
+    assert valid_orders(range(n), [sets[i] for i in kept])
+    for i in dropped:
+        assert not valid_orders(range(n), [sets[j] for j in kept] + [sets[i]])
+    choice = select_family(n, (), sorted_sets, weights, time.perf_counter() + 5)
+    assert choice.optimal and math.isclose(choice.cost, _optimum(n, sets, weights), abs_tol=1e-9)
+
+
+def test_family_rolls_back_a_set_that_breaks_a_direction():
+    family = ConstrainedFamily(4, [(0, 1), (3, 2)])
+    assert not family.add([1, 2])
+    assert family.add([0, 1])
+    assert family.order() == [0, 1, 3, 2]
