@@ -99,6 +99,7 @@ class ChannelAnalysis:
     dependent: np.ndarray  # per global producer channel: zeroing it alone does not zero a channel
     notes: dict[int, str] = field(default_factory=dict)  # root id -> why pinned
     kinds: dict[str, str] = field(default_factory=dict)  # node name -> rule mode (see rules)
+    shuffles: dict[str, tuple] = field(default_factory=dict)  # see rules.shape.ChannelShuffle
 
     def resolve(self, ids: np.ndarray) -> np.ndarray:
         return self.root[ids]
@@ -152,6 +153,7 @@ class FlowState:
         self.companions: list[Companion] = []
         self.barriers: list[Barrier] = []
         self.kinds: dict[str, str] = {}  # node name -> how a multi-mode rule treated it
+        self.shuffles: dict[str, tuple] = {}  # channel-shuffle end node -> (source node, perm)
         self.n_producer_channels = 0
         self.param_uses: dict[str, int] = {}
         for node in capture.graph.nodes:
@@ -275,6 +277,7 @@ def analyze(capture: Capture, warn: bool = True) -> ChannelAnalysis:
         dependent=dependent,
         notes=notes,
         kinds=st.kinds,
+        shuffles=st.shuffles,
     )
 
 

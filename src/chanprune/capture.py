@@ -92,6 +92,8 @@ def _export(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> torch.expor
     shapes = None
     if dynamic:
         shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() > 0 else None for x in inputs)
+        # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
+        inputs = tuple(torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs)
     ep = torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes)
     return ep.run_decompositions({})
 

@@ -69,9 +69,14 @@ class Liveness:
                     x[:] = True
 
     def kept(self, node: fx.Node) -> np.ndarray:
-        """Positions of ``node``'s channel axis that are non-zero and demanded."""
+        """Positions of ``node``'s channel axis that are demanded and non-zero or pinned.
+
+        Pinned channels (they reach a barrier or an output) stay even when zero: the op after
+        needs them at full width anyway, and a zero row is cheaper than padding it back.
+        """
         z, d = self.zero.get(node.name), self.demand.get(node.name)
-        return np.flatnonzero(~z & d).astype(np.int64)
+        pinned = self.analysis.pinned[self.analysis.root[self.analysis.axes[node.name].ids]]
+        return np.flatnonzero((~z | pinned) & d).astype(np.int64)
 
 
 def liveness(analysis: ChannelAnalysis, tensors: dict[str, torch.Tensor] | None = None) -> Liveness:

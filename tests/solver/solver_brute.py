@@ -33,10 +33,14 @@ def _frontiers(node: Node) -> list[list[int]]:
         return [[node.value]]
     kids = node.kids()
     parts = [_frontiers(k) for k in kids]
-    arrangements = permutations(range(len(kids))) if node.kind == PNODE else [
-        tuple(range(len(kids))),
-        tuple(reversed(range(len(kids)))),
-    ]
+    arrangements = (
+        permutations(range(len(kids)))
+        if node.kind == PNODE
+        else [
+            tuple(range(len(kids))),
+            tuple(reversed(range(len(kids)))),
+        ]
+    )
     out = []
     for arrangement in arrangements:
         for combo in product(*(parts[i] for i in arrangement)):

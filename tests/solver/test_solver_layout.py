@@ -9,7 +9,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from solver_brute import brute_optimum, check_plan, close, honours_fixed, is_consecutive
+from solver_brute import brute_optimum, check_plan, close, honours_fixed
 
 from chanprune.solver import LayoutProblem, solve_layout
 

@@ -160,3 +160,132 @@ register(Squeeze(), "aten.squeeze")
 register(Select(), "aten.select.int")
 register(Expand(), "aten.expand")
 register(View(), "aten.view", "aten._unsafe_view", "aten.reshape")
+
+
+class ChannelShuffle(View):
+    """view(n, g, c/g, ...) -> transpose(1, 2) [-> clone] -> view(n, c, ...): a fixed permutation.
+
+    The pattern is recognised at its first view; the middle nodes emit nothing and the last
+    one relabels positions and puts them back in order with one gather (the original shuffle
+    copies too), so the shuffled channels stay prunable.
+    """
+
+    def _match(self, node: fx.Node, ax: Axis) -> tuple[list[fx.Node], np.ndarray] | None:
+        a, b = node_shape(node.args[0]), node_shape(node)
+        d = ax.dim
+        if len(b) != len(a) + 1 or b[:d] != a[:d] or b[d + 2 :] != a[d + 1 :]:
+            return None
+        g, cpg = b[d], b[d + 1]
+        chain, cur = [node], node
+        for step in ("swap", "copy", "merge"):
+            users = list(cur.users)
+            if len(users) != 1 or users[0].op != "call_function":
+                return None
+            nxt = users[0]
+            name = str(nxt.target)
+            if step == "swap":
+                rank = len(b)
+                dims = nxt.args[1:3] if "transpose" in name else None
+                if dims is None or sorted(x % rank for x in dims) != [d, d + 1]:
+                    return None
+            elif step == "copy" and "clone" not in name:
+                chain.append(None)
+                if "view" not in name and "reshape" not in name:
+                    return None
+                step = "merge"
+            if step == "merge":
+                if ("view" not in name and "reshape" not in name) or node_shape(nxt) != a:
+                    return None
+            chain.append(nxt)
+            cur = nxt
+            if step == "merge":
+                break
+        i, j = np.meshgrid(np.arange(cpg), np.arange(g), indexing="ij")
+        return [n for n in chain if n is not None], (j * cpg + i).reshape(-1)
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        kind = st.kinds.get(node.name, "")
+        if kind == "shuffle-merge":
+            src = st.shuffles[node.name]
+            ax = st.axis(src[0])
+            perm = src[1]
+            st.axes[node.name] = Axis(ax.dim, ax.ids[perm], ax.origin[perm])
+            return
+        if kind == "shuffle-inner":
+            st.axes[node.name] = None
+            return
+        ax = st.axis(node.args[0])
+        if ax is not None and self._plan(node, ax) is None:
+            match = self._match(node, ax)
+            if match is not None:
+                chain, perm = match
+                for n in chain[:-1]:
+                    st.kinds[n.name] = "shuffle-inner"
+                st.kinds[chain[-1].name] = "shuffle-merge"
+                st.shuffles[chain[-1].name] = (node.args[0], perm)
+                st.axes[node.name] = None
+                return
+        super().flow(node, st)
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        kind = lv.analysis.kinds.get(node.name, "")
+        if kind == "shuffle-merge":
+            src, perm = lv.analysis.shuffles[node.name]
+            lv.zero[node.name] = lv.zero_of(src)[perm]
+        elif kind == "shuffle-inner":
+            lv.zero[node.name] = None
+        else:
+            super().zeros(node, lv)
+
+    def demand(self, node: fx.Node, lv) -> None:
+        kind = lv.analysis.kinds.get(node.name, "")
+        if kind == "shuffle-merge":
+            src, perm = lv.analysis.shuffles[node.name]
+            d = np.zeros(len(perm), dtype=bool)
+            d[perm] = lv.out_demand(node)
+            lv.want(src, d)
+        elif kind != "shuffle-inner":
+            super().demand(node, lv)
+
+    def emit(self, node: fx.Node, rw) -> None:
+        kind = rw.analysis.kinds.get(node.name, "")
+        if kind == "shuffle-inner":
+            rw.set(node, None, None)
+        elif kind == "shuffle-merge":
+            src, perm = rw.analysis.shuffles[node.name]
+            xn, lx = rw.value(src)
+            inverse = np.empty_like(perm)
+            inverse[perm] = np.arange(len(perm))
+            relabeled = inverse[lx]
+            target = np.sort(relabeled)
+            rw.set(node, rw.align(xn, rw.axis(src).dim, relabeled, target, src), target)
+        else:
+            super().emit(node, rw)
+
+
+class ShuffleAware(Transpose):
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        if st.kinds.get(node.name) == "shuffle-inner":
+            st.axes[node.name] = None
+        else:
+            super().flow(node, st)
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        if lv.analysis.kinds.get(node.name) == "shuffle-inner":
+            lv.zero[node.name] = None
+        else:
+            super().zeros(node, lv)
+
+    def demand(self, node: fx.Node, lv) -> None:
+        if lv.analysis.kinds.get(node.name) != "shuffle-inner":
+            super().demand(node, lv)
+
+    def emit(self, node: fx.Node, rw) -> None:
+        if rw.analysis.kinds.get(node.name) == "shuffle-inner":
+            rw.set(node, None, None)
+        else:
+            super().emit(node, rw)
+
+
+register(ChannelShuffle(), "aten.view", "aten._unsafe_view", "aten.reshape")
+register(ShuffleAware(), "aten.transpose", "aten.t")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from .pqtree import PNODE, QNODE, Node, PQTree
 
@@ -49,27 +50,12 @@ def compress(
     and some optimal order of the elements is such an expansion (moving an element next to a
     twin never breaks a consecutive set), so nothing is lost.
     """
-    signature: list[list[int]] = [[] for _ in range(size)]
-    for j, members in enumerate(sets):
-        for e in set(members):
-            signature[e].append(j)  # j grows, so each signature is sorted
-    sigs = [tuple(s) for s in signature]
-    blocks: list[list[int]] = []
-    in_chain = [False] * size
-    chain_runs: list[list[int]] = []  # per chain: indices into ``blocks``
-    for chain in chains:
-        runs: list[int] = []
-        for e in chain:
-            in_chain[e] = True
-            if runs and sigs[blocks[runs[-1]][-1]] == sigs[e]:
-                blocks[runs[-1]].append(e)
-            else:
-                runs.append(len(blocks))
-                blocks.append([e])
-        chain_runs.append(runs)
+    sigs = _signatures(size, sets)
+    blocks, chain_runs = _chain_blocks(chains, sigs)
+    in_chain = {e for chain in chains for e in chain}
     loose: dict[tuple[int, ...], list[int]] = {}
     for e in range(size):
-        if not in_chain[e]:
+        if e not in in_chain:
             loose.setdefault(sigs[e], []).append(e)
     blocks.extend(loose.values())
     rank = sorted(range(len(blocks)), key=lambda b: min(blocks[b]))
@@ -79,15 +65,40 @@ def compress(
         for j in sigs[blocks[b][0]]:
             atom_sets[j].append(a)
     pairs = tuple(
-        (atom_of_block[x], atom_of_block[y])
-        for runs in chain_runs
-        for x, y in zip(runs, runs[1:], strict=False)
+        (atom_of_block[x], atom_of_block[y]) for runs in chain_runs for x, y in pairwise(runs)
     )
     return Compressed(
         blocks=tuple(tuple(blocks[b]) for b in rank),
         sets=tuple(tuple(s) for s in atom_sets),
         pairs=pairs,
     )
+
+
+def _signatures(size: int, sets: Sequence[Iterable[int]]) -> list[tuple[int, ...]]:
+    """For each element, the (sorted) indices of the sets holding it."""
+    signature: list[list[int]] = [[] for _ in range(size)]
+    for j, members in enumerate(sets):
+        for e in set(members):
+            signature[e].append(j)  # j grows, so each signature comes out sorted
+    return [tuple(s) for s in signature]
+
+
+def _chain_blocks(
+    chains: Sequence[Sequence[int]], sigs: list[tuple[int, ...]]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Cut each chain into maximal runs of equal signature: (blocks, per chain its blocks)."""
+    blocks: list[list[int]] = []
+    chain_runs: list[list[int]] = []
+    for chain in chains:
+        runs: list[int] = []
+        for e in chain:
+            if runs and sigs[blocks[runs[-1]][-1]] == sigs[e]:
+                blocks[runs[-1]].append(e)
+            else:
+                runs.append(len(blocks))
+                blocks.append([e])
+        chain_runs.append(runs)
+    return blocks, chain_runs
 
 
 class ConstrainedFamily:

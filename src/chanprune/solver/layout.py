@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from itertools import pairwise
 
 from ..errors import InputError
-from .c1p import ConstrainedFamily, compress
+from .c1p import Compressed, ConstrainedFamily, compress
 from .problem import ConsumerRead, LayoutPlan, LayoutProblem
-from .search import select_family
+from .search import Selection, select_family
 
 
 def solve_layout(problem: LayoutProblem, time_limit: float = 0.5) -> LayoutPlan:
@@ -43,30 +44,50 @@ def solve_layout(problem: LayoutProblem, time_limit: float = 0.5) -> LayoutPlan:
     chains = _chains(problem.fixed, index)
     if _works_as_is(channels, consumers, chains, index):
         return _plan(channels, _reads(channels, consumers), 0.0, 0.0, True)
-    distinct: dict[frozenset[int], int] = {}
-    group = [distinct.setdefault(s, len(distinct)) for s in consumers]
-    comp = compress(len(channels), [[index[c] for c in s] for s in distinct], chains)
+    comp = compress(
+        len(channels), [[index[c] for c in s] for s in dict.fromkeys(consumers)], chains
+    )
+    items, item_weights = _items(comp, consumers, weights)
+    choice = select_family(len(comp.blocks), comp.pairs, items, item_weights, deadline)
+    atom_order = _arrange(comp, items, choice)
+    order = tuple(channels[e] for a in atom_order for e in comp.blocks[a])
+    reads = _reads(order, consumers)
+    cost = math.fsum(w * r.copied for w, r in zip(weights, reads, strict=True))
+    return _plan(order, reads, cost, choice.lower_bound, choice.optimal)
+
+
+def _items(
+    comp: Compressed, consumers: list[frozenset[int]], weights: list[float]
+) -> tuple[list[tuple[int, ...]], list[float]]:
+    """The sets worth searching over (as atoms) and their gather costs.
+
+    Equal consumer sets are one item (``comp.sets`` follows ``dict.fromkeys(consumers)``);
+    its cost is the sum of weight * size over those consumers. Sets of at most one atom or of
+    every atom are consecutive in any order and are left out.
+    """
     n_atoms = len(comp.blocks)
-    item_of: dict[int, int] = {}  # distinct set -> item (set not trivially consecutive)
-    for j, atoms in enumerate(comp.sets):
+    item_of: dict[frozenset[int], int] = {}
+    items = []
+    for members, atoms in zip(dict.fromkeys(consumers), comp.sets, strict=True):
         if 1 < len(atoms) < n_atoms:
-            item_of[j] = len(item_of)
-    items = [comp.sets[j] for j in item_of]
-    item_weights = [0.0] * len(items)
-    for c, j in enumerate(group):
-        if j in item_of:
-            item_weights[item_of[j]] += weights[c] * len(consumers[c])
-    choice = select_family(n_atoms, comp.pairs, items, item_weights, deadline)
-    family = ConstrainedFamily(n_atoms, comp.pairs)
+            item_of[members] = len(items)
+            items.append(atoms)
+    costs = [0.0] * len(items)
+    for members, weight in zip(consumers, weights, strict=True):
+        if members in item_of:
+            costs[item_of[members]] += weight * len(members)
+    return items, costs
+
+
+def _arrange(comp: Compressed, items: list[tuple[int, ...]], choice: Selection) -> list[int]:
+    """An atom order keeping the chosen sets consecutive (and any dropped set that fits)."""
+    family = ConstrainedFamily(len(comp.blocks), comp.pairs)
     for i in choice.kept:
         fits = family.add(items[i])
         assert fits, "a kept set no longer fits"
     for i in choice.dropped:
         family.add(items[i])  # free improvement: a dropped set may still fit
-    order = tuple(channels[e] for a in family.order() for e in comp.blocks[a])
-    reads = _reads(order, consumers)
-    cost = math.fsum(w * r.copied for w, r in zip(weights, reads, strict=True))
-    return _plan(order, reads, cost, choice.lower_bound, choice.optimal)
+    return family.order()
 
 
 def _works_as_is(
@@ -79,7 +100,7 @@ def _works_as_is(
 
     Then it is returned unchanged: no channel needs to move.
     """
-    if any(b != a + 1 for chain in chains for a, b in zip(chain, chain[1:], strict=False)):
+    if any(b != a + 1 for chain in chains for a, b in pairwise(chain)):
         return False
     for members in consumers:
         if len(members) > 1:
@@ -187,7 +208,7 @@ def _chains(fixed: Sequence[Sequence[int]], index: dict[int, int]) -> list[list[
             raise InputError(f"{_name(k, seq)} names channels {unknown[:8]!r} not in channels")
         if len(set(seq)) != len(seq):
             raise InputError(f"{_name(k, seq)} repeats a channel")
-        for a, b in zip(seq, seq[1:], strict=False):
+        for a, b in pairwise(seq):
             _link(after, index[a], index[b], k, fixed, f"right after channel {a!r}")
             _link(before, index[b], index[a], k, fixed, f"right before channel {b!r}")
     chains = []

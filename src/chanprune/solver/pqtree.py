@@ -179,6 +179,9 @@ class PQTree:
                 continue
             is_root = node is pert.root
             if node.kind == PNODE:
+                # Each partial child brings its full leaves to one end. Below the root the
+                # result must be full at one end only (the parent's run continues there),
+                # so one partial child at most; the root may hold two, one at each end.
                 if len(partial) > (2 if is_root else 1):
                     return False
             else:
@@ -291,7 +294,7 @@ def _q_shape(node: Node, pert: _Pertinent, is_root: bool) -> tuple[int, int, boo
     also touch an end of the node and its partial child face inwards; ``reverse`` says that
     the node must be read backwards to get "empty side ... full side".
     """
-    full, partial = pert.split(node)
+    _, partial = pert.split(node)
     pos = _positions(node, pert.kids[node])
     lo, hi = pos[0], pos[-1]
     if hi - lo + 1 != len(pos) or len(partial) > (2 if is_root else 1):
@@ -358,6 +361,8 @@ def _root_q(node: Node, pert: _Pertinent, spliced: dict[Node, list[Node]]) -> No
     left, right = children[lo], children[hi]
     new_left = spliced[left] if pert.labels[left] == _PARTIAL else [left]
     new_right = spliced[right][::-1] if pert.labels[right] == _PARTIAL else [right]
-    node.children = children[:lo] + new_left + children[lo + 1 : hi] + new_right + children[hi + 1 :]
+    node.children = (
+        children[:lo] + new_left + children[lo + 1 : hi] + new_right + children[hi + 1 :]
+    )
     for child in (*new_left, *new_right):
         child.parent = node

@@ -23,7 +23,8 @@ every conflict must lose at least one member.
   branch i drops its i-th free member and keeps (forces) members 1..i-1, so no drop set is
   visited twice; prune when cost so far + bound >= best. Forced sets count as infinitely
   heavy in the bound. The clock is checked before each PQ-tree operation; on timeout the best
-  solution so far is returned with the root bound (or the part of it computed in time).
+  solution so far is returned with the root bound (or the part of it computed in time). A
+  branch dropping more than 400 sets also stops the search (Python's recursion limit).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from dataclasses import dataclass
 
 from .c1p import ConstrainedFamily
 
+_MAX_DEPTH = 400  # sets dropped along one branch; deeper would near Python's recursion limit
+
 
 class _Timeout(Exception):
-    """Raised inside the search when the deadline has passed."""
+    """Raised inside the search when the deadline (or the depth cap) has been reached."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class _BranchAndBound:
     def explore(self, dropped: list[int], forced: frozenset[int], cost: float) -> None:
         """Search below the node that drops ``dropped`` and must keep ``forced``."""
         self._tick()
+        if len(dropped) > _MAX_DEPTH:
+            raise _Timeout  # give up as if out of time: the result is then a heuristic one
         gone = set(dropped)
         remaining = [i for i in self.items if i in forced]
         remaining += [i for i in self.items if i not in forced and i not in gone]

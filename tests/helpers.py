@@ -1,0 +1,25 @@
+"""Shared test helpers."""
+
+import torch
+
+import chanprune
+
+
+def outputs_match(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The acceptance tolerance: max |a - b| <= 1e-4 * max |a|."""
+    return float((a - b).abs().max()) <= 1e-4 * max(float(a.abs().max()), 1e-6)
+
+
+def prune_and_check(model, x, method="baseline", **mask_kwargs):
+    """Mask, export, and assert the exported model reproduces the masked one (independently
+    of export's own check). Returns (exported, masks)."""
+    model.eval()
+    masks = chanprune.mask(model, x, **mask_kwargs) if mask_kwargs else {}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    exported = chanprune.export(model, x, method=method)
+    for k, v in model.state_dict().items():  # export leaves the model as it was
+        assert torch.equal(v, before[k]), k
+    with torch.no_grad():
+        ref, got = model(x), exported(x)
+    assert outputs_match(ref, got), float((ref - got).abs().max())
+    return exported, masks

@@ -1,0 +1,271 @@
+"""Each op rule on a small hand-built multi-branch module: exact export, and channels removed."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import chanprune
+from chanprune.analysis import analyze
+from chanprune.capture import capture
+
+from helpers import prune_and_check
+
+MASKINGS = [
+    dict(amount=0.5, side="output", constrained=False),
+    dict(amount=0.5, side="output", constrained=True),
+    dict(amount=0.5, side="input", constrained=False),
+    dict(amount=0.5, side="input", constrained=True),
+]
+
+
+def cbr(i, o, k=3, groups=1):
+    return nn.Sequential(nn.Conv2d(i, o, k, padding=k // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(o), nn.ReLU())
+
+
+def randomise_bn(model):
+    """Non-trivial BN statistics so a forgotten BN shift would show."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+class Residual(nn.Module):
+    """Two residual blocks sharing one segment, then a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.a = nn.Sequential(cbr(16, 16), nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.b = nn.Sequential(cbr(16, 16), nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.a(x))
+        x = torch.relu(self.b(x) - x)  # sub unifies channels like add
+        return self.head(x.mean((2, 3)))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.expand = cbr(3, 24, 1)
+        self.reduce = nn.Conv2d(24, 6, 1)
+        self.gate = nn.Conv2d(6, 24, 1)
+        self.project = nn.Conv2d(24, 8, 1)
+
+    def forward(self, x):
+        x = self.expand(x)
+        s = torch.sigmoid(self.gate(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return self.project(x * s).flatten(1).sum(1, keepdim=True)
+
+
+class Concat(nn.Module):
+    """Inception-style branches and a DenseNet-style concat that includes an untracked input."""
+
+    def __init__(self):
+        super().__init__()
+        self.b1, self.b2 = cbr(3, 8, 1), cbr(3, 12, 3)
+        self.norm = nn.BatchNorm2d(23)
+        self.out = nn.Conv2d(23, 5, 1)
+
+    def forward(self, x):
+        y = torch.cat([self.b1(x), x, self.b2(x)], 1)
+        return self.out(torch.relu(self.norm(y)))
+
+
+class SplitSlice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = cbr(3, 16)
+        self.left, self.right = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+        self.tail = nn.Conv2d(6, 3, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        a, b = x.chunk(2, dim=1)
+        c = torch.split(x, [10, 6], dim=1)[1]
+        return torch.cat([self.left(a), self.right(b)], 1).sum(1, keepdim=True) + self.tail(c)
+
+
+class Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pw = cbr(3, 16, 1)
+        self.dw = cbr(16, 16, 3, groups=16)
+        self.pw2 = cbr(16, 16, 1)
+        self.gc = cbr(16, 16, 3, groups=4)
+        self.out = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.out(self.gc(self.pw2(self.dw(self.pw(x)))))
+
+
+class Pools(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = cbr(3, 16)
+        self.out = nn.Linear(16 * 2 * 2, 3)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(self.conv(x), 2)
+        x = nn.functional.avg_pool2d(x, 2)
+        x = nn.functional.adaptive_avg_pool2d(x, 2)
+        return self.out(torch.flatten(x, 1))  # flatten into a linear: 4 columns per channel
+
+
+class ChannelsLast(nn.Module):
+    """ConvNeXt-like: depthwise conv, permute, MLP on the last dim, layer scale, permute back."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.dw = nn.Conv2d(16, 16, 7, padding=3, groups=16)
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 16)
+        self.gamma = nn.Parameter(torch.rand(16))
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(nn.functional.gelu(self.fc1(y))) * self.gamma
+        return self.head(x + y.permute(0, 3, 1, 2))
+
+
+class Norms(nn.Module):
+    """LayerNorm / GroupNorm over channels do not commute with removing channels: barriers."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 16)
+        self.ln = nn.LayerNorm(16)
+        self.c3 = nn.Conv2d(16, 8, 1)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = self.gn(self.c2(torch.relu(self.c1(x))))
+        x = self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.out(torch.relu(self.c3(x)))
+
+
+class Shuffle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = cbr(3, 16, 1)
+        self.c2 = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        x = self.c1(x)
+        n, c, h, w = x.shape
+        x = x.view(n, 4, c // 4, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.c2(x)
+
+
+MODULES = [Residual, SqueezeExcite, Concat, SplitSlice, Grouped, Pools, ChannelsLast, Norms, Shuffle]
+
+
+@pytest.mark.parametrize("masking", MASKINGS, ids=lambda m: f"{m['side']}-{'c' if m['constrained'] else 'u'}")
+@pytest.mark.parametrize("cls", MODULES, ids=lambda c: c.__name__)
+def test_rule_export_is_exact(cls, masking):
+    model = randomise_bn(cls())
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported, masks = prune_and_check(model, x, **masking)
+    assert masks, "something was masked"
+    assert chanprune.count_params(exported) < chanprune.count_params(model)
+
+
+def _pinned_weights(model, x):
+    an = analyze(capture(model, x), warn=False)
+    return {p.weight for p in an.producers if an.pinned[an.root[p.ids]].all()}
+
+
+def test_residual_stage_is_one_segment():
+    model = Residual().eval()
+    an = analyze(capture(model, torch.randn(1, 3, 8, 8)))
+    stem = an.producer_of("stem.0.weight")
+    for w in ("a.1.weight", "b.1.weight"):
+        assert (an.root[an.producer_of(w).ids] == an.root[stem.ids]).all()
+    inner = an.producer_of("a.0.0.weight")
+    assert not set(an.root[inner.ids]) & set(an.root[stem.ids])
+
+
+def test_squeeze_excite_gate_joins_the_gated_segment():
+    model = SqueezeExcite().eval()
+    an = analyze(capture(model, torch.randn(1, 3, 8, 8)))
+    gate, expand = an.producer_of("gate.weight"), an.producer_of("expand.0.weight")
+    assert (an.root[gate.ids] == an.root[expand.ids]).all()
+    # zeroing a gate filter leaves sigmoid(0) = 0.5, not zero: never an output-side candidate
+    assert an.dependent[gate.first : gate.first + gate.channels].all()
+
+
+def test_grouped_conv_pins_its_channels_but_depthwise_does_not():
+    model = Grouped().eval()
+    masks = chanprune.mask(model, torch.randn(2, 3, 8, 8), amount=0.5)
+    assert "pw.0.weight" in masks  # its channels flow through the depthwise conv
+    assert "pw2.0.weight" not in masks  # it feeds the grouped conv
+    assert "gc.0.weight" not in masks  # grouped conv outputs are pinned
+
+
+def test_layer_and_group_norm_are_barriers():
+    model = Norms().eval()
+    with pytest.warns(UserWarning, match="layer_norm|group_norm"):
+        an = analyze(capture(model, torch.randn(1, 3, 8, 8)))
+    pinned = {p.weight for p in an.producers if an.pinned[an.root[p.ids]].all()}
+    assert {"c2.weight"} <= pinned and "c1.weight" not in pinned and "c3.weight" not in pinned
+
+
+class Unknown(nn.Module):
+    """cumsum over channels has no rule: a barrier."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.c3(torch.cumsum(self.c2(torch.relu(self.c1(x))), dim=1))
+
+
+def test_op_without_rule_is_a_barrier_and_export_stays_exact():
+    model = Unknown().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.warns(UserWarning, match="cumsum"):
+        masks = chanprune.mask(model, x, amount=0.5)
+    assert "c2.weight" not in masks and "c1.weight" in masks  # c2 feeds the barrier
+    with torch.no_grad():  # hand-zero a channel feeding the barrier: still exact
+        model.c2.weight[0] = 0
+        model.c2.bias[0] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported, _ = prune_and_check(model, x)
+    assert exported.c2.weight.shape[0] == 8  # c2 kept whole (barrier)
+    assert exported.c1.weight.shape[0] == 4
+
+
+def test_hand_zeroed_channels_count_as_pruned():
+    model = randomise_bn(Residual()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        model.a[0][0].weight[:5] = 0  # filters ...
+        model.a[0][1].weight[:5] = 0  # ... and their BN: the activation is exactly zero
+        model.a[0][1].bias[:5] = 0
+        model.b[0][0].weight[:3] = 0  # filters only: BN shift keeps them alive
+    exported, _ = prune_and_check(model, x)
+    assert exported.get_parameter("a.0.0.weight").shape[0] == 11
+    assert exported.get_parameter("b.0.0.weight").shape[0] == 16
+
+
+def test_constrained_masks_are_shared_across_the_segment():
+    model = Residual().eval()
+    masks = chanprune.mask(model, torch.randn(2, 3, 8, 8), amount=0.5, constrained=True)
+    assert masks["stem.0.weight"] == masks["a.1.weight"] == masks["b.1.weight"]
+    assert len(masks["stem.0.weight"]) == 8
