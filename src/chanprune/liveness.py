@@ -24,6 +24,7 @@ class Liveness:
         self.zero: dict[str, object] = {}
         self.demand: dict[str, object] = {}
         self.cache: dict[object, object] = {}
+        self.revive: dict[str, np.ndarray] = {}  # zero channels kept so an op after needs no pad
         for name, v in analysis.axes.items():
             if isinstance(v, Axis):
                 self.demand[name] = np.zeros(len(v), dtype=bool)
@@ -74,9 +75,28 @@ class Liveness:
         Pinned channels (they reach a barrier or an output) stay even when zero: the op after
         needs them at full width anyway, and a zero row is cheaper than padding it back.
         """
-        z, d = self.zero.get(node.name), self.demand.get(node.name)
+        z, d = self._zd(node)
         pinned = self.analysis.pinned[self.analysis.root[self.analysis.axes[node.name].ids]]
-        return np.flatnonzero((~z | pinned) & d).astype(np.int64)
+        live = ~z | pinned
+        if node.name in self.revive:
+            live |= self.revive[node.name]
+        return np.flatnonzero(live & d).astype(np.int64)
+
+    def _zd(self, node: fx.Node) -> tuple[np.ndarray, np.ndarray]:
+        z, d = self.zero.get(node.name), self.demand.get(node.name)
+        return (z[0], d[0]) if isinstance(z, list) else (z, d)
+
+    def revive_input(self, node: fx.Node, x: fx.Node) -> None:
+        """A channel-preserving op turns some zero input channels into live ones (a BN shift):
+        keep those zero channels in the input rather than pad them back in later."""
+        z_in = self.zero_of(x)
+        if z_in is None or self.axis(x) is None:
+            return
+        z, d = self._zd(node)
+        live_out = (~z | self.revive.get(node.name, False)) & d
+        want = live_out & z_in
+        if want.any():
+            self.revive[x.name] = self.revive.get(x.name, np.zeros_like(want)) | want
 
 
 def liveness(analysis: ChannelAnalysis, tensors: dict[str, torch.Tensor] | None = None) -> Liveness:

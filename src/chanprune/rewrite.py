@@ -41,6 +41,7 @@ class RewriteResult:
     node_map: dict[str, str]  # original node name -> new node name
     axes: dict[str, object] = field(default_factory=dict)  # original node name -> Axis (analysis)
     copies: list[Copy] = field(default_factory=list)
+    demand: dict[str, object] = field(default_factory=dict)  # original node -> demanded channels
 
 
 class Rewriter:
@@ -201,7 +202,7 @@ def rewrite(analysis: ChannelAnalysis, live: Liveness, policy) -> RewriteResult:
     node_map = {
         k: v.name for k, v in rw.env.items() if isinstance(v, fx.Node) and v.op != "placeholder"
     }
-    return RewriteResult(gm, rw.lay, node_map, analysis.axes, rw.copies)
+    return RewriteResult(gm, rw.lay, node_map, analysis.axes, rw.copies, live.demand)
 
 
 def getitem(rw: Rewriter, node: fx.Node) -> None:

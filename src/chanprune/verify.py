@@ -95,9 +95,14 @@ def first_divergence(cap: Capture, result: RewriteResult, inputs: tuple) -> str:
         ax = _axis_dim(result, node)
         if not isinstance(ref, torch.Tensor) or ax is None:
             continue
-        ref = ref.index_select(ax, torch.from_numpy(layout))
-        if ref.shape != got.shape or not compare(ref, got).ok:
+        present = ref.index_select(ax, torch.from_numpy(layout))
+        if present.shape != got.shape or not compare(present, got).ok:
             return cap.where(node)
+        demand = result.demand.get(node.name)
+        if isinstance(demand, np.ndarray):  # an absent channel must be zero or unused
+            absent = np.setdiff1d(np.flatnonzero(demand), layout)
+            if len(absent) and ref.index_select(ax, torch.from_numpy(absent)).abs().max() > 0:
+                return cap.where(node) + " (drops a live channel)"
     return "none found node by node (the difference appears in the outputs only)"
 
 

@@ -55,6 +55,7 @@ class Channelwise(Rule):
         if not self._tracked(node, lv):
             return Rule.demand(self, node, lv)
         lv.want(node.args[0], lv.out_demand(node))
+        lv.revive_input(node, node.args[0])
 
     def emit(self, node: fx.Node, rw) -> None:
         if not self._tracked(node, rw.live):
@@ -205,6 +206,7 @@ class ChannelwiseParams(Channelwise):
         d = lv.demand[node.name]
         d = d[0] if isinstance(d, list) else d
         lv.want(node.args[0], d & self.scale_shift(node, lv)[0])
+        lv.revive_input(node, node.args[0])
 
     def emit(self, node: fx.Node, rw) -> None:
         if not self._tracked(node, rw.live):

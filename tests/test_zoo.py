@@ -1,0 +1,69 @@
+"""The torchvision zoo: every classification model masks and exports exactly (issue 2).
+
+Random init (no downloads). One model object per test: the capture is shared between mask()
+and export(); the constrained run starts again from the saved weights.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+import chanprune
+from helpers import outputs_match
+
+torchvision = pytest.importorskip("torchvision")
+
+ALL = torchvision.models.list_models(module=torchvision.models)
+DEEP = ["resnet50", "densenet121", "efficientnet_v2_s", "mobilenet_v3_large", "regnet_y_400mf",
+        "convnext_tiny"]
+
+
+def input_size(name: str) -> int:
+    """The smallest input each family accepts, to keep CI time down."""
+    if name.startswith(("vit", "swin", "maxvit")):
+        return 224
+    if name.startswith("inception"):
+        return 75
+    return 32 if name.startswith(("resnet", "mobilenet", "mnasnet", "regnet", "shufflenet")) else 64
+
+
+def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torchvision.models.get_model(name).eval()
+    s = input_size(name)
+    return model, torch.randn(2, 3, s, s)
+
+
+def check(model, x, **kw) -> None:
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masks = chanprune.mask(model, x, **kw)
+        exported = chanprune.export(model, x, method="baseline")
+    assert masks
+    with torch.no_grad():
+        assert outputs_match(model(x), exported(x))
+    assert chanprune.count_params(exported) < chanprune.count_params(model)
+    model.load_state_dict(state)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_every_torchvision_model_output_side(name):
+    model, x = build(name)
+    check(model, x, amount=0.3, side="output", constrained=False)
+    check(model, x, amount=0.3, side="output", constrained=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("heuristic", chanprune.HEURISTICS)
+@pytest.mark.parametrize("name", DEEP)
+def test_heuristics_and_input_side(name, heuristic):
+    model, x = build(name)
+    check(model, x, amount=0.3, heuristic=heuristic, side="input", constrained=False)
+    check(model, x, amount=0.3, heuristic=heuristic, side="output", constrained=False)
+    if heuristic == "l1":
+        check(model, x, amount=0.3, side="input", constrained=True)
+        check(model, x, amount=0.3, scope="global", side="output")
