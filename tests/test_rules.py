@@ -9,7 +9,6 @@ from torch import nn
 import chanprune
 from chanprune.analysis import analyze
 from chanprune.capture import capture
-
 from helpers import prune_and_check
 
 MASKINGS = [
@@ -21,8 +20,9 @@ MASKINGS = [
 
 
 def cbr(i, o, k=3, groups=1):
-    return nn.Sequential(nn.Conv2d(i, o, k, padding=k // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(o), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(i, o, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(o), nn.ReLU()
+    )
 
 
 def randomise_bn(model):
@@ -169,10 +169,22 @@ class Shuffle(nn.Module):
         return self.c2(x)
 
 
-MODULES = [Residual, SqueezeExcite, Concat, SplitSlice, Grouped, Pools, ChannelsLast, Norms, Shuffle]
+MODULES = [
+    Residual,
+    SqueezeExcite,
+    Concat,
+    SplitSlice,
+    Grouped,
+    Pools,
+    ChannelsLast,
+    Norms,
+    Shuffle,
+]
 
 
-@pytest.mark.parametrize("masking", MASKINGS, ids=lambda m: f"{m['side']}-{'c' if m['constrained'] else 'u'}")
+@pytest.mark.parametrize(
+    "masking", MASKINGS, ids=lambda m: f"{m['side']}-{'c' if m['constrained'] else 'u'}"
+)
 @pytest.mark.parametrize("cls", MODULES, ids=lambda c: c.__name__)
 def test_rule_export_is_exact(cls, masking):
     model = randomise_bn(cls())

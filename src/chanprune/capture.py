@@ -103,9 +103,7 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _fingerprint(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> tuple:
     """What a captured graph depends on besides weight values (which are read live)."""
-    state = tuple(
-        (k, tuple(v.shape), v.dtype) for k, v in model.state_dict(keep_vars=True).items()
-    )
+    state = tuple((k, tuple(v.shape), v.dtype) for k, v in model.state_dict(keep_vars=True).items())
     shapes = tuple((tuple(x.shape), x.dtype) for x in inputs)
     return (repr(model), state, shapes, dynamic)
 

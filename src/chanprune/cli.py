@@ -60,15 +60,24 @@ def prune_command(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        masks = mask(model, x, amount=args.amount, heuristic=args.heuristic, scope=args.scope,
-                     side=args.side, constrained=args.constrained)
+        masks = mask(
+            model,
+            x,
+            amount=args.amount,
+            heuristic=args.heuristic,
+            scope=args.scope,
+            side=args.side,
+            constrained=args.constrained,
+        )
         t1 = time.perf_counter()
         pruned = export(model, x, method=args.method)
     t2 = time.perf_counter()
     params1, macs1 = count_params(pruned), count_macs(pruned, x)
-    print(f"{args.model}: input {tuple(x.shape)}, {sum(map(len, masks.values()))} channels masked "
-          f"in {len(masks)} layers ({t1 - t0:.1f} s), exported with method={args.method} "
-          f"({t2 - t1:.1f} s, outputs verified)")
+    print(
+        f"{args.model}: input {tuple(x.shape)}, {sum(map(len, masks.values()))} channels masked "
+        f"in {len(masks)} layers ({t1 - t0:.1f} s), exported with method={args.method} "
+        f"({t2 - t1:.1f} s, outputs verified)"
+    )
     print(f"{'':8}{'params':>12}{'MACs':>12}")
     print(f"{'before':8}{_fmt(params0):>12}{_fmt(macs0):>12}")
     print(f"{'after':8}{_fmt(params1):>12}{_fmt(macs1):>12}")

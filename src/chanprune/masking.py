@@ -44,9 +44,7 @@ def validate(amount: float, heuristic: str, scope: str, side: str) -> None:
     if not isinstance(amount, int | float) or not 0.0 <= float(amount) < 1.0:
         raise InputError(f"amount must be a number in [0, 1), got {amount!r}")
     if heuristic not in HEURISTICS:
-        raise InputError(
-            f"unknown heuristic {heuristic!r}; choose one of {', '.join(HEURISTICS)}"
-        )
+        raise InputError(f"unknown heuristic {heuristic!r}; choose one of {', '.join(HEURISTICS)}")
     if scope not in SCOPES:
         raise InputError(f"unknown scope {scope!r}; choose 'local' or 'global'")
     if side not in SIDES:
@@ -95,7 +93,10 @@ def mask(
 
 
 def apply_masks(
-    model: torch.nn.Module, example_inputs: object, masks: dict[str, Iterable[int]], side: str = "output"
+    model: torch.nn.Module,
+    example_inputs: object,
+    masks: dict[str, Iterable[int]],
+    side: str = "output",
 ) -> dict[str, list[int]]:
     """Zero user-chosen channels: {producer weight: rows} or {consumer weight: input channels}."""
     if side not in SIDES:
@@ -201,7 +202,9 @@ def run_graph(cap: Capture, inputs: tuple, names: set[str]) -> dict[str, torch.T
     flat, user = [], iter(inputs)
     for n in cap.graph.nodes:
         if n.op == "placeholder":
-            flat.append(cap.tensors[cap.state_names[n.name]] if n.name in cap.state_names else next(user))
+            flat.append(
+                cap.tensors[cap.state_names[n.name]] if n.name in cap.state_names else next(user)
+            )
     out: dict[str, torch.Tensor] = {}
 
     class Recorder(fx.Interpreter):
@@ -301,4 +304,3 @@ def _apply(an: ChannelAnalysis, chosen: list[Unit], side: str) -> dict[str, list
                 tensors[con.weight][:, torch.from_numpy(u.rows)] = 0
                 result.setdefault(con.weight, []).append(u.channel)
     return {k: sorted(v) for k, v in sorted(result.items())}
-

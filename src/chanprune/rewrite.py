@@ -130,7 +130,9 @@ class Rewriter:
                     if d != ax.dim:
                         spatial *= int(s.node.hint) if isinstance(s, torch.SymInt) else int(s)
         self.copies.append(
-            Copy(node.name, src.name if src is not None else "?", kind, channels, channels * spatial)
+            Copy(
+                node.name, src.name if src is not None else "?", kind, channels, channels * spatial
+            )
         )
 
     def align(

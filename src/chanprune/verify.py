@@ -77,8 +77,11 @@ class _Recorder(fx.Interpreter):
 
 def first_divergence(cap: Capture, result: RewriteResult, inputs: tuple) -> str:
     """Name the first original node whose pruned counterpart holds different values."""
-    flat = [cap.tensors[cap.state_names[n.name]] if n.name in cap.state_names else None
-            for n in cap.graph.nodes if n.op == "placeholder"]
+    flat = [
+        cap.tensors[cap.state_names[n.name]] if n.name in cap.state_names else None
+        for n in cap.graph.nodes
+        if n.op == "placeholder"
+    ]
     user = iter(inputs)
     flat = [next(user) if f is None else f for f in flat]
     orig = fx.GraphModule(torch.nn.Module(), cap.graph)

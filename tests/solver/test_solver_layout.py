@@ -9,9 +9,9 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from solver_brute import brute_optimum, check_plan, close, honours_fixed
 
 from chanprune.solver import LayoutProblem, solve_layout
+from solver_brute import brute_optimum, check_plan, close, honours_fixed
 
 
 def _problem(channels, consumers, weights=None, fixed=()):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from solver_brute import all_frontiers, is_consecutive, valid_orders
 
 from chanprune.solver import PQTree, consecutive_order, has_consecutive_ones
+from solver_brute import all_frontiers, is_consecutive, valid_orders
 
 families = st.integers(0, 6).flatmap(
     lambda n: st.tuples(

@@ -9,11 +9,11 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from solver_brute import brute_optimum, check_plan, valid_orders
 
 from chanprune.solver import LayoutProblem, has_consecutive_ones, solve_layout
 from chanprune.solver.c1p import ConstrainedFamily
 from chanprune.solver.search import _BranchAndBound, greedy, greedy_rank, select_family
+from solver_brute import brute_optimum, check_plan, valid_orders
 
 instances = st.integers(3, 7).flatmap(
     lambda n: st.tuples(

@@ -134,7 +134,9 @@ class Reduce(Channelwise):
 
     def _dims(self, node: fx.Node) -> tuple[list[int], bool]:
         rank = len(node_shape(node.args[0]))
-        dims = node.args[self.dims_arg] if len(node.args) > self.dims_arg else node.kwargs.get("dim")
+        dims = (
+            node.args[self.dims_arg] if len(node.args) > self.dims_arg else node.kwargs.get("dim")
+        )
         keep = node.args[self.keepdim_arg] if len(node.args) > self.keepdim_arg else None
         keep = bool(node.kwargs.get("keepdim", False) if keep is None else keep)
         if dims is None or dims == []:
@@ -252,16 +254,61 @@ class BatchNorm(ChannelwiseParams):
 
 
 UNARY = (
-    "relu", "relu6", "gelu", "silu", "sigmoid", "hardswish", "hardsigmoid", "hardtanh", "tanh",
-    "clamp", "clamp_min", "clamp_max", "exp", "clone", "alias", "detach", "_to_copy", "neg",
-    "abs", "leaky_relu", "elu", "celu", "selu", "mish", "softplus", "erf", "sqrt", "rsqrt",
-    "square", "pow", "log", "sin", "cos", "dropout", "native_dropout", "lift_fresh_copy",
-    "contiguous", "gelu_", "threshold", "log_sigmoid", "logit", "sign", "reciprocal",
+    "relu",
+    "relu6",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "tanh",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "exp",
+    "clone",
+    "alias",
+    "detach",
+    "_to_copy",
+    "neg",
+    "abs",
+    "leaky_relu",
+    "elu",
+    "celu",
+    "selu",
+    "mish",
+    "softplus",
+    "erf",
+    "sqrt",
+    "rsqrt",
+    "square",
+    "pow",
+    "log",
+    "sin",
+    "cos",
+    "dropout",
+    "native_dropout",
+    "lift_fresh_copy",
+    "contiguous",
+    "gelu_",
+    "threshold",
+    "log_sigmoid",
+    "logit",
+    "sign",
+    "reciprocal",
 )
 register(Unary(), *(f"aten.{n}" for n in UNARY))
 register(Unary(), "aten.add.Scalar", "aten.sub.Scalar", "aten.mul.Scalar", "aten.div.Scalar")
-register(Pool(), "aten.max_pool2d", "aten.avg_pool2d", "aten.adaptive_avg_pool2d",
-         "aten.adaptive_max_pool2d", "aten.upsample_nearest2d", "aten.upsample_bilinear2d")
+register(
+    Pool(),
+    "aten.max_pool2d",
+    "aten.avg_pool2d",
+    "aten.adaptive_avg_pool2d",
+    "aten.adaptive_max_pool2d",
+    "aten.upsample_nearest2d",
+    "aten.upsample_bilinear2d",
+)
 register(Pool1d(), "aten.max_pool1d", "aten.avg_pool1d", "aten.adaptive_avg_pool1d")
 register(Pool3d(), "aten.max_pool3d", "aten.avg_pool3d", "aten.adaptive_avg_pool3d")
 register(Reduce(), "aten.mean.dim", "aten.sum.dim_IntList", "aten.amax", "aten.amin")

@@ -8,6 +8,7 @@ channels to agree, like a residual add.
 
 from __future__ import annotations
 
+import itertools
 import operator
 
 import numpy as np
@@ -117,7 +118,10 @@ class Cat(Rule):
             need = rw.live.kept(node)
             if mode == "full":
                 target = np.arange(len(ax), dtype=np.int64)
-            elif all(np.array_equal(tracked[0], x) for x in tracked) and np.isin(need, tracked[0]).all():
+            elif (
+                all(np.array_equal(tracked[0], x) for x in tracked)
+                and np.isin(need, tracked[0]).all()
+            ):
                 target = tracked[0]
             else:
                 target = rw.policy.merge(node, need, tracked)
@@ -149,7 +153,8 @@ class Split(Rule):
             bounds = np.cumsum([0, *sizes])
             st.kinds[node.name] = "channels"
             st.axes[node.name] = [
-                Axis(dim, ax.ids[s:e], ax.origin[s:e]) for s, e in zip(bounds, bounds[1:], strict=False)
+                Axis(dim, ax.ids[s:e], ax.origin[s:e])
+                for s, e in itertools.pairwise(bounds)
             ]
         else:
             st.kinds[node.name] = "other"
@@ -164,7 +169,7 @@ class Split(Rule):
             lv.zero[node.name] = [z.copy() for _ in lv.analysis.axes[node.name]]
         else:
             bounds = np.cumsum([0] + [len(a) for a in lv.analysis.axes[node.name]])
-            lv.zero[node.name] = [z[s:e] for s, e in zip(bounds, bounds[1:], strict=False)]
+            lv.zero[node.name] = [z[s:e] for s, e in itertools.pairwise(bounds)]
 
     def demand(self, node: fx.Node, lv) -> None:
         mode = lv.analysis.kinds.get(node.name)
@@ -189,7 +194,7 @@ class Split(Rule):
             return
         dim = rw.axis(x).dim
         bounds = np.cumsum([0] + [len(a) for a in axes])
-        pieces = [lx[(lx >= s) & (lx < e)] for s, e in zip(bounds, bounds[1:], strict=False)]
+        pieces = [lx[(lx >= s) & (lx < e)] for s, e in itertools.pairwise(bounds)]
         if np.array_equal(np.concatenate(pieces), lx):  # in order: one split, all views
             counts = [len(p) for p in pieces]
             split = rw.call(torch.ops.aten.split_with_sizes.default, (xn, counts, dim))

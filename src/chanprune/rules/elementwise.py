@@ -72,8 +72,12 @@ class Binary(Rule):
             origin = first.origin  # x + bias: zeroing the bias keeps the channel zero
         elif len(tracked) == 1:
             st.dependent_raw.append(first.origin)  # x + something: a zero x does not stay zero
-        st.kinds[node.name] = {"dim": dim, "tracked": [t[0] for t in tracked], "consts": consts,
-                               "full": pinned}
+        st.kinds[node.name] = {
+            "dim": dim,
+            "tracked": [t[0] for t in tracked],
+            "consts": consts,
+            "full": pinned,
+        }
         st.axes[node.name] = Axis(dim, first.ids, origin)
 
     # liveness ---------------------------------------------------------------------------
@@ -133,9 +137,10 @@ class Binary(Rule):
         need = rw.live.kept(node)
         if info["full"]:
             target = np.arange(n, dtype=np.int64)
-        elif all(np.array_equal(layouts[0], lay) for lay in layouts[1:]) and np.isin(
-            need, layouts[0]
-        ).all():
+        elif (
+            all(np.array_equal(layouts[0], lay) for lay in layouts[1:])
+            and np.isin(need, layouts[0]).all()
+        ):
             target = layouts[0]
         else:
             target = rw.policy.merge(node, need, layouts)
@@ -150,8 +155,10 @@ class Binary(Rule):
             t = rw.live.t(ops[i]).index_select(d, torch.from_numpy(target))
             args[i] = rw.put(name, t)
         for i, a in enumerate(ops):
-            if isinstance(a, fx.Node) and i not in info["tracked"] and all(
-                i != j for j, _ in info["consts"]
+            if (
+                isinstance(a, fx.Node)
+                and i not in info["tracked"]
+                and all(i != j for j, _ in info["consts"])
             ):
                 args[i] = rw.map_arg(a)
         rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), target)

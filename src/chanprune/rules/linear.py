@@ -44,7 +44,11 @@ class Dense(Rule):
     def flow(self, node: fx.Node, st: FlowState) -> None:
         x, w, b = node.args[0], node.args[1], _bias(node)
         wname, bname = st.param(w), st.param(b)
-        if wname is None or st.shared(wname) or (b is not None and (bname is None or st.shared(bname))):
+        if (
+            wname is None
+            or st.shared(wname)
+            or (b is not None and (bname is None or st.shared(bname)))
+        ):
             why = "weight/bias is computed or shared with another op"
             return st.barrier(node, f"{op_name(node)} {why}")
         groups = _groups(node)

@@ -162,6 +162,11 @@ register(Expand(), "aten.expand")
 register(View(), "aten.view", "aten._unsafe_view", "aten.reshape")
 
 
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 and users[0].op == "call_function" else None
+
+
 class ChannelShuffle(View):
     """view(n, g, c/g, ...) -> transpose(1, 2) [-> clone] -> view(n, c, ...): a fixed permutation.
 
@@ -176,32 +181,24 @@ class ChannelShuffle(View):
         if len(b) != len(a) + 1 or b[:d] != a[:d] or b[d + 2 :] != a[d + 1 :]:
             return None
         g, cpg = b[d], b[d + 1]
-        chain, cur = [node], node
-        for step in ("swap", "copy", "merge"):
-            users = list(cur.users)
-            if len(users) != 1 or users[0].op != "call_function":
-                return None
-            nxt = users[0]
-            name = str(nxt.target)
-            if step == "swap":
-                rank = len(b)
-                dims = nxt.args[1:3] if "transpose" in name else None
-                if dims is None or sorted(x % rank for x in dims) != [d, d + 1]:
-                    return None
-            elif step == "copy" and "clone" not in name:
-                chain.append(None)
-                if "view" not in name and "reshape" not in name:
-                    return None
-                step = "merge"
-            if step == "merge":
-                if ("view" not in name and "reshape" not in name) or node_shape(nxt) != a:
-                    return None
-            chain.append(nxt)
-            cur = nxt
-            if step == "merge":
-                break
+        swap = _only_user(node)
+        rank = len(b)
+        if swap is None or "transpose" not in str(swap.target):
+            return None
+        if sorted(x % rank for x in swap.args[1:3]) != [d, d + 1]:
+            return None
+        chain = [node, swap]
+        merge = _only_user(swap)
+        if merge is not None and "clone" in str(merge.target):  # .contiguous()
+            chain.append(merge)
+            merge = _only_user(merge)
+        if merge is None or not any(k in str(merge.target) for k in ("view", "reshape")):
+            return None
+        if node_shape(merge) != a:
+            return None
+        chain.append(merge)
         i, j = np.meshgrid(np.arange(cpg), np.arange(g), indexing="ij")
-        return [n for n in chain if n is not None], (j * cpg + i).reshape(-1)
+        return chain, (j * cpg + i).reshape(-1)
 
     def flow(self, node: fx.Node, st: FlowState) -> None:
         kind = st.kinds.get(node.name, "")
