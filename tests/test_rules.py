@@ -182,16 +182,17 @@ MODULES = [
 ]
 
 
+@pytest.mark.parametrize("method", ["baseline", "reorder"])
 @pytest.mark.parametrize(
     "masking", MASKINGS, ids=lambda m: f"{m['side']}-{'c' if m['constrained'] else 'u'}"
 )
 @pytest.mark.parametrize("cls", MODULES, ids=lambda c: c.__name__)
-def test_rule_export_is_exact(cls, masking):
+def test_rule_export_is_exact(cls, masking, method):
     model = randomise_bn(cls())
     x = torch.randn(2, 3, 8, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exported, masks = prune_and_check(model, x, **masking)
+        exported, masks = prune_and_check(model, x, method=method, **masking)
     assert masks, "something was masked"
     assert chanprune.count_params(exported) < chanprune.count_params(model)
 
@@ -281,3 +282,33 @@ def test_constrained_masks_are_shared_across_the_segment():
     masks = chanprune.mask(model, torch.randn(2, 3, 8, 8), amount=0.5, constrained=True)
     assert masks["stem.0.weight"] == masks["a.1.weight"] == masks["b.1.weight"]
     assert len(masks["stem.0.weight"]) == 8
+
+
+class Fan(nn.Module):
+    """One tensor read by three consumers with nested/overlapping channel sets."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 1)
+        self.a, self.b, self.c = nn.Conv2d(12, 2, 1), nn.Conv2d(12, 2, 1), nn.Conv2d(12, 2, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return self.a(y) + self.b(y) + self.c(y)
+
+
+def test_reorder_turns_gathers_into_slices():
+    model = Fan().eval()
+    x = torch.randn(2, 3, 8, 8)
+    # all contiguous in the order 0 5 9 3 7; none is in the original order 0 3 5 7 9
+    reads = {"a.weight": [0, 5, 9], "b.weight": [3, 5, 9], "c.weight": [3, 7]}
+    with torch.no_grad():  # input-side masks: each consumer reads only its own channels
+        for name, keep in reads.items():
+            w = model.get_parameter(name)
+            drop = [i for i in range(12) if i not in keep]
+            w[:, drop] = 0
+    base, _ = prune_and_check(model, x, method="baseline")
+    reorder, _ = prune_and_check(model, x, method="reorder")
+    assert len(base.chanprune_copies) == 3  # every consumer gathers in the original order
+    assert reorder.chanprune_copies == []  # an order exists in which all three are slices
+    assert reorder.get_parameter("stem.weight").shape[0] == 5  # the others are read by none

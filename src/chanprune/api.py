@@ -10,40 +10,47 @@ import torch
 from .analysis import analyze
 from .capture import as_input_tuple, capture, run_model
 from .errors import InputError
-from .layout import NaturalOrder
+from .layout import NaturalOrder, SolvedOrder
 from .liveness import liveness
 from .rewrite import rewrite
 from .verify import verify
 
-METHODS = ("baseline",)
+METHODS = ("reorder", "baseline")
 
 
-def policy_for(method: str):
-    if method == "baseline":
-        return NaturalOrder()
-    raise InputError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise InputError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def policy_for(method: str, analysis, live):
+    check_method(method)
+    return SolvedOrder(analysis, live) if method == "reorder" else NaturalOrder()
 
 
 def export(
     model: torch.nn.Module,
     example_inputs: object,
-    method: str = "baseline",
+    method: str = "reorder",
     check: bool = True,
     dynamic_batch: bool = True,
 ) -> torch.fx.GraphModule:
     """A new, physically smaller module whose outputs equal ``model``'s (as masked).
 
-    Channels that are provably zero, or needed by nobody, are removed. The result is checked
+    Channels that are provably zero, or needed by nobody, are removed. ``method="reorder"``
+    orders each segment's channels so consumers read contiguous slices instead of gathering
+    copies (UPSCALE); ``"baseline"`` keeps the original order and gathers. The result is checked
     against ``model`` on ``example_inputs`` (raising :class:`ExportError` naming the first
     diverging node). ``model`` is not modified. The result runs in inference semantics
     (BatchNorm uses running statistics); its parameters are trainable.
     """
-    policy = policy_for(method)
+    check_method(method)
     inputs = as_input_tuple(example_inputs)
     reference = run_model(model, inputs)
     cap = capture(model, inputs, dynamic_batch=dynamic_batch)
     an = analyze(cap)
-    result = rewrite(an, liveness(an), policy)
+    live = liveness(an)
+    result = rewrite(an, live, policy_for(method, an, live))
     if check:
         verify(cap, result, inputs, reference)
     module = result.module

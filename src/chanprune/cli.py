@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--scope", default="local", choices=("local", "global"))
     pr.add_argument("--side", default="output", choices=("output", "input"))
     pr.add_argument("--constrained", action="store_true", help="prune coupled layers together")
-    pr.add_argument("--method", default="baseline", choices=("baseline",))
+    pr.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
     pr.add_argument("--input-size", type=int, default=None, help="image side (default: model's)")
     pr.add_argument("--batch", type=int, default=1, help="example batch size")
     pr.add_argument("--out", type=Path, default=None, help="write the pruned model (.pt2)")

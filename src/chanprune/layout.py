@@ -3,12 +3,22 @@
 Wherever the rewriter has a free choice (a producer's output rows, the channels of a merged
 residual sum) it asks the policy. ``NaturalOrder`` keeps the original channel order: the
 paper's baseline export, where consumers that read a subset gather it with a copy.
+``SolvedOrder`` is UPSCALE's reorder: per segment it asks the layout solver for an order of the
+segment's channels in which the consumers' read sets are contiguous (free slices), minimising
+the bytes that still have to be gathered. Every tensor of the segment then follows that order.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 from torch import fx
+
+from .analysis import Axis, ChannelAnalysis, node_shape
+from .liveness import Liveness
+from .solver import LayoutPlan, LayoutProblem, solve_layout
 
 
 class NaturalOrder:
@@ -21,3 +31,76 @@ class NaturalOrder:
 
     def merge(self, node: fx.Node, positions: np.ndarray, layouts: list[np.ndarray]) -> np.ndarray:
         return np.sort(positions)
+
+
+@dataclass
+class SegmentLayout:
+    """The solver's answer for one segment, kept for plans and reports."""
+
+    channels: int  # segment channels in the problem
+    consumers: list[str]  # consumer nodes reading the segment
+    plan: LayoutPlan
+
+
+class SolvedOrder(NaturalOrder):
+    """Order each segment's channels so its consumers read slices (the reorder export)."""
+
+    name = "reorder"
+
+    def __init__(self, analysis: ChannelAnalysis, live: Liveness, time_limit: float = 0.2):
+        from .rules.linear import input_reads, output_rows
+
+        self.analysis = analysis
+        self.rank = np.arange(len(analysis.root), dtype=np.int64)
+        nodes = {n.name: n for n in analysis.capture.graph.nodes}
+        segment_of: dict[int, int] = {}
+        segments = analysis.segments()
+        for i, seg in enumerate(segments):
+            for r in seg.tolist():
+                segment_of[r] = i
+        reads: dict[int, list[tuple[str, frozenset, float]]] = {}
+        natural = NaturalOrder()
+        for con in analysis.consumers:
+            node = nodes[con.node]
+            x = node.args[0]
+            ax = live.axis(x)
+            if ax is None or not isinstance(analysis.axes.get(node.name), Axis):
+                continue
+            mask = input_reads(node, live, output_rows(node, live, natural))
+            roots = frozenset(analysis.root[ax.ids[mask]].tolist())
+            if not roots:
+                continue
+            seg = segment_of[next(iter(roots))]
+            reads.setdefault(seg, []).append((con.node, roots, _bytes_per_channel(x, ax)))
+        self.segments: list[SegmentLayout] = []
+        for seg, items in sorted(reads.items()):
+            channels = tuple(segments[seg].tolist())
+            problem = LayoutProblem(
+                channels=channels,
+                consumers=tuple(s for _, s, _ in items),
+                weights=tuple(w for _, _, w in items),
+            )
+            plan = solve_layout(problem, time_limit=time_limit)
+            self.rank[list(plan.order)] = np.arange(len(plan.order))
+            self.segments.append(SegmentLayout(len(channels), [n for n, _, _ in items], plan))
+
+    def order(self, node: fx.Node, positions: np.ndarray) -> np.ndarray:
+        ax = self.analysis.axes.get(node.name)
+        if isinstance(ax, list):
+            ax = ax[0]
+        if not isinstance(ax, Axis):
+            return np.sort(positions)
+        keys = self.rank[self.analysis.root[ax.ids[positions]]]
+        return positions[np.lexsort((positions, keys))]
+
+    def merge(self, node: fx.Node, positions: np.ndarray, layouts: list[np.ndarray]) -> np.ndarray:
+        return self.order(node, positions)
+
+
+def _bytes_per_channel(x: fx.Node, ax: Axis) -> float:
+    """Bytes one channel of ``x`` occupies per sample (what a gather of it copies)."""
+    shape = node_shape(x) or ()
+    val = x.meta.get("val")
+    size = torch.finfo(val.dtype).bits // 8 if isinstance(val, torch.Tensor) and val.is_floating_point() else 4
+    spatial = int(np.prod([s for d, s in enumerate(shape) if d not in (0, ax.dim)] or [1]))
+    return float(size * spatial)

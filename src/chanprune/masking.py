@@ -182,17 +182,18 @@ def _rows(w: torch.Tensor, us: list[Unit], side: str) -> torch.Tensor:
 def _feature_maps(an, side, inputs, calibration, by_layer) -> dict[int, torch.Tensor]:
     """Per layer, (batch, channel, *spatial) maps: producer outputs or consumer inputs."""
     layers = an.producers if side == "output" else an.consumers
-    want: dict[str, int] = {}
+    want: dict[str, list[int]] = {}
+    nodes = {n.name: n for n in an.capture.graph.nodes}
     for li in by_layer:
-        node = next(n for n in an.capture.graph.nodes if n.name == layers[li].node)
+        node = nodes[layers[li].node]
         src = node if side == "output" else node.args[0]
-        want[src.name] = li
+        want.setdefault(src.name, []).append(li)
     batches = [inputs] if calibration is None else [as_input_tuple(b) for b in calibration]
     got: dict[int, list[torch.Tensor]] = {}
     for batch in batches:
         for name, value in run_graph(an.capture, batch, set(want)).items():
-            ax = an.axes[name]
-            got.setdefault(want[name], []).append(value.movedim(ax.dim, 1))
+            for li in want[name]:
+                got.setdefault(li, []).append(value.movedim(an.axes[name].dim, 1))
     return {li: torch.cat(v) for li, v in got.items()}
 
 

@@ -153,8 +153,7 @@ class Split(Rule):
             bounds = np.cumsum([0, *sizes])
             st.kinds[node.name] = "channels"
             st.axes[node.name] = [
-                Axis(dim, ax.ids[s:e], ax.origin[s:e])
-                for s, e in itertools.pairwise(bounds)
+                Axis(dim, ax.ids[s:e], ax.origin[s:e]) for s, e in itertools.pairwise(bounds)
             ]
         else:
             st.kinds[node.name] = "other"

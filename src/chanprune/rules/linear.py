@@ -110,16 +110,12 @@ class Dense(Rule):
             return GROUPED.emit(node, rw)
         lv = rw.live
         x, w_arg, b_arg = node.args[0], node.args[1], _bias(node)
-        out = rw.policy.order(node, lv.kept(node))
-        if len(out) == 0:
-            out = np.array([0], dtype=np.int64)  # keep one (zero) channel: shapes stay valid
+        out = output_rows(node, lv, rw.policy)
         w = lv.t(w_arg)
         xn, lx = rw.value(x)
         ax = rw.axis(x)
         if ax is not None:
-            zin = lv.zero_of(x)
-            reads = self._nonzero(node, lv)[out].any(0) & ~zin
-            keep = lx[reads[lx]]
+            keep = lx[input_reads(node, lv, out)[lx]]
             if len(keep) == 0:
                 keep = lx[:1] if len(lx) else np.array([0], dtype=np.int64)
             xn = rw.align(xn, ax.dim, lx, keep, x)
@@ -133,6 +129,17 @@ class Dense(Rule):
             bias = lv.t(b_arg).index_select(0, torch.from_numpy(out))
             args[2] = rw.put(rw.capture.state_names[b_arg.name], bias)
         rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), out)
+
+
+def output_rows(node: fx.Node, lv, policy) -> np.ndarray:
+    """The rows a dense layer emits, in the policy's order (one zero row if none is kept)."""
+    out = policy.order(node, lv.kept(node))
+    return out if len(out) else np.array([0], dtype=np.int64)
+
+
+def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
+    """Per input position: does the layer read it (a weight for a kept row, a live input)?"""
+    return DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(node.args[0])
 
 
 class Grouped(Rule):
@@ -193,4 +200,4 @@ class Depthwise(ChannelwiseParams):
 
 GROUPED = Grouped()
 DEPTHWISE = Depthwise()
-register(Dense(), "aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.linear")
+DENSE = register(Dense(), "aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.linear")
