@@ -16,6 +16,7 @@ from .errors import ChanpruneError
 from .heuristics import HEURISTICS
 from .masking import mask
 from .models import load_model
+from .saving import save_program
 from .stats import count_macs, count_params
 
 
@@ -83,8 +84,7 @@ def prune_command(args: argparse.Namespace) -> int:
     print(f"{'after':8}{_fmt(params1):>12}{_fmt(macs1):>12}")
     print(f"{'ratio':8}{params1 / params0:>12.3f}{macs1 / max(macs0, 1):>12.3f}")
     if args.out is not None:
-        program = torch.export.export(pruned, (x,))
-        torch.export.save(program, str(args.out))
+        save_program(pruned, x, args.out)
         print(f"wrote {args.out}")
     return 0
 

@@ -72,6 +72,19 @@ class SolvedOrder(NaturalOrder):
                 continue
             seg = segment_of[next(iter(roots))]
             reads.setdefault(seg, []).append((con.node, roots, _bytes_per_channel(x, ax)))
+        for node in analysis.capture.graph.nodes:  # a residual add reading part of an operand
+            info = analysis.kinds.get(node.name)
+            if not isinstance(info, dict) or not isinstance(analysis.axes.get(node.name), Axis):
+                continue
+            need = frozenset(analysis.root[analysis.axes[node.name].ids[live.kept(node)]].tolist())
+            for i in info["tracked"]:
+                a = node.args[i]
+                have = frozenset(analysis.root[live.axis(a).ids[live.kept(a)]].tolist())
+                if need and need < have:
+                    seg = segment_of[next(iter(need))]
+                    reads.setdefault(seg, []).append(
+                        (node.name, need, _bytes_per_channel(a, live.axis(a)))
+                    )
         self.segments: list[SegmentLayout] = []
         for seg, items in sorted(reads.items()):
             channels = tuple(segments[seg].tolist())
@@ -101,6 +114,10 @@ def _bytes_per_channel(x: fx.Node, ax: Axis) -> float:
     """Bytes one channel of ``x`` occupies per sample (what a gather of it copies)."""
     shape = node_shape(x) or ()
     val = x.meta.get("val")
-    size = torch.finfo(val.dtype).bits // 8 if isinstance(val, torch.Tensor) and val.is_floating_point() else 4
+    size = (
+        torch.finfo(val.dtype).bits // 8
+        if isinstance(val, torch.Tensor) and val.is_floating_point()
+        else 4
+    )
     spatial = int(np.prod([s for d, s in enumerate(shape) if d not in (0, ax.dim)] or [1]))
     return float(size * spatial)

@@ -1,0 +1,404 @@
+"""CPU latency of chanprune exports against the copy-free limit and apple-upscale.
+
+    python benchmarks/latency.py [--models ...] [--amounts 0.25 0.5] [--batches 1 8]
+                                 [--reps 15] [--threads 2] [--size 224] [--out benchmarks/results]
+    python benchmarks/latency.py --quick      # smoke test: 2 models, 64x64, 3 reps
+
+For each torchvision model (random init, eval, ``torch.manual_seed(0)``), amount and batch
+size it times these contenders, interleaved in a per-round shuffled order:
+
+- ``unpruned``: the model itself;
+- ``constrained``: constrained masks (coupled layers pruned together), baseline export;
+- ``baseline`` / ``reorder``: unconstrained masks (side="input", heuristic="l2"), exported
+  both ways from the same masks;
+- ``ideal``: ``chanprune.ideal`` of the reorder export (gathers replaced by slices: the
+  copy-free physical limit of those layer sizes);
+- ``upscale`` / ``upscale_base``: apple-upscale 0.1.1's own reorder and baseline exports of
+  its own masks (input side, L2, unconstrained, local) at the same amount, where it runs.
+
+Writes ``<out>/latency.md``, ``<out>/latency.png`` and ``<out>/latency.json`` (raw numbers).
+The markdown is rewritten after every model, labelled PARTIAL until the run completes.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import traceback
+import warnings
+
+import torch
+import torchvision
+
+import chanprune
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _upscale_shim  # noqa: E402
+
+MODELS = [
+    "resnet18",
+    "resnet50",
+    "densenet121",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_v2_s",
+    "regnet_y_800mf",
+    "convnext_tiny",
+]
+CONTENDERS = ["unpruned", "constrained", "baseline", "reorder", "ideal", "upscale", "upscale_base"]
+WARMUP = 3
+
+
+# --------------------------------------------------------------------------- helpers
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _restore(model: torch.nn.Module, state: dict) -> None:
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(state[k])
+
+
+def _timed(fn, *a, **k):
+    t0 = time.perf_counter()
+    out = fn(*a, **k)
+    return out, time.perf_counter() - t0
+
+
+def _safe(fn, *a, **k):
+    try:
+        return fn(*a, **k)
+    except Exception:
+        return None
+
+
+def _fmt(v, spec=".2f", none="—"):
+    if v is None:
+        return none
+    if isinstance(v, str):
+        return v
+    return format(v, spec)
+
+
+def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict:
+    """Median wall time (ms) per contender: warm-up, then ``reps`` interleaved rounds
+    in an order shuffled per round with ``random.Random(round)``."""
+    names = list(contenders)
+    times = {n: [] for n in names}
+    with torch.inference_mode():
+        for n in names:
+            for _ in range(WARMUP):
+                contenders[n](x)
+        for r in range(reps):
+            order = names[:]
+            random.Random(r).shuffle(order)
+            for n in order:
+                t0 = time.perf_counter()
+                contenders[n](x)
+                times[n].append((time.perf_counter() - t0) * 1e3)
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+# --------------------------------------------------------------------------- one model
+def bench_model(name: str, args) -> dict:
+    """All work for one model. Returns a dict of rows (per amount) and errors."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x1 = torch.randn(1, 3, args.size, args.size)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    unpruned = copy.deepcopy(model).eval()
+    result = {"model": name, "amounts": {}, "errors": []}
+    upscale_reason = _upscale_shim.available() if not args.no_upscale else "disabled (--no-upscale)"
+    first = True
+
+    for amount in args.amounts:
+        row = {"sizes": {}, "export": {}, "latency": {}, "upscale_status": None}
+        mods = {"unpruned": unpruned}
+
+        # ---- unconstrained masks, side=input, l2: baseline + reorder + ideal
+        try:
+            _restore(model, original)
+            _, t_mask = _timed(
+                chanprune.mask, model, x1, amount=amount, heuristic="l2", scope="local",
+                side="input", constrained=False,
+            )
+            reorder, t_re = _timed(chanprune.export, model, x1, method="reorder")
+            reorder = copy.deepcopy(reorder)  # decouple from the model's (restored) weights
+            baseline, t_base = _timed(chanprune.export, model, x1, method="baseline")
+            baseline = copy.deepcopy(baseline)
+            ideal = chanprune.ideal(reorder)
+            plans = {m: chanprune.plan(model, x1, method=m) for m in ("baseline", "reorder")}
+            mods.update(baseline=baseline, reorder=reorder, ideal=ideal)
+            row["export"].update(
+                mask_s=t_mask, reorder_s=t_re, baseline_s=t_base,
+                cold_s=(t_mask + t_re) if first else None,
+            )
+            for m in ("baseline", "reorder"):
+                row["sizes"][f"{m}_copied_bytes"] = plans[m].copied_bytes
+            row["sizes"]["baseline_copies"] = len(baseline.chanprune_copies)
+            row["sizes"]["reorder_copies"] = len(reorder.chanprune_copies)
+            row["sizes"]["ideal_copies"] = len(getattr(ideal, "chanprune_copies", []) or [])
+            _log(f"{name} @{amount}: unconstrained exports ok (mask {t_mask:.1f}s, "
+                 f"reorder {t_re:.1f}s, baseline {t_base:.1f}s; copies "
+                 f"{row['sizes']['baseline_copies']} -> {row['sizes']['reorder_copies']})")
+        except Exception as e:
+            msg = f"{name} @{amount}: unconstrained export failed: {type(e).__name__}: {e}"
+            _log(msg)
+            traceback.print_exc()
+            result["errors"].append(msg)
+        first = False
+
+        # ---- constrained masks, baseline export (no copies needed)
+        try:
+            _restore(model, original)
+            chanprune.mask(model, x1, amount=amount, heuristic="l2", scope="local",
+                           side="input", constrained=True)
+            constrained, t_c = _timed(chanprune.export, model, x1, method="baseline")
+            mods["constrained"] = copy.deepcopy(constrained)
+            row["export"]["constrained_s"] = t_c
+            row["sizes"]["constrained_copies"] = len(constrained.chanprune_copies)
+        except Exception as e:
+            msg = f"{name} @{amount}: constrained export failed: {type(e).__name__}: {e}"
+            _log(msg)
+            result["errors"].append(msg)
+        _restore(model, original)
+
+        # ---- apple-upscale's own export (its masks at this amount)
+        if upscale_reason is None:
+            try:
+                up = _upscale_shim.export(unpruned, x1, amount=amount)
+                row["upscale_status"] = up["status"]
+                row["export"]["upscale_s"] = up.get("reorder_export_s")
+                row["export"]["upscale_base_s"] = up.get("baseline_export_s")
+                if up["status"] == "ok":
+                    mods["upscale"] = up["reorder"]
+                    mods["upscale_base"] = up["baseline"]
+                _log(f"{name} @{amount}: upscale {up['status']}")
+            except Exception as e:
+                last = str(e).strip().splitlines()[-1:] or [""]
+                row["upscale_status"] = f"failed: {type(e).__name__}: {last[0][:80]}"
+                _log(f"{name} @{amount}: upscale {row['upscale_status']}")
+        else:
+            row["upscale_status"] = f"n/a: {upscale_reason}"
+
+        # ---- sizes
+        for n, m in mods.items():
+            row["sizes"][f"{n}_params"] = _safe(lambda: sum(p.numel() for p in m.parameters()))
+            if n in ("unpruned", "constrained", "reorder", "upscale"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    row["sizes"][f"{n}_macs"] = _safe(chanprune.count_macs, m, x1)
+
+        # ---- latency
+        order = [c for c in CONTENDERS if c in mods]
+        for b in args.batches:
+            xb = torch.randn(b, 3, args.size, args.size)
+            t0 = time.perf_counter()
+            row["latency"][str(b)] = measure({c: mods[c] for c in order}, xb, args.reps)
+            lat = row["latency"][str(b)]
+            _log(f"{name} @{amount} b{b}: " + ", ".join(f"{c} {lat[c]:.1f}" for c in order)
+                 + f" ms  ({time.perf_counter() - t0:.0f}s)")
+        result["amounts"][str(amount)] = row
+    return result
+
+
+# --------------------------------------------------------------------------- reporting
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def write_report(results: list, args, cmdline: str, done: bool, started: float) -> None:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latency.json"), "w") as f:
+        json.dump({"args": vars(args), "complete": done, "results": results}, f, indent=1)
+
+    L = []
+    L.append("# chanprune CPU latency" + ("" if done else " — PARTIAL (run not finished)"))
+    L.append("")
+    L.append(f"- machine: `{platform.processor() or platform.machine()}` "
+             f"({platform.platform()}), torch {torch.__version__}, "
+             f"torchvision {torchvision.__version__}, threads {args.threads}")
+    L.append(f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; "
+             f"wall time {(time.time() - started) / 60:.1f} min")
+    L.append(f"- command: `{cmdline}`")
+    L.append(f"- input {args.size}x{args.size}; warm-up {WARMUP}, then {args.reps} interleaved rounds "
+             f"(order shuffled per round with random.Random(round)); median per contender, ms; "
+             "torch.inference_mode")
+    L.append("- masks: unconstrained, side=input, heuristic=l2, scope=local (baseline/reorder/ideal "
+             "share them); constrained = constrained masks + baseline export")
+    L.append("- upscale = apple-upscale 0.1.1 export of its own masks (input side, L2, unconstrained, "
+             "local) at the row's amount, run on CPU through benchmarks/_upscale_shim.py "
+             "(`.cuda()` no-op), `prune(is_not_ane=True)`; upscale_base = its `baseline=True` export; "
+             "its output is checked against its masked model (|diff| <= 1e-4 max|y|)")
+    if args.note:
+        L.append(f"- note: {args.note}")
+    L.append("")
+
+    batches = [str(b) for b in args.batches]
+    summary = {}
+    for b in batches:
+        L.append(f"## Latency, batch {b} (median ms)")
+        L.append("")
+        L.append("| model | amount | unpruned | constrained | baseline | reorder | ideal | upscale | "
+                 "upscale base | reorder/ideal | baseline/reorder | upscale base/upscale |")
+        L.append("|---|---|" + "---:|" * 10)
+        for res in results:
+            for amount, row in res["amounts"].items():
+                lat = row["latency"].get(b, {})
+                up_missing = row.get("upscale_status") if row.get("upscale_status") != "ok" else None
+                cells = [_fmt(lat.get(c)) for c in CONTENDERS[:5]]
+                if "upscale" in lat:
+                    cells += [_fmt(lat["upscale"]), _fmt(lat.get("upscale_base"))]
+                else:
+                    cells += [up_missing or "n/a", "n/a"]
+                r_ideal = _ratio(lat.get("reorder"), lat.get("ideal"))
+                r_base = _ratio(lat.get("baseline"), lat.get("reorder"))
+                r_up = _ratio(lat.get("upscale_base"), lat.get("upscale"))
+                summary.setdefault((b, amount), []).append((res["model"], r_ideal, r_base, r_up))
+                L.append(f"| {res['model']} | {amount} | " + " | ".join(cells) + " | "
+                         + " | ".join(_fmt(v, ".3f") for v in (r_ideal, r_base, r_up)) + " |")
+        L.append("")
+        for (bb, amount), vals in summary.items():
+            if bb != b:
+                continue
+            ri = [(m, v) for m, v, _, _ in vals if v is not None]
+            rb = [(m, v) for m, _, v, _ in vals if v is not None]
+            if ri:
+                worst = max(ri, key=lambda t: t[1])
+                L.append(f"**Summary batch {b}, amount {amount}:** median over models of reorder/ideal "
+                         f"= {statistics.median(v for _, v in ri):.3f} (worst {worst[1]:.3f}, {worst[0]}); "
+                         f"median baseline/reorder = {statistics.median(v for _, v in rb):.3f} "
+                         f"(min {min(v for _, v in rb):.3f}, max {max(v for _, v in rb):.3f})")
+                L.append("")
+
+    L.append("## Sizes (batch-1 MACs; copies = run-time gathers; copied bytes per sample)")
+    L.append("")
+    L.append("| model | amount | params unpruned | params constrained | params reorder | params upscale | "
+             "MACs unpruned | MACs constrained | MACs reorder | MACs upscale | copies baseline | "
+             "copies reorder | copied B/sample baseline | copied B/sample reorder |")
+    L.append("|---|---|" + "---:|" * 12)
+    for res in results:
+        for amount, row in res["amounts"].items():
+            s = row["sizes"]
+            L.append(f"| {res['model']} | {amount} | " + " | ".join(
+                _fmt(s.get(k), ",") for k in (
+                    "unpruned_params", "constrained_params", "reorder_params", "upscale_params",
+                    "unpruned_macs", "constrained_macs", "reorder_macs", "upscale_macs",
+                    "baseline_copies", "reorder_copies", "baseline_copied_bytes",
+                    "reorder_copied_bytes")) + " |")
+    L.append("")
+
+    L.append("## Export time (s)")
+    L.append("")
+    L.append("mask = chanprune.mask (includes the torch.export capture on the model's first amount); "
+             "reorder/baseline = chanprune.export with the capture cached (includes verification); "
+             "cold = mask + capture + reorder export on a fresh model (first amount only); "
+             "upscale = apple-upscale compute+prune (its own trace each time).")
+    L.append("")
+    L.append("| model | amount | mask | reorder export | baseline export | constrained export | cold | "
+             "upscale reorder | upscale baseline | upscale status |")
+    L.append("|---|---|" + "---:|" * 7 + "---|")
+    for res in results:
+        for amount, row in res["amounts"].items():
+            e = row["export"]
+            L.append(f"| {res['model']} | {amount} | " + " | ".join(
+                _fmt(e.get(k)) for k in ("mask_s", "reorder_s", "baseline_s", "constrained_s", "cold_s",
+                                         "upscale_s", "upscale_base_s"))
+                + f" | {row.get('upscale_status')} |")
+    L.append("")
+    errors = [e for r in results for e in r["errors"]]
+    if errors:
+        L.append("## Export failures")
+        L.append("")
+        L += [f"- {e}" for e in errors]
+        L.append("")
+    with open(os.path.join(args.out, "latency.md"), "w") as f:
+        f.write("\n".join(L))
+    _plot(results, args)
+
+
+def _plot(results: list, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b, amount = str(max(args.batches)), str(max(args.amounts))
+    rows = [(r["model"], r["amounts"].get(amount, {}).get("latency", {}).get(b)) for r in results]
+    rows = [(m, lat) for m, lat in rows if lat and lat.get("unpruned")]
+    if not rows:
+        return
+    shown = [c for c in CONTENDERS[1:] if any(c in lat for _, lat in rows)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) + 2), 4.2))
+    w = 0.8 / max(1, len(shown))
+    for i, c in enumerate(shown):
+        xs = [j + (i - (len(shown) - 1) / 2) * w for j in range(len(rows))]
+        ys = [lat.get(c, float("nan")) / lat["unpruned"] for _, lat in rows]
+        ax.bar(xs, ys, w, label=c)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([m for m, _ in rows], rotation=25, ha="right")
+    ax.set_ylabel("latency / unpruned")
+    ax.set_title(f"CPU ({args.threads} threads), batch {b}, amount {amount}, {args.size}px")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "latency.png"), dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--amounts", nargs="+", type=float, default=[0.25, 0.5])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: resnet18+mobilenet_v2, amount 0.5, batch 1, 3 reps, size 64")
+    ap.add_argument("--no-upscale", action="store_true", help="skip apple-upscale")
+    ap.add_argument("--note", default="", help="free text added to the markdown header")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.models, args.amounts, args.batches = ["resnet18", "mobilenet_v2"], [0.5], [1]
+        args.reps, args.size = 3, 64
+    torch.set_num_threads(args.threads)
+    cmdline = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    started = time.time()
+    _log(f"torch {torch.__version__}, {args.threads} threads, models {args.models}, "
+         f"amounts {args.amounts}, batches {args.batches}, reps {args.reps}, size {args.size}")
+
+    results = []
+    for name in args.models:
+        t0 = time.perf_counter()
+        _log(f"== {name}")
+        try:
+            results.append(bench_model(name, args))
+        except Exception as e:
+            traceback.print_exc()
+            results.append({"model": name, "amounts": {}, "errors": [f"{name}: {type(e).__name__}: {e}"]})
+        _log(f"== {name} done in {time.perf_counter() - t0:.0f}s")
+        write_report(results, args, cmdline, done=False, started=started)
+    write_report(results, args, cmdline, done=True, started=started)
+    errors = [e for r in results for e in r["errors"]]
+    _log(f"wrote {args.out}/latency.md, latency.png, latency.json in {(time.time() - started) / 60:.1f} min")
+    if errors:
+        print("EXPORT FAILURES:", *errors, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

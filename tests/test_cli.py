@@ -1,0 +1,43 @@
+"""The console command, driven as a user would: through the installed entry point."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torchvision")
+EXE = shutil.which("chanprune") or f"{sys.executable} -m chanprune.cli"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*EXE.split(), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_prune_prints_before_and_after_and_writes_a_program(tmp_path):
+    out = tmp_path / "r18.pt2"
+    r = run("prune", "resnet18", "--amount", "0.3", "--input-size", "32", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "before" in r.stdout and "after" in r.stdout and "outputs verified" in r.stdout
+    ratio = r.stdout.split("ratio")[1].split()
+    assert 0 < float(ratio[0]) < 1 and 0 < float(ratio[1]) < 1  # params and MACs dropped
+    import torch
+
+    program = torch.export.load(out)
+    assert program.module()(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
+
+
+def test_mistyped_model_name_suggests_close_ones():
+    r = run("prune", "resnet5O")
+    assert r.returncode == 2
+    assert "unknown model 'resnet5O'" in r.stderr and "resnet50" in r.stderr
+
+
+def test_bad_amount_is_a_clear_error():
+    r = run("prune", "resnet18", "--amount", "1.5", "--input-size", "32")
+    assert r.returncode == 2 and "amount must be" in r.stderr
+
+
+def test_unwritable_output_path():
+    r = run("prune", "resnet18", "--out", "/nonexistent/dir/m.pt2")
+    assert r.returncode == 2 and "does not exist" in r.stderr
