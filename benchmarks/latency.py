@@ -67,6 +67,16 @@ def _restore(model: torch.nn.Module, state: dict) -> None:
             v.copy_(state[k])
 
 
+def _detach_copy(gm):
+    """Deep copy of an export (so restoring/re-masking the model cannot touch it),
+    keeping chanprune's attributes, which GraphModule's deepcopy drops."""
+    new = copy.deepcopy(gm)
+    for attr in ("chanprune_copies", "chanprune_method"):
+        if hasattr(gm, attr):
+            setattr(new, attr, getattr(gm, attr))
+    return new
+
+
 def _timed(fn, *a, **k):
     t0 = time.perf_counter()
     out = fn(*a, **k)
@@ -133,9 +143,9 @@ def bench_model(name: str, args) -> dict:
                 side="input", constrained=False,
             )
             reorder, t_re = _timed(chanprune.export, model, x1, method="reorder")
-            reorder = copy.deepcopy(reorder)  # decouple from the model's (restored) weights
+            reorder = _detach_copy(reorder)  # decouple from the model's (restored) weights
             baseline, t_base = _timed(chanprune.export, model, x1, method="baseline")
-            baseline = copy.deepcopy(baseline)
+            baseline = _detach_copy(baseline)
             ideal = chanprune.ideal(reorder)
             plans = {m: chanprune.plan(model, x1, method=m) for m in ("baseline", "reorder")}
             mods.update(baseline=baseline, reorder=reorder, ideal=ideal)
@@ -164,7 +174,7 @@ def bench_model(name: str, args) -> dict:
             chanprune.mask(model, x1, amount=amount, heuristic="l2", scope="local",
                            side="input", constrained=True)
             constrained, t_c = _timed(chanprune.export, model, x1, method="baseline")
-            mods["constrained"] = copy.deepcopy(constrained)
+            mods["constrained"] = _detach_copy(constrained)
             row["export"]["constrained_s"] = t_c
             row["sizes"]["constrained_copies"] = len(constrained.chanprune_copies)
         except Exception as e:

@@ -312,3 +312,13 @@ def test_reorder_turns_gathers_into_slices():
     assert len(base.chanprune_copies) == 3  # every consumer gathers in the original order
     assert reorder.chanprune_copies == []  # an order exists in which all three are slices
     assert reorder.get_parameter("stem.weight").shape[0] == 5  # the others are read by none
+
+
+def test_reorder_adds_a_narrower_residual_branch_with_one_scatter():
+    model = randomise_bn(Residual()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.apply_masks(model, x, {"a.1.weight": list(range(8))})  # branch a: 8 of 16
+    base, _ = prune_and_check(model, x, method="baseline")
+    reorder, _ = prune_and_check(model, x, method="reorder")
+    assert [c.kind for c in base.chanprune_copies] == ["pad"]
+    assert [c.kind for c in reorder.chanprune_copies] == ["scatter"]

@@ -144,6 +144,8 @@ class Binary(Rule):
             target = layouts[0]
         else:
             target = rw.policy.merge(node, need, layouts)
+        if self._scatter_add(node, rw, info, target):
+            return
         args = list(node.args)
         out_rank = len(node_shape(node))
         for i in info["tracked"]:
@@ -162,6 +164,34 @@ class Binary(Rule):
             ):
                 args[i] = rw.map_arg(a)
         rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), target)
+
+
+    def _scatter_add(self, node: fx.Node, rw, info: dict, target: np.ndarray) -> bool:
+        """Reorder export: ``a + b`` where ``b`` holds a subset of ``a``'s channels becomes one
+        ``a.index_add(dim, idx, b)`` instead of padding ``b`` out to full width and adding."""
+        ops = _operands(node)
+        if (
+            rw.policy.name != "reorder"
+            or node.target is not torch.ops.aten.add.Tensor
+            or node.kwargs.get("alpha", 1) != 1
+            or len(info["tracked"]) != 2
+            or info["consts"]
+            or info["full"]
+            or len({node_shape(a) for a in ops} | {node_shape(node)}) != 1
+        ):
+            return False
+        (big_new, big), (small_new, small) = (rw.value(a) for a in ops)
+        if not np.array_equal(big, target):
+            (big_new, big), (small_new, small) = (small_new, small), (big_new, big)
+        if not np.array_equal(big, target) or not np.isin(small, target).all():
+            return False
+        where = {int(p): i for i, p in enumerate(target.tolist())}
+        idx = rw.index(np.array([where[int(p)] for p in small.tolist()], dtype=np.int64))
+        dim = info["dim"]
+        out = rw.call(torch.ops.aten.index_add.default, (big_new, dim, idx, small_new))
+        rw._record(out, node, "scatter", len(target))
+        rw.set(node, out, target)
+        return True
 
 
 class Mul(Binary):
