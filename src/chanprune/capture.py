@@ -199,3 +199,29 @@ def _from_exported(
         dynamic_batch=dynamic_batch,
         module_paths=module_paths,
     )
+
+
+def record(module: fx.GraphModule, args: tuple, names: set[str] | None = None) -> dict[str, object]:
+    """Run a graph module on real inputs, returning the values of the named nodes (all if None)."""
+    out: dict[str, object] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> object:
+            v = super().run_node(n)
+            if names is None or n.name in names:
+                out[n.name] = v.detach() if isinstance(v, torch.Tensor) else v
+            return v
+
+    with torch.no_grad():
+        Recorder(module).run(*args)
+    return out
+
+
+def run_graph(cap: Capture, inputs: tuple, names: set[str] | None = None) -> dict[str, object]:
+    """Run the captured graph itself (parameters read live) and record node values."""
+    flat, user = [], iter(inputs)
+    for n in cap.graph.nodes:
+        if n.op == "placeholder":
+            name = cap.state_names.get(n.name)
+            flat.append(cap.tensors[name] if name is not None else next(user))
+    return record(fx.GraphModule(torch.nn.Module(), cap.graph), tuple(flat), names)

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import fx
 
 from .analysis import ChannelAnalysis, analyze
-from .capture import Capture, as_input_tuple, capture
+from .capture import as_input_tuple, capture, run_graph
 from .errors import InputError, MaskError
 from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
 
@@ -195,29 +194,6 @@ def _feature_maps(an, side, inputs, calibration, by_layer) -> dict[int, torch.Te
             for li in want[name]:
                 got.setdefault(li, []).append(value.movedim(an.axes[name].dim, 1))
     return {li: torch.cat(v) for li, v in got.items()}
-
-
-def run_graph(cap: Capture, inputs: tuple, names: set[str]) -> dict[str, torch.Tensor]:
-    """Run the captured graph on real inputs and return the values of the named nodes."""
-    gm = fx.GraphModule(torch.nn.Module(), cap.graph)
-    flat, user = [], iter(inputs)
-    for n in cap.graph.nodes:
-        if n.op == "placeholder":
-            flat.append(
-                cap.tensors[cap.state_names[n.name]] if n.name in cap.state_names else next(user)
-            )
-    out: dict[str, torch.Tensor] = {}
-
-    class Recorder(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> object:
-            v = super().run_node(n)
-            if n.name in names:
-                out[n.name] = v.detach()
-            return v
-
-    with torch.no_grad():
-        Recorder(gm).run(*flat)
-    return out
 
 
 # choosing -----------------------------------------------------------------------------------

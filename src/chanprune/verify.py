@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import fx
 from torch.utils import _pytree as pytree
 
-from .capture import Capture
+from .capture import Capture, record, run_graph
 from .errors import ExportError
 from .rewrite import RewriteResult
 
@@ -64,38 +63,16 @@ def verify(
     return check
 
 
-class _Recorder(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule) -> None:
-        super().__init__(gm)
-        self.values: dict[str, object] = {}
-
-    def run_node(self, n: fx.Node) -> object:
-        out = super().run_node(n)
-        self.values[n.name] = out
-        return out
-
-
 def first_divergence(cap: Capture, result: RewriteResult, inputs: tuple) -> str:
     """Name the first original node whose pruned counterpart holds different values."""
-    flat = [
-        cap.tensors[cap.state_names[n.name]] if n.name in cap.state_names else None
-        for n in cap.graph.nodes
-        if n.op == "placeholder"
-    ]
-    user = iter(inputs)
-    flat = [next(user) if f is None else f for f in flat]
-    orig = fx.GraphModule(torch.nn.Module(), cap.graph)
-    rec_o, rec_n = _Recorder(orig), _Recorder(result.module)
-    with torch.no_grad():
-        rec_o.run(*flat)
-        rec_n.run(*inputs)
+    original, pruned = run_graph(cap, inputs), record(result.module, inputs)
     for node in cap.graph.nodes:
         new = result.node_map.get(node.name)
         layout = result.layouts.get(node.name)
-        if new is None or new not in rec_n.values or not isinstance(layout, np.ndarray):
+        if new is None or new not in pruned or not isinstance(layout, np.ndarray):
             continue
-        ref, got = rec_o.values[node.name], rec_n.values[new]
-        ax = _axis_dim(result, node)
+        ref, got = original[node.name], pruned[new]
+        ax = getattr(result.axes.get(node.name), "dim", None)
         if not isinstance(ref, torch.Tensor) or ax is None:
             continue
         present = ref.index_select(ax, torch.from_numpy(layout))
@@ -107,8 +84,3 @@ def first_divergence(cap: Capture, result: RewriteResult, inputs: tuple) -> str:
             if len(absent) and ref.index_select(ax, torch.from_numpy(absent)).abs().max() > 0:
                 return cap.where(node) + " (drops a live channel)"
     return "none found node by node (the difference appears in the outputs only)"
-
-
-def _axis_dim(result: RewriteResult, node: fx.Node) -> int | None:
-    ax = result.axes.get(node.name) if hasattr(result, "axes") else None
-    return getattr(ax, "dim", None)

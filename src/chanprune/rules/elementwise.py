@@ -165,7 +165,6 @@ class Binary(Rule):
                 args[i] = rw.map_arg(a)
         rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), target)
 
-
     def _scatter_add(self, node: fx.Node, rw, info: dict, target: np.ndarray) -> bool:
         """Reorder export: ``a + b`` where ``b`` holds a subset of ``a``'s channels becomes one
         ``a.index_add(dim, idx, b)`` instead of padding ``b`` out to full width and adding."""

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from ..analysis import FlowState, Producer, node_shape
+from ..analysis import Consumer, FlowState, Producer, node_shape
 from . import register
 from .base import Rule, op_name
 from .channelwise import ChannelwiseParams
@@ -60,8 +60,6 @@ class Dense(Rule):
             ax = None
         where = st.where(node)
         if ax is not None:
-            from ..analysis import Consumer
-
             st.consumers.append(Consumer(node.name, wname, ax.ids, where))
         w_shape = st.capture.tensors[wname].shape
         out_dim = 1 if _is_conv(node) else len(node_shape(node)) - 1
