@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import statistics
 import sys
 import time
@@ -385,7 +386,7 @@ def main(argv=None) -> int:
         args.models, args.amounts, args.batches = ["resnet18", "mobilenet_v2"], [0.5], [1]
         args.reps, args.size = 3, 64
     torch.set_num_threads(args.threads)
-    cmdline = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    cmdline = "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
     started = time.time()
     _log(f"torch {torch.__version__}, {args.threads} threads, models {args.models}, "
          f"amounts {args.amounts}, batches {args.batches}, reps {args.reps}, size {args.size}")

@@ -20,6 +20,9 @@ from torch import fx
 
 from .capture import Capture
 
+ABSORBED = "absorbed"  # kinds[] mark: a pattern rule (e.g. channel shuffle) folded this node
+# into a later one; every stage skips it
+
 
 @dataclass
 class Axis:
@@ -242,6 +245,8 @@ def analyze(capture: Capture, warn: bool = True) -> ChannelAnalysis:
                 if isinstance(v, list):
                     for ax in v:
                         st.untracked(ax, "reaches a model output")
+        elif st.kinds.get(node.name) == ABSORBED:
+            st.axes[node.name] = None
         elif node.op == "call_function":
             rule_for(node).flow(node, st)
         else:

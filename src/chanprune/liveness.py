@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from .analysis import Axis, ChannelAnalysis
+from .analysis import ABSORBED, Axis, ChannelAnalysis
 
 
 class Liveness:
@@ -106,8 +106,9 @@ def liveness(analysis: ChannelAnalysis, tensors: dict[str, torch.Tensor] | None 
     lv = Liveness(analysis, tensors)
     nodes = list(analysis.capture.graph.nodes)
     with torch.no_grad():
+        absorbed = {n for n, k in analysis.kinds.items() if k == ABSORBED}
         for node in nodes:
-            if node.op == "call_function":
+            if node.op == "call_function" and node.name not in absorbed:
                 rule_for(node).zeros(node, lv)
             else:
                 lv.zero[node.name] = None
@@ -115,6 +116,6 @@ def liveness(analysis: ChannelAnalysis, tensors: dict[str, torch.Tensor] | None 
             if node.op == "output":
                 for a in node.all_input_nodes:
                     lv.require_all(a)
-            elif node.op == "call_function":
+            elif node.op == "call_function" and node.name not in absorbed:
                 rule_for(node).demand(node, lv)
     return lv

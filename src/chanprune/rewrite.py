@@ -17,7 +17,7 @@ import torch
 from torch import fx
 from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
-from .analysis import Axis, ChannelAnalysis
+from .analysis import ABSORBED, Axis, ChannelAnalysis
 from .liveness import Liveness
 
 aten = torch.ops.aten
@@ -191,6 +191,8 @@ def rewrite(analysis: ChannelAnalysis, live: Liveness, policy) -> RewriteResult:
                 rw.set(node, new, None)
         elif node.op == "output":
             rw.graph.output(rw.map_arg(node.args[0]))
+        elif analysis.kinds.get(node.name) == ABSORBED:
+            rw.set(node, None, None)
         elif node.op == "call_function":
             rule_for(node).emit(node, rw)
         else:

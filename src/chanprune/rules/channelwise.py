@@ -74,27 +74,6 @@ _ZERO_CACHE: dict[tuple, bool] = {}
 class Unary(Channelwise):
     """Element-wise ops with scalar arguments; whether f(0) == 0 is found by evaluating f(0)."""
 
-    def flow(self, node: fx.Node, st: FlowState) -> None:
-        if st.kinds.get(node.name) == "shuffle-inner":  # a copy inside a channel shuffle
-            st.axes[node.name] = None
-            return
-        super().flow(node, st)
-
-    def zeros(self, node: fx.Node, lv) -> None:
-        if lv.analysis.kinds.get(node.name) == "shuffle-inner":
-            lv.zero[node.name] = None
-            return
-        super().zeros(node, lv)
-
-    def demand(self, node: fx.Node, lv) -> None:
-        if lv.analysis.kinds.get(node.name) != "shuffle-inner":
-            super().demand(node, lv)
-
-    def emit(self, node: fx.Node, rw) -> None:
-        if rw.analysis.kinds.get(node.name) == "shuffle-inner":
-            return rw.set(node, None, None)
-        super().emit(node, rw)
-
     def preserves_zero(self, node: fx.Node) -> bool:
         key = (str(node.target), repr(node.args[1:]), repr(sorted(node.kwargs.items())))
         if key not in _ZERO_CACHE:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from torch import fx
 
-from ..analysis import Axis, FlowState, node_shape
+from ..analysis import ABSORBED, Axis, FlowState, node_shape
 from . import register
 from .channelwise import Channelwise
 
@@ -201,88 +201,47 @@ class ChannelShuffle(View):
         return chain, (j * cpg + i).reshape(-1)
 
     def flow(self, node: fx.Node, st: FlowState) -> None:
-        kind = st.kinds.get(node.name, "")
-        if kind == "shuffle-merge":
-            src = st.shuffles[node.name]
-            ax = st.axis(src[0])
-            perm = src[1]
+        if node.name in st.shuffles:
+            src, perm = st.shuffles[node.name]
+            ax = st.axis(src)
             st.axes[node.name] = Axis(ax.dim, ax.ids[perm], ax.origin[perm])
-            return
-        if kind == "shuffle-inner":
-            st.axes[node.name] = None
             return
         ax = st.axis(node.args[0])
         if ax is not None and self._plan(node, ax) is None:
             match = self._match(node, ax)
             if match is not None:
                 chain, perm = match
-                for n in chain[:-1]:
-                    st.kinds[n.name] = "shuffle-inner"
-                st.kinds[chain[-1].name] = "shuffle-merge"
+                for n in chain[:-1]:  # this view, the transpose, the copy: folded into the last
+                    st.kinds[n.name] = ABSORBED
                 st.shuffles[chain[-1].name] = (node.args[0], perm)
                 st.axes[node.name] = None
                 return
         super().flow(node, st)
 
     def zeros(self, node: fx.Node, lv) -> None:
-        kind = lv.analysis.kinds.get(node.name, "")
-        if kind == "shuffle-merge":
-            src, perm = lv.analysis.shuffles[node.name]
-            lv.zero[node.name] = lv.zero_of(src)[perm]
-        elif kind == "shuffle-inner":
-            lv.zero[node.name] = None
-        else:
-            super().zeros(node, lv)
+        if (shuffle := lv.analysis.shuffles.get(node.name)) is None:
+            return super().zeros(node, lv)
+        src, perm = shuffle
+        lv.zero[node.name] = lv.zero_of(src)[perm]
 
     def demand(self, node: fx.Node, lv) -> None:
-        kind = lv.analysis.kinds.get(node.name, "")
-        if kind == "shuffle-merge":
-            src, perm = lv.analysis.shuffles[node.name]
-            d = np.zeros(len(perm), dtype=bool)
-            d[perm] = lv.out_demand(node)
-            lv.want(src, d)
-        elif kind != "shuffle-inner":
-            super().demand(node, lv)
+        if (shuffle := lv.analysis.shuffles.get(node.name)) is None:
+            return super().demand(node, lv)
+        src, perm = shuffle
+        d = np.zeros(len(perm), dtype=bool)
+        d[perm] = lv.out_demand(node)
+        lv.want(src, d)
 
     def emit(self, node: fx.Node, rw) -> None:
-        kind = rw.analysis.kinds.get(node.name, "")
-        if kind == "shuffle-inner":
-            rw.set(node, None, None)
-        elif kind == "shuffle-merge":
-            src, perm = rw.analysis.shuffles[node.name]
-            xn, lx = rw.value(src)
-            inverse = np.empty_like(perm)
-            inverse[perm] = np.arange(len(perm))
-            relabeled = inverse[lx]
-            target = np.sort(relabeled)
-            rw.set(node, rw.align(xn, rw.axis(src).dim, relabeled, target, src), target)
-        else:
-            super().emit(node, rw)
-
-
-class ShuffleAware(Transpose):
-    def flow(self, node: fx.Node, st: FlowState) -> None:
-        if st.kinds.get(node.name) == "shuffle-inner":
-            st.axes[node.name] = None
-        else:
-            super().flow(node, st)
-
-    def zeros(self, node: fx.Node, lv) -> None:
-        if lv.analysis.kinds.get(node.name) == "shuffle-inner":
-            lv.zero[node.name] = None
-        else:
-            super().zeros(node, lv)
-
-    def demand(self, node: fx.Node, lv) -> None:
-        if lv.analysis.kinds.get(node.name) != "shuffle-inner":
-            super().demand(node, lv)
-
-    def emit(self, node: fx.Node, rw) -> None:
-        if rw.analysis.kinds.get(node.name) == "shuffle-inner":
-            rw.set(node, None, None)
-        else:
-            super().emit(node, rw)
+        if (shuffle := rw.analysis.shuffles.get(node.name)) is None:
+            return super().emit(node, rw)
+        src, perm = shuffle
+        xn, lx = rw.value(src)
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(len(perm))
+        relabeled = inverse[lx]  # positions after the shuffle, in the source's physical order
+        target = np.sort(relabeled)
+        rw.set(node, rw.align(xn, rw.axis(src).dim, relabeled, target, src), target)
 
 
 register(ChannelShuffle(), "aten.view", "aten._unsafe_view", "aten.reshape")
-register(ShuffleAware(), "aten.transpose", "aten.t")
