@@ -184,6 +184,8 @@ class Binary(Rule):
             (big_new, big), (small_new, small) = (small_new, small), (big_new, big)
         if not np.array_equal(big, target) or not np.isin(small, target).all():
             return False
+        if len(small) == len(target):  # same channels: a plain add (after align) is cheaper
+            return False
         where = {int(p): i for i, p in enumerate(target.tolist())}
         idx = rw.index(np.array([where[int(p)] for p in small.tolist()], dtype=np.int64))
         dim = info["dim"]
