@@ -54,6 +54,8 @@ def check(model, x, **kw) -> None:
         for e in exported:
             assert outputs_match(ref, e(x))
             assert chanprune.count_params(e) < chanprune.count_params(model)
+    base, reorder = (sum(c.elements for c in e.chanprune_copies) for e in exported)
+    assert reorder <= base  # reordering never copies more than the baseline
     with torch.no_grad():  # back to the unmasked weights for the next run
         for k, v in model.state_dict().items():
             v.copy_(state[k])
