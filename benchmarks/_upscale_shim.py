@@ -5,6 +5,7 @@ masking code.  We do not edit its installed files: while it runs we temporarily
 make ``Tensor.cuda`` / ``Module.cuda`` return ``self`` and, where the benchmark
 uses a smaller input, make the 224x224 tracing input match it.
 """
+
 from __future__ import annotations
 
 import contextlib

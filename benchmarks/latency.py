@@ -19,6 +19,7 @@ size it times these contenders, interleaved in a per-round shuffled order:
 Writes ``<out>/latency.md``, ``<out>/latency.png`` and ``<out>/latency.json`` (raw numbers).
 The markdown is rewritten after every model, labelled PARTIAL until the run completes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ import torchvision
 import chanprune
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _upscale_shim  # noqa: E402
+import _upscale_shim
 
 MODELS = [
     "resnet18",
@@ -140,8 +141,14 @@ def bench_model(name: str, args) -> dict:
         try:
             _restore(model, original)
             _, t_mask = _timed(
-                chanprune.mask, model, x1, amount=amount, heuristic="l2", scope="local",
-                side="input", constrained=False,
+                chanprune.mask,
+                model,
+                x1,
+                amount=amount,
+                heuristic="l2",
+                scope="local",
+                side="input",
+                constrained=False,
             )
             reorder, t_re = _timed(chanprune.export, model, x1, method="reorder")
             reorder = _detach_copy(reorder)  # decouple from the model's (restored) weights
@@ -151,7 +158,9 @@ def bench_model(name: str, args) -> dict:
             plans = {m: chanprune.plan(model, x1, method=m) for m in ("baseline", "reorder")}
             mods.update(baseline=baseline, reorder=reorder, ideal=ideal)
             row["export"].update(
-                mask_s=t_mask, reorder_s=t_re, baseline_s=t_base,
+                mask_s=t_mask,
+                reorder_s=t_re,
+                baseline_s=t_base,
                 cold_s=(t_mask + t_re) if first else None,
             )
             for m in ("baseline", "reorder"):
@@ -159,9 +168,11 @@ def bench_model(name: str, args) -> dict:
             row["sizes"]["baseline_copies"] = len(baseline.chanprune_copies)
             row["sizes"]["reorder_copies"] = len(reorder.chanprune_copies)
             row["sizes"]["ideal_copies"] = len(getattr(ideal, "chanprune_copies", []) or [])
-            _log(f"{name} @{amount}: unconstrained exports ok (mask {t_mask:.1f}s, "
-                 f"reorder {t_re:.1f}s, baseline {t_base:.1f}s; copies "
-                 f"{row['sizes']['baseline_copies']} -> {row['sizes']['reorder_copies']})")
+            _log(
+                f"{name} @{amount}: unconstrained exports ok (mask {t_mask:.1f}s, "
+                f"reorder {t_re:.1f}s, baseline {t_base:.1f}s; copies "
+                f"{row['sizes']['baseline_copies']} -> {row['sizes']['reorder_copies']})"
+            )
         except Exception as e:
             msg = f"{name} @{amount}: unconstrained export failed: {type(e).__name__}: {e}"
             _log(msg)
@@ -172,8 +183,15 @@ def bench_model(name: str, args) -> dict:
         # ---- constrained masks, baseline export (no copies needed)
         try:
             _restore(model, original)
-            chanprune.mask(model, x1, amount=amount, heuristic="l2", scope="local",
-                           side="input", constrained=True)
+            chanprune.mask(
+                model,
+                x1,
+                amount=amount,
+                heuristic="l2",
+                scope="local",
+                side="input",
+                constrained=True,
+            )
             constrained, t_c = _timed(chanprune.export, model, x1, method="baseline")
             mods["constrained"] = _detach_copy(constrained)
             row["export"]["constrained_s"] = t_c
@@ -204,7 +222,7 @@ def bench_model(name: str, args) -> dict:
 
         # ---- sizes
         for n, m in mods.items():
-            row["sizes"][f"{n}_params"] = _safe(lambda: sum(p.numel() for p in m.parameters()))
+            row["sizes"][f"{n}_params"] = _safe(lambda m=m: sum(p.numel() for p in m.parameters()))
             if n in ("unpruned", "constrained", "reorder", "upscale"):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -217,8 +235,11 @@ def bench_model(name: str, args) -> dict:
             t0 = time.perf_counter()
             row["latency"][str(b)] = measure({c: mods[c] for c in order}, xb, args.reps)
             lat = row["latency"][str(b)]
-            _log(f"{name} @{amount} b{b}: " + ", ".join(f"{c} {lat[c]:.1f}" for c in order)
-                 + f" ms  ({time.perf_counter() - t0:.0f}s)")
+            _log(
+                f"{name} @{amount} b{b}: "
+                + ", ".join(f"{c} {lat[c]:.1f}" for c in order)
+                + f" ms  ({time.perf_counter() - t0:.0f}s)"
+            )
         result["amounts"][str(amount)] = row
     return result
 
@@ -236,21 +257,31 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
     L = []
     L.append("# chanprune CPU latency" + ("" if done else " — PARTIAL (run not finished)"))
     L.append("")
-    L.append(f"- machine: `{platform.processor() or platform.machine()}` "
-             f"({platform.platform()}), torch {torch.__version__}, "
-             f"torchvision {torchvision.__version__}, threads {args.threads}")
-    L.append(f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; "
-             f"wall time {(time.time() - started) / 60:.1f} min")
+    L.append(
+        f"- machine: `{platform.processor() or platform.machine()}` "
+        f"({platform.platform()}), torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}, threads {args.threads}"
+    )
+    L.append(
+        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; "
+        f"wall time {(time.time() - started) / 60:.1f} min"
+    )
     L.append(f"- command: `{cmdline}`")
-    L.append(f"- input {args.size}x{args.size}; warm-up {WARMUP}, then {args.reps} interleaved rounds "
-             f"(order shuffled per round with random.Random(round)); median per contender, ms; "
-             "torch.inference_mode")
-    L.append("- masks: unconstrained, side=input, heuristic=l2, scope=local (baseline/reorder/ideal "
-             "share them); constrained = constrained masks + baseline export")
-    L.append("- upscale = apple-upscale 0.1.1 export of its own masks (input side, L2, unconstrained, "
-             "local) at the row's amount, run on CPU through benchmarks/_upscale_shim.py "
-             "(`.cuda()` no-op), `prune(is_not_ane=True)`; upscale_base = its `baseline=True` export; "
-             "its output is checked against its masked model (|diff| <= 1e-4 max|y|)")
+    L.append(
+        f"- input {args.size}x{args.size}; warm-up {WARMUP}, then {args.reps} interleaved rounds "
+        f"(order shuffled per round with random.Random(round)); median per contender, ms; "
+        "torch.inference_mode"
+    )
+    L.append(
+        "- masks: unconstrained, side=input, heuristic=l2, scope=local (baseline/reorder/ideal "
+        "share them); constrained = constrained masks + baseline export"
+    )
+    L.append(
+        "- upscale = apple-upscale 0.1.1 export of its own masks (input side, L2, unconstrained, "
+        "local) at the row's amount, run on CPU through benchmarks/_upscale_shim.py "
+        "(`.cuda()` no-op), `prune(is_not_ane=True)`; upscale_base = its `baseline=True` export; "
+        "its output is checked against its masked model (|diff| <= 1e-4 max|y|)"
+    )
     if args.note:
         L.append(f"- note: {args.note}")
     L.append("")
@@ -260,13 +291,17 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
     for b in batches:
         L.append(f"## Latency, batch {b} (median ms)")
         L.append("")
-        L.append("| model | amount | unpruned | constrained | baseline | reorder | ideal | upscale | "
-                 "upscale base | reorder/ideal | baseline/reorder | upscale base/upscale |")
+        L.append(
+            "| model | amount | unpruned | constrained | baseline | reorder | ideal | upscale | "
+            "upscale base | reorder/ideal | baseline/reorder | upscale base/upscale |"
+        )
         L.append("|---|---|" + "---:|" * 10)
         for res in results:
             for amount, row in res["amounts"].items():
                 lat = row["latency"].get(b, {})
-                up_missing = row.get("upscale_status") if row.get("upscale_status") != "ok" else None
+                up_missing = (
+                    row.get("upscale_status") if row.get("upscale_status") != "ok" else None
+                )
                 cells = [_fmt(lat.get(c)) for c in CONTENDERS[:5]]
                 if "upscale" in lat:
                     cells += [_fmt(lat["upscale"]), _fmt(lat.get("upscale_base"))]
@@ -276,8 +311,13 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
                 r_base = _ratio(lat.get("baseline"), lat.get("reorder"))
                 r_up = _ratio(lat.get("upscale_base"), lat.get("upscale"))
                 summary.setdefault((b, amount), []).append((res["model"], r_ideal, r_base, r_up))
-                L.append(f"| {res['model']} | {amount} | " + " | ".join(cells) + " | "
-                         + " | ".join(_fmt(v, ".3f") for v in (r_ideal, r_base, r_up)) + " |")
+                L.append(
+                    f"| {res['model']} | {amount} | "
+                    + " | ".join(cells)
+                    + " | "
+                    + " | ".join(_fmt(v, ".3f") for v in (r_ideal, r_base, r_up))
+                    + " |"
+                )
         L.append("")
         for (bb, amount), vals in summary.items():
             if bb != b:
@@ -286,46 +326,83 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
             rb = [(m, v) for m, _, v, _ in vals if v is not None]
             if ri:
                 worst = max(ri, key=lambda t: t[1])
-                L.append(f"**Summary batch {b}, amount {amount}:** median over models of reorder/ideal "
-                         f"= {statistics.median(v for _, v in ri):.3f} (worst {worst[1]:.3f}, {worst[0]}); "
-                         f"median baseline/reorder = {statistics.median(v for _, v in rb):.3f} "
-                         f"(min {min(v for _, v in rb):.3f}, max {max(v for _, v in rb):.3f})")
+                L.append(
+                    f"**Summary batch {b}, amount {amount}:** median over models of reorder/ideal "
+                    f"= {statistics.median(v for _, v in ri):.3f} "
+                    f"(worst {worst[1]:.3f}, {worst[0]}); "
+                    f"median baseline/reorder = {statistics.median(v for _, v in rb):.3f} "
+                    f"(min {min(v for _, v in rb):.3f}, max {max(v for _, v in rb):.3f})"
+                )
                 L.append("")
 
     L.append("## Sizes (batch-1 MACs; copies = run-time gathers; copied bytes per sample)")
     L.append("")
-    L.append("| model | amount | params unpruned | params constrained | params reorder | params upscale | "
-             "MACs unpruned | MACs constrained | MACs reorder | MACs upscale | copies baseline | "
-             "copies reorder | copied B/sample baseline | copied B/sample reorder |")
+    L.append(
+        "| model | amount | params unpruned | params constrained | params reorder "
+        "| params upscale | MACs unpruned | MACs constrained | MACs reorder | MACs upscale "
+        "| copies baseline | "
+        "copies reorder | copied B/sample baseline | copied B/sample reorder |"
+    )
     L.append("|---|---|" + "---:|" * 12)
     for res in results:
         for amount, row in res["amounts"].items():
             s = row["sizes"]
-            L.append(f"| {res['model']} | {amount} | " + " | ".join(
-                _fmt(s.get(k), ",") for k in (
-                    "unpruned_params", "constrained_params", "reorder_params", "upscale_params",
-                    "unpruned_macs", "constrained_macs", "reorder_macs", "upscale_macs",
-                    "baseline_copies", "reorder_copies", "baseline_copied_bytes",
-                    "reorder_copied_bytes")) + " |")
+            L.append(
+                f"| {res['model']} | {amount} | "
+                + " | ".join(
+                    _fmt(s.get(k), ",")
+                    for k in (
+                        "unpruned_params",
+                        "constrained_params",
+                        "reorder_params",
+                        "upscale_params",
+                        "unpruned_macs",
+                        "constrained_macs",
+                        "reorder_macs",
+                        "upscale_macs",
+                        "baseline_copies",
+                        "reorder_copies",
+                        "baseline_copied_bytes",
+                        "reorder_copied_bytes",
+                    )
+                )
+                + " |"
+            )
     L.append("")
 
     L.append("## Export time (s)")
     L.append("")
-    L.append("mask = chanprune.mask (includes the torch.export capture on the model's first amount); "
-             "reorder/baseline = chanprune.export with the capture cached (includes verification); "
-             "cold = mask + capture + reorder export on a fresh model (first amount only); "
-             "upscale = apple-upscale compute+prune (its own trace each time).")
+    L.append(
+        "mask = chanprune.mask (includes the torch.export capture on the model's first amount); "
+        "reorder/baseline = chanprune.export with the capture cached (includes verification); "
+        "cold = mask + capture + reorder export on a fresh model (first amount only); "
+        "upscale = apple-upscale compute+prune (its own trace each time)."
+    )
     L.append("")
-    L.append("| model | amount | mask | reorder export | baseline export | constrained export | cold | "
-             "upscale reorder | upscale baseline | upscale status |")
+    L.append(
+        "| model | amount | mask | reorder export | baseline export | constrained export | cold | "
+        "upscale reorder | upscale baseline | upscale status |"
+    )
     L.append("|---|---|" + "---:|" * 7 + "---|")
     for res in results:
         for amount, row in res["amounts"].items():
             e = row["export"]
-            L.append(f"| {res['model']} | {amount} | " + " | ".join(
-                _fmt(e.get(k)) for k in ("mask_s", "reorder_s", "baseline_s", "constrained_s", "cold_s",
-                                         "upscale_s", "upscale_base_s"))
-                + f" | {row.get('upscale_status')} |")
+            L.append(
+                f"| {res['model']} | {amount} | "
+                + " | ".join(
+                    _fmt(e.get(k))
+                    for k in (
+                        "mask_s",
+                        "reorder_s",
+                        "baseline_s",
+                        "constrained_s",
+                        "cold_s",
+                        "upscale_s",
+                        "upscale_base_s",
+                    )
+                )
+                + f" | {row.get('upscale_status')} |"
+            )
     L.append("")
     errors = [e for r in results for e in r["errors"]]
     if errors:
@@ -369,7 +446,9 @@ def _plot(results: list, args) -> None:
 
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--amounts", nargs="+", type=float, default=[0.25, 0.5])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
@@ -377,8 +456,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke test: resnet18+mobilenet_v2, amount 0.5, batch 1, 3 reps, size 64")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: resnet18+mobilenet_v2, amount 0.5, batch 1, 3 reps, size 64",
+    )
     ap.add_argument("--no-upscale", action="store_true", help="skip apple-upscale")
     ap.add_argument("--note", default="", help="free text added to the markdown header")
     args = ap.parse_args(argv)
@@ -386,10 +468,12 @@ def main(argv=None) -> int:
         args.models, args.amounts, args.batches = ["resnet18", "mobilenet_v2"], [0.5], [1]
         args.reps, args.size = 3, 64
     torch.set_num_threads(args.threads)
-    cmdline = "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    cmdline = "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     started = time.time()
-    _log(f"torch {torch.__version__}, {args.threads} threads, models {args.models}, "
-         f"amounts {args.amounts}, batches {args.batches}, reps {args.reps}, size {args.size}")
+    _log(
+        f"torch {torch.__version__}, {args.threads} threads, models {args.models}, "
+        f"amounts {args.amounts}, batches {args.batches}, reps {args.reps}, size {args.size}"
+    )
 
     results = []
     for name in args.models:
@@ -399,12 +483,15 @@ def main(argv=None) -> int:
             results.append(bench_model(name, args))
         except Exception as e:
             traceback.print_exc()
-            results.append({"model": name, "amounts": {}, "errors": [f"{name}: {type(e).__name__}: {e}"]})
+            results.append(
+                {"model": name, "amounts": {}, "errors": [f"{name}: {type(e).__name__}: {e}"]}
+            )
         _log(f"== {name} done in {time.perf_counter() - t0:.0f}s")
         write_report(results, args, cmdline, done=False, started=started)
     write_report(results, args, cmdline, done=True, started=started)
     errors = [e for r in results for e in r["errors"]]
-    _log(f"wrote {args.out}/latency.md, latency.png, latency.json in {(time.time() - started) / 60:.1f} min")
+    minutes = (time.time() - started) / 60
+    _log(f"wrote {args.out}/latency.md, latency.png, latency.json in {minutes:.1f} min")
     if errors:
         print("EXPORT FAILURES:", *errors, sep="\n  ", file=sys.stderr)
         return 1
