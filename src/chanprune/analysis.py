@@ -263,11 +263,11 @@ def analyze(capture: Capture, warn: bool = True) -> ChannelAnalysis:
     for g in st.dependent_raw:
         dependent[g[g >= 0]] = True
     if warn and st.barriers:
-        names = sorted({b.reason for b in st.barriers})
+        where = [f"{b.where}: {b.reason}" for b in st.barriers]
         warnings.warn(
-            f"chanprune: {len(st.barriers)} op(s) without a channel rule are barriers; the "
-            f"channels reaching them are not pruned ({'; '.join(names[:5])}"
-            f"{' ...' if len(names) > 5 else ''})",
+            f"chanprune: {len(where)} op(s) without a channel rule are barriers; the channels "
+            f"reaching them are not pruned: {'; '.join(where[:5])}"
+            f"{f' (and {len(where) - 5} more)' if len(where) > 5 else ''}",
             stacklevel=3,
         )
     return ChannelAnalysis(
