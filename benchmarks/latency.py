@@ -69,16 +69,6 @@ def _restore(model: torch.nn.Module, state: dict) -> None:
             v.copy_(state[k])
 
 
-def _detach_copy(gm):
-    """Deep copy of an export (so restoring/re-masking the model cannot touch it),
-    keeping chanprune's attributes, which GraphModule's deepcopy drops."""
-    new = copy.deepcopy(gm)
-    for attr in ("chanprune_copies", "chanprune_method"):
-        if hasattr(gm, attr):
-            setattr(new, attr, getattr(gm, attr))
-    return new
-
-
 def _timed(fn, *a, **k):
     t0 = time.perf_counter()
     out = fn(*a, **k)
@@ -136,24 +126,15 @@ def bench_model(name: str, args) -> dict:
     for amount in args.amounts:
         row = {"sizes": {}, "export": {}, "latency": {}, "upscale_status": None}
         mods = {"unpruned": unpruned}
+        masking = dict(amount=amount, heuristic="l2", scope="local", side="input")
 
         # ---- unconstrained masks, side=input, l2: baseline + reorder + ideal
         try:
             _restore(model, original)
-            _, t_mask = _timed(
-                chanprune.mask,
-                model,
-                x1,
-                amount=amount,
-                heuristic="l2",
-                scope="local",
-                side="input",
-                constrained=False,
-            )
+            _, t_mask = _timed(chanprune.mask, model, x1, constrained=False, **masking)
+            # exports own copies of their weights: restoring the model later cannot touch them
             reorder, t_re = _timed(chanprune.export, model, x1, method="reorder")
-            reorder = _detach_copy(reorder)  # decouple from the model's (restored) weights
             baseline, t_base = _timed(chanprune.export, model, x1, method="baseline")
-            baseline = _detach_copy(baseline)
             ideal = chanprune.ideal(reorder)
             plans = {m: chanprune.plan(model, x1, method=m) for m in ("baseline", "reorder")}
             mods.update(baseline=baseline, reorder=reorder, ideal=ideal)
@@ -183,17 +164,9 @@ def bench_model(name: str, args) -> dict:
         # ---- constrained masks, baseline export (no copies needed)
         try:
             _restore(model, original)
-            chanprune.mask(
-                model,
-                x1,
-                amount=amount,
-                heuristic="l2",
-                scope="local",
-                side="input",
-                constrained=True,
-            )
+            chanprune.mask(model, x1, constrained=True, **masking)
             constrained, t_c = _timed(chanprune.export, model, x1, method="baseline")
-            mods["constrained"] = _detach_copy(constrained)
+            mods["constrained"] = constrained
             row["export"]["constrained_s"] = t_c
             row["sizes"]["constrained_copies"] = len(constrained.chanprune_copies)
         except Exception as e:

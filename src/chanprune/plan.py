@@ -80,12 +80,11 @@ def plan(model: torch.nn.Module, example_inputs: object, method: str = "reorder"
     result = rewrite(an, live, policy)
     segments = an.segments()
     seg_of = {r: i for i, seg in enumerate(segments) for r in seg.tolist()}
+    nodes = {n.name: n for n in an.capture.graph.nodes}
     kept_roots: set[int] = set()
     for name, ax in an.axes.items():
-        if isinstance(ax, Axis) and name in live.zero and isinstance(live.zero[name], np.ndarray):
-            node = next(n for n in an.capture.graph.nodes if n.name == name)
-            kept_roots.update(an.root[ax.ids[live.kept(node)]].tolist())
-    nodes = {n.name: n for n in an.capture.graph.nodes}
+        if isinstance(ax, Axis) and isinstance(live.zero.get(name), np.ndarray):
+            kept_roots.update(an.root[ax.ids[live.kept(nodes[name])]].tolist())
     plans = [
         SegmentPlan(i, len(seg), len(kept_roots & set(seg.tolist())), 0, 0, 0, 0)
         for i, seg in enumerate(segments)
