@@ -1,31 +1,24 @@
-"""The ``chanprune`` console command."""
+"""``chanprune prune``: mask a zoo model and export the physically pruned model."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .api import export
-from .errors import ChanpruneError
-from .heuristics import HEURISTICS
-from .masking import mask
-from .models import load_model
-from .saving import save_program
-from .stats import count_macs, count_params
+from ..api import export
+from ..errors import ChanpruneError
+from ..heuristics import HEURISTICS
+from ..masking import mask
+from ..models import load_model
+from ..saving import save_program
+from ..stats import count_macs, count_params
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="chanprune", description="Unconstrained channel pruning with exact, smaller exports."
-    )
-    p.add_argument("--version", action="version", version=f"chanprune {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+def add_parser(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("prune", help="mask a zoo model and export the physically pruned model")
     pr.add_argument("model", help="a torchvision or timm model name, e.g. resnet50")
     pr.add_argument("--amount", type=float, default=0.3, help="share of channels to prune")
@@ -37,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--input-size", type=int, default=None, help="image side (default: model's)")
     pr.add_argument("--batch", type=int, default=1, help="example batch size")
     pr.add_argument("--out", type=Path, default=None, help="write the pruned model (.pt2)")
-    return p
+    pr.set_defaults(func=prune_command)
 
 
 def _fmt(n: float) -> str:
@@ -87,18 +80,3 @@ def prune_command(args: argparse.Namespace) -> int:
         save_program(pruned, x, args.out)
         print(f"wrote {args.out}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "prune":
-            return prune_command(args)
-    except ChanpruneError as e:
-        print(f"chanprune: error: {e}", file=sys.stderr)
-        return 2
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
