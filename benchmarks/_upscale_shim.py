@@ -54,7 +54,9 @@ def cpu_only(size: int | None = None):
         mask_mod.torch = old_rand
 
 
-def export(model: torch.nn.Module, x: torch.Tensor, amount: float = 0.25):
+def export(
+    model: torch.nn.Module, x: torch.Tensor, amount: float = 0.25, keep_masked: bool = False
+):
     """Mask a deep copy of ``model`` with upscale's defaults (input side, L2,
     unconstrained, local) at ``amount`` and export it with upscale's reorder and
     its baseline.
@@ -62,7 +64,8 @@ def export(model: torch.nn.Module, x: torch.Tensor, amount: float = 0.25):
     Returns ``dict(reorder=module, baseline=module, export_s=seconds of the
     reorder export (compute+prune), mask_s=..., max_diff=..., status=str)``.
     ``status`` is "ok" or "mismatch: ..." (checked against upscale's own masked
-    model: max abs diff <= 1e-4 * max abs output).
+    model: max abs diff <= 1e-4 * max abs output). ``keep_masked=True`` adds
+    ``masked``: a copy of the masked model, so other exporters can get the same masks.
     """
     from upscale import MaskingManager, PruningManager
 
@@ -72,6 +75,8 @@ def export(model: torch.nn.Module, x: torch.Tensor, amount: float = 0.25):
         t0 = time.perf_counter()
         MaskingManager(masked).importance().mask(amount=amount)
         out["mask_s"] = time.perf_counter() - t0
+        if keep_masked:
+            out["masked"] = copy.deepcopy(masked)
         x1 = x[:1]
         ref = masked(x1)
         for kind in ("reorder", "baseline"):

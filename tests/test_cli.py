@@ -41,3 +41,22 @@ def test_bad_amount_is_a_clear_error():
 def test_unwritable_output_path():
     r = run("prune", "resnet18", "--out", "/nonexistent/dir/m.pt2")
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_bench_runs_the_copies_benchmark_and_writes_its_table(tmp_path):
+    r = run(
+        "bench", "copies", "--", "--models", "resnet18", "--amounts", "0.5", "--size", "64",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    table = (tmp_path / "copies.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| resnet18 |"))
+    if "not importable" not in row:  # apple-upscale installed: same masks, both exporters ran
+        cells = [c.strip() for c in row.split("|")]
+        upscale, reorder = float(cells[4]), float(cells[6])
+        assert reorder <= upscale
+
+
+def test_bench_rejects_an_unknown_benchmark():
+    r = run("bench", "nope")
+    assert r.returncode == 2 and "invalid choice" in r.stderr

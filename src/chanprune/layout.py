@@ -39,7 +39,8 @@ class SegmentLayout:
 
     channels: int  # segment channels in the problem
     consumers: list[str]  # consumer nodes reading the segment
-    plan: LayoutPlan
+    plan: LayoutPlan  # its reads: the consumers', then the concatenation blocks kept together
+    realisable: bool = True  # every concatenation block is contiguous (else cost/bound are moot)
 
 
 class SolvedOrder(NaturalOrder):
@@ -59,6 +60,7 @@ class SolvedOrder(NaturalOrder):
             for r in seg.tolist():
                 segment_of[r] = i
         reads: dict[int, list[tuple[str, frozenset, float]]] = {}
+        self.cross_readers: list[str] = []  # consumers reading channels of several segments
         natural = NaturalOrder()
         for con in analysis.consumers:
             node = nodes[con.node]
@@ -68,10 +70,15 @@ class SolvedOrder(NaturalOrder):
                 continue
             mask = input_reads(node, live, output_rows(node, live, natural))
             roots = frozenset(analysis.root[ax.ids[mask]].tolist())
-            if not roots:
+            segs = {segment_of[r] for r in roots}
+            if len(segs) != 1:
+                # reads channels of several segments (through a concatenation, whose inputs
+                # stay whole and in order): no order of one segment makes it a slice, so it
+                # gathers whatever the orders are; leave it out of every segment's problem
+                if segs:
+                    self.cross_readers.append(con.node)
                 continue
-            seg = segment_of[next(iter(roots))]
-            reads.setdefault(seg, []).append((con.node, roots, _bytes_per_channel(x, ax)))
+            reads.setdefault(segs.pop(), []).append((con.node, roots, _bytes_per_channel(x, ax)))
         for node in analysis.capture.graph.nodes:  # a residual add reading part of an operand
             info = analysis.kinds.get(node.name)
             if not isinstance(info, dict) or not isinstance(analysis.axes.get(node.name), Axis):
@@ -85,17 +92,25 @@ class SolvedOrder(NaturalOrder):
                     reads.setdefault(seg, []).append(
                         (node.name, need, _bytes_per_channel(a, live.axis(a)))
                     )
+        blocks = _concat_blocks(analysis, segment_of)
         self.segments: list[SegmentLayout] = []
         for seg, items in sorted(reads.items()):
             channels = tuple(segments[seg].tolist())
+            # a concatenation's output holds its inputs as blocks in input order, so the order
+            # must keep each block (and each run of leading blocks) contiguous to be realisable
+            heavy = 1.0 + len(channels) * sum(w for _, _, w in items)
+            forced = sorted(blocks.get(seg, ()), key=sorted)
             problem = LayoutProblem(
                 channels=channels,
-                consumers=tuple(s for _, s, _ in items),
-                weights=tuple(w for _, _, w in items),
+                consumers=tuple(s for _, s, _ in items) + tuple(forced),
+                weights=tuple(w for _, _, w in items) + (heavy,) * len(forced),
             )
             plan = solve_layout(problem, time_limit=time_limit)
             self.rank[list(plan.order)] = np.arange(len(plan.order))
-            self.segments.append(SegmentLayout(len(channels), [n for n, _, _ in items], plan))
+            realisable = all(r.copied == 0 for r in plan.reads[len(items) :])
+            self.segments.append(
+                SegmentLayout(len(channels), [n for n, _, _ in items], plan, realisable)
+            )
 
     def order(self, node: fx.Node, positions: np.ndarray) -> np.ndarray:
         ax = self.analysis.axes.get(node.name)
@@ -108,6 +123,37 @@ class SolvedOrder(NaturalOrder):
 
     def merge(self, node: fx.Node, positions: np.ndarray, layouts: list[np.ndarray]) -> np.ndarray:
         return self.order(node, positions)
+
+
+def _concat_blocks(analysis: ChannelAnalysis, segment_of: dict[int, int]) -> dict[int, set]:
+    """Per segment, the channel sets a concatenation keeps together: each input's channels and
+    the union of its first ``k`` inputs (so blocks also keep their input order, up to reversal,
+    which preserves contiguity)."""
+    out: dict[int, set] = {}
+    for node in analysis.capture.graph.nodes:
+        if analysis.kinds.get(node.name) != "channels" or not isinstance(
+            node.args[0], list | tuple
+        ):
+            continue
+        by_segment: dict[int, list[frozenset]] = {}
+        for t in node.args[0]:
+            ax = analysis.axes.get(t.name) if isinstance(t, fx.Node) else None
+            if not isinstance(ax, Axis) or not len(ax):
+                continue
+            roots = analysis.root[ax.ids]
+            for seg in {segment_of[int(r)] for r in roots.tolist()}:
+                part = frozenset(r for r in roots.tolist() if segment_of[int(r)] == seg)
+                by_segment.setdefault(seg, []).append(part)
+        for seg, parts in by_segment.items():
+            if len(parts) < 2:
+                continue
+            sets = out.setdefault(seg, set())
+            prefix: frozenset = frozenset()
+            for part in parts:
+                sets.add(part)
+                prefix = prefix | part
+                sets.add(prefix)
+    return out
 
 
 def _bytes_per_channel(x: fx.Node, ax: Axis) -> float:

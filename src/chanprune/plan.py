@@ -39,10 +39,19 @@ class Plan:
     method: str
     segments: list[SegmentPlan]
     copies: list[Copy] = field(default_factory=list)
+    # copies of channels from several segments at once: a consumer reading through a
+    # concatenation (DenseNet) whose inputs stay whole and in order; no segment order helps
+    cross_segment: SegmentPlan | None = None
 
     @property
     def copied_bytes(self) -> int:
-        return sum(s.copied_bytes for s in self.segments)
+        extra = self.cross_segment.copied_bytes if self.cross_segment else 0
+        return sum(s.copied_bytes for s in self.segments) + extra
+
+    @property
+    def gathers(self) -> int:
+        extra = self.cross_segment.gathers if self.cross_segment else 0
+        return sum(s.gathers for s in self.segments) + extra
 
     def summary(self) -> str:
         """A readable table: one row per segment that has consumers or copies."""
@@ -53,7 +62,7 @@ class Plan:
         )
         lines = [
             f"export plan (method={self.method}): {len(rows)} segments, "
-            f"{sum(s.gathers for s in rows)} copies, {self.copied_bytes:,} bytes/sample",
+            f"{self.gathers} copies, {self.copied_bytes:,} bytes/sample",
             head,
             "-" * len(head),
         ]
@@ -63,6 +72,13 @@ class Plan:
                 f"{s.index:>4} {s.channels:>8} {s.kept:>6} {s.consumers:>7} "
                 f"{s.gathers:>6} {s.copied_channels:>9} {s.copied_bytes:>12,} {proof:>10}"
             )
+        c = self.cross_segment
+        if c is not None and c.gathers:
+            lines.append(
+                f"{'x':>4} {'':>8} {'':>6} {c.consumers or '':>7} {c.gathers:>6} "
+                f"{c.copied_channels:>9} {c.copied_bytes:>12,} {'':>10}"
+            )
+            lines.append("x = reads across several segments through a concatenation (gathered)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -91,13 +107,18 @@ def plan(model: torch.nn.Module, example_inputs: object, method: str = "reorder"
     ]
     for con in an.consumers:
         plans[seg_of[int(an.root[con.ids[0]])]].consumers += 1
+    cross = SegmentPlan(-1, 0, 0, 0, 0, 0, 0, solver="cross")
     for copy in result.copies:
         ax = an.axes.get(copy.source)
         if not isinstance(ax, Axis):
             continue
         val = nodes[copy.source].meta.get("val")
         item = val.element_size() if isinstance(val, torch.Tensor) else 4
-        p = plans[seg_of[int(an.root[ax.ids[0]])]]
+        positions = np.array([q for q in copy.positions if q >= 0], dtype=np.int64)
+        segs = {seg_of[int(r)] for r in an.root[ax.ids[positions]].tolist()} or {
+            seg_of[int(an.root[ax.ids[0]])]
+        }
+        p = plans[segs.pop()] if len(segs) == 1 else cross
         p.gathers += 1
         p.copied_channels += copy.channels
         p.copied_bytes += copy.elements * item
@@ -105,8 +126,10 @@ def plan(model: torch.nn.Module, example_inputs: object, method: str = "reorder"
         for sl in policy.segments:
             p = plans[seg_of[int(sl.plan.order[0])]]
             p.optimal, p.lower_bound_bytes, p.solver = (
-                sl.plan.optimal,
-                sl.plan.lower_bound,
+                sl.plan.optimal and sl.realisable,
+                sl.plan.lower_bound if sl.realisable else None,
                 sl.plan.method,
             )
-    return Plan(method, plans, result.copies)
+    if isinstance(policy, SolvedOrder):
+        cross.consumers = len(policy.cross_readers)
+    return Plan(method, plans, result.copies, cross)

@@ -32,6 +32,7 @@ class Copy:
     kind: str  # "gather" or "pad"
     channels: int  # channels copied per spatial element
     elements: int  # elements copied per sample (channels x spatial size)
+    positions: tuple[int, ...] = ()  # the source's original channel positions copied (-1: pad)
 
 
 @dataclass
@@ -119,7 +120,10 @@ class Rewriter:
             self._index[key] = self.graph.get_attr(name)
         return self._index[key]
 
-    def _record(self, node: fx.Node, source: fx.Node | None, kind: str, channels: int) -> None:
+    def _record(
+        self, node: fx.Node, source: fx.Node | None, kind: str, to: np.ndarray, idx: np.ndarray
+    ) -> None:
+        channels = len(to)
         src = source if source is not None else self._current
         spatial = 1
         if src is not None:
@@ -131,7 +135,12 @@ class Rewriter:
                         spatial *= int(s.node.hint) if isinstance(s, torch.SymInt) else int(s)
         self.copies.append(
             Copy(
-                node.name, src.name if src is not None else "?", kind, channels, channels * spatial
+                node.name,
+                src.name if src is not None else "?",
+                kind,
+                channels,
+                channels * spatial,
+                tuple(np.where(idx >= 0, to, -1).tolist()),
             )
         )
 
@@ -148,14 +157,15 @@ class Rewriter:
             if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
                 return self.call(aten.slice.Tensor, (new, dim, int(idx[0]), int(idx[0] + len(idx))))
             out = self.call(aten.index_select.default, (new, dim, self.index(idx)))
-            self._record(out, source, "gather", len(idx))
+            self._record(out, source, "gather", to, idx)
             return out
         rank = self._rank(source)
         pad = [0, 0] * (rank - 1 - dim) + [0, 1]
         padded = self.call(aten.constant_pad_nd.default, (new, pad, 0.0))
-        idx[idx < 0] = len(frm)
+        missing = idx < 0
+        idx[missing] = len(frm)
         out = self.call(aten.index_select.default, (padded, dim, self.index(idx)))
-        self._record(out, source, "pad", len(idx))
+        self._record(out, source, "pad", to, np.where(missing, -1, idx))
         return out
 
     def _rank(self, source: fx.Node | None) -> int:

@@ -11,9 +11,9 @@ import sys
 
 from .. import __version__
 from ..errors import ChanpruneError
-from . import prune
+from . import bench, prune
 
-COMMANDS = [prune]
+COMMANDS = [prune, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

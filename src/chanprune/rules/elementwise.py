@@ -190,7 +190,7 @@ class Binary(Rule):
         idx = rw.index(np.array([where[int(p)] for p in small.tolist()], dtype=np.int64))
         dim = info["dim"]
         out = rw.call(torch.ops.aten.index_add.default, (big_new, dim, idx, small_new))
-        rw._record(out, node, "scatter", len(target))
+        rw._record(out, node, "scatter", target, np.arange(len(target)))
         rw.set(node, out, target)
         return True
 
