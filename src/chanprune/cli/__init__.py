@@ -11,9 +11,9 @@ import sys
 
 from .. import __version__
 from ..errors import ChanpruneError
-from . import prune
+from . import prune, report
 
-COMMANDS = [prune]
+COMMANDS = [prune, report]
 
 
 def build_parser() -> argparse.ArgumentParser:
