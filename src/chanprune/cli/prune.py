@@ -71,7 +71,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch", type=int, default=1, help="example/calibration batch size (HRank scores it)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random example inputs")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of random weights (zoo names) and inputs"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -109,6 +111,7 @@ def prune_command(args: argparse.Namespace) -> int:
     n_steps = 4 + (args.runs > 0) + (args.out is not None) + (args.onnx is not None)
     steps = Steps(f"prune {Path(args.model).name}", n_steps, enabled=not args.quiet)
     with steps.step("load model"):
+        torch.manual_seed(args.seed)  # zoo models are random init: same seed, same model
         src = load_source(args.model, args.weights)
         model = src.model.eval()
         x = example_input(args, src.shape)

@@ -6,6 +6,8 @@ import argparse
 import contextlib
 from pathlib import Path
 
+import torch
+
 from ..deps import require
 from ..errors import InputError
 from ..heuristics import HEURISTICS
@@ -61,6 +63,7 @@ def report_command(args: argparse.Namespace) -> int:
     require("matplotlib", "chanprune report")
     steps = Steps(f"report {Path(args.model).name}", 2 + 2 * len(amounts), not args.quiet)
     with steps.step("load model"):
+        torch.manual_seed(args.seed)
         src = load_source(args.model, args.weights)
         x = example_input(args, src.shape)
 

@@ -55,7 +55,11 @@ def _program(path: Path) -> Source:
     args = (program.example_inputs or ((),))[0]
     if len(args) != 1 or not isinstance(args[0], torch.Tensor):
         raise InputError(f"{path}: expected a program with one tensor input")
-    return Source(program.module(), None, tuple(args[0].shape[1:]), path.name)
+    module = program.module()
+    # the unlifted module refuses .eval()/.train(); a plain GraphModule over the same graph and
+    # tensors behaves like any model (and can be pruned again)
+    module = torch.fx.GraphModule(module, module.graph)
+    return Source(module, None, tuple(args[0].shape[1:]), path.name)
 
 
 def _spec(path: Path) -> Source:
