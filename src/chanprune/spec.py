@@ -156,7 +156,8 @@ def _decode(name: str, probe: torch.Tensor, original: torch.Tensor) -> Keep:
     flat = flat.long().numpy()
     if flat.size and (flat.min() < 0 or flat.max() >= original.numel()):
         raise ExportError(f"{name}: the export transforms this tensor; it has no index spec")
-    # C-order coordinates by hand: np.unravel_index (numpy 2.4) miscounts past 8192 elements
+    # C-order coordinates by hand: np.unravel_index (numpy 2.4.6) returns wrong coordinates
+    # for arrays with unit dims (conv kernels 1x1) beyond 8192 elements
     strides = np.cumprod((1, *shape[:0:-1]))[::-1]
     keep: Keep = []
     for d, stride in enumerate(strides):
