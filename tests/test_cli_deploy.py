@@ -152,3 +152,20 @@ def test_read_only_folder(tmp_path):
         pass
     r = run("prune", "resnet18", "--out", "/sys/m.pt2")
     assert r.returncode == 2 and "is not writable" in r.stderr
+
+
+def test_weights_load_into_a_named_model(tmp_path):
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    from chanprune.cli.source import load_source
+
+    trained = torchvision.models.resnet18()
+    save_file(trained.state_dict(), str(tmp_path / "mine.safetensors"))
+    src = load_source("resnet18", tmp_path / "mine.safetensors")
+    for k, v in trained.state_dict().items():
+        assert torch.equal(src.model.state_dict()[k], v), k
+    save_file({"conv1.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
+    r = run("prune", "resnet18", "--weights", str(tmp_path / "other.safetensors"))
+    assert r.returncode == 2 and "does not fit the model" in r.stderr, r.stderr[-2000:]

@@ -23,6 +23,7 @@ from .source import load_source
 def add_parser(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser(
         "prune",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="prune a model and export it physically smaller",
         description="Mask channels, export a smaller model whose outputs equal the masked "
         "model's, print a before/after summary and optionally save it (.pt2, .json spec + "

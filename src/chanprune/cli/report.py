@@ -21,6 +21,7 @@ from .source import load_source
 def add_parser(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser(
         "report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="HTML report: latency vs amount per method, kept channels, copies per segment",
         description="Prune MODEL at several amounts, time the unpruned model and the "
         "constrained, baseline, reorder and ideal exports side by side, and write a "

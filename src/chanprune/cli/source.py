@@ -80,7 +80,10 @@ def _load_weights(model: torch.nn.Module, weights: Path) -> None:
         state = st.load_file(str(weights))
     except Exception as e:
         raise InputError(f"--weights {weights}: not a safetensors file ({e})") from e
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise InputError(f"--weights {weights} does not fit the model: {e}") from e
     if missing or unexpected:
         raise InputError(
             f"--weights {weights} does not fit the model: missing {missing[:3]}, "
