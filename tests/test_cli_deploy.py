@@ -59,9 +59,10 @@ def prune_to_files(tmp_path, name, size):
     rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines() if line.strip()}
     assert float(rows["params"][2]) < 1 and float(rows["latency"][3]) > 0
     assert "copied" in rows and "segs" in rows
-    r = run("prune", name, "--input-size", str(size), "--runs", "0", "--quiet",
+    r = run("prune", name, "--input-size", str(size), "--runs", "0", "--quiet", "--plan",
             "--out", str(tmp_path / f"{name}_pruned.pt2"))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "export plan (method=reorder)" in r.stdout and "bytes/sample" in r.stdout
     return tmp_path
 
 

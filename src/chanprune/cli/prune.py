@@ -47,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument(
         "--runs", type=int, default=10, help="latency rounds (interleaved, median); 0: skip"
     )
+    pr.add_argument("--plan", action="store_true", help="also print the segments and their copies")
     pr.set_defaults(func=prune_command)
 
 
@@ -181,6 +182,8 @@ def prune_command(args: argparse.Namespace) -> int:
         print(f"{name:16}{before:>10}{after:>10}  {ratio}")
     if latency is not None:
         print(f"(latency: batch {x.shape[0]}, median of {args.runs} interleaved rounds, CPU)")
+    if args.plan:
+        print(p.summary())
     for path in saved:
         print(f"wrote {path}")
     return 0
