@@ -59,6 +59,8 @@ def prune_to_files(tmp_path, name, size):
     rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines() if line.strip()}
     assert float(rows["params"][2]) < 1 and float(rows["latency"][3]) > 0
     assert "copied" in rows and "segs" in rows
+    for step in ("load model", "mask (capture, score)", "export (reorder, verify)", "latency"):
+        assert f"prune {name}: {step}" in r.stderr  # progress bars on stderr
     r = run("prune", name, "--input-size", str(size), "--runs", "0", "--quiet", "--plan",
             "--out", str(tmp_path / f"{name}_pruned.pt2"))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
