@@ -14,7 +14,9 @@ size it times these contenders, interleaved in a per-round shuffled order:
 - ``ideal``: ``chanprune.ideal`` of the reorder export (gathers replaced by slices: the
   copy-free physical limit of those layer sizes);
 - ``upscale`` / ``upscale_base``: apple-upscale 0.1.1's own reorder and baseline exports of
-  its own masks (input side, L2, unconstrained, local) at the same amount, where it runs.
+  its own masks (input side, L2, unconstrained, local) at the same amount, where it runs;
+- ``ort_unpruned`` / ``ort_baseline`` / ``ort_reorder``: the unpruned model and the two
+  chanprune exports run in ONNX Runtime (CPU, same thread count; ``--no-ort`` skips them).
 
 Writes ``<out>/latency.md``, ``<out>/latency.png`` and ``<out>/latency.json`` (raw numbers).
 The markdown is rewritten after every model, labelled PARTIAL until the run completes.
@@ -40,6 +42,7 @@ import torch
 import torchvision
 
 import chanprune
+import chanprune.deploy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _upscale_shim
@@ -55,6 +58,7 @@ MODELS = [
     "convnext_tiny",
 ]
 CONTENDERS = ["unpruned", "constrained", "baseline", "reorder", "ideal", "upscale", "upscale_base"]
+ORT = ["ort_unpruned", "ort_baseline", "ort_reorder"]  # ONNX Runtime runs of the same modules
 WARMUP = 3
 
 
@@ -161,6 +165,18 @@ def bench_model(name: str, args) -> dict:
             result["errors"].append(msg)
         first = False
 
+        # ---- the same modules in ONNX Runtime
+        if not args.no_ort:
+            for c in ORT:
+                src = mods.get(c.removeprefix("ort_"))
+                try:
+                    if src is not None:
+                        mods[c] = chanprune.deploy.ort_runner(src, x1, args.threads)
+                except Exception as e:
+                    msg = f"{name} @{amount}: {c} failed: {type(e).__name__}: {e}"
+                    _log(msg)
+                    result["errors"].append(msg)
+
         # ---- constrained masks, baseline export (no copies needed)
         try:
             _restore(model, original)
@@ -194,7 +210,7 @@ def bench_model(name: str, args) -> dict:
             row["upscale_status"] = f"n/a: {upscale_reason}"
 
         # ---- sizes
-        for n, m in mods.items():
+        for n, m in ((n, m) for n, m in mods.items() if n not in ORT):
             row["sizes"][f"{n}_params"] = _safe(lambda m=m: sum(p.numel() for p in m.parameters()))
             if n in ("unpruned", "constrained", "reorder", "upscale"):
                 with warnings.catch_warnings():
@@ -202,7 +218,7 @@ def bench_model(name: str, args) -> dict:
                     row["sizes"][f"{n}_macs"] = _safe(chanprune.count_macs, m, x1)
 
         # ---- latency
-        order = [c for c in CONTENDERS if c in mods]
+        order = [c for c in CONTENDERS + ORT if c in mods]
         for b in args.batches:
             xb = torch.randn(b, 3, args.size, args.size)
             t0 = time.perf_counter()
@@ -266,9 +282,10 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
         L.append("")
         L.append(
             "| model | amount | unpruned | constrained | baseline | reorder | ideal | upscale | "
-            "upscale base | reorder/ideal | baseline/reorder | upscale base/upscale |"
+            "upscale base | reorder/ideal | baseline/reorder | upscale base/upscale "
+            "| ort unpruned | ort baseline | ort reorder | ort baseline/reorder |"
         )
-        L.append("|---|---|" + "---:|" * 10)
+        L.append("|---|---|" + "---:|" * 14)
         for res in results:
             for amount, row in res["amounts"].items():
                 lat = row["latency"].get(b, {})
@@ -289,7 +306,9 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
                     + " | ".join(cells)
                     + " | "
                     + " | ".join(_fmt(v, ".3f") for v in (r_ideal, r_base, r_up))
-                    + " |"
+                    + " | "
+                    + " | ".join(_fmt(lat.get(c)) for c in ORT)
+                    + f" | {_fmt(_ratio(lat.get('ort_baseline'), lat.get('ort_reorder')), '.3f')} |"
                 )
         L.append("")
         for (bb, amount), vals in summary.items():
@@ -435,6 +454,7 @@ def main(argv=None) -> int:
         help="smoke test: resnet18+mobilenet_v2, amount 0.5, batch 1, 3 reps, size 64",
     )
     ap.add_argument("--no-upscale", action="store_true", help="skip apple-upscale")
+    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime contenders")
     ap.add_argument("--note", default="", help="free text added to the markdown header")
     args = ap.parse_args(argv)
     if args.quick:

@@ -1,11 +1,13 @@
 """chanprune: unconstrained channel pruning that exports smaller models which are really faster."""
 
 from .api import export
+from .deploy import to_onnx
 from .errors import CaptureError, ChanpruneError, ExportError, InputError, MaskError
 from .heuristics import HEURISTICS
 from .ideal import ideal
 from .masking import apply_masks, mask
 from .plan import Plan, plan
+from .saving import load_program, load_pruned, save_program, save_pruned
 from .stats import count_macs, count_params
 
 __all__ = [
@@ -21,7 +23,12 @@ __all__ = [
     "count_params",
     "export",
     "ideal",
+    "load_program",
+    "load_pruned",
     "mask",
     "plan",
+    "save_program",
+    "save_pruned",
+    "to_onnx",
 ]
 __version__ = "0.1.0"

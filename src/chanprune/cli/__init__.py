@@ -11,9 +11,9 @@ import sys
 
 from .. import __version__
 from ..errors import ChanpruneError
-from . import bench, prune
+from . import bench, prune, report
 
-COMMANDS = [prune, bench]
+COMMANDS = [prune, report, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,82 +1,200 @@
-"""``chanprune prune``: mask a zoo model and export the physically pruned model."""
+"""``chanprune prune``: mask a model, export it physically pruned, measure it, save it."""
 
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
 from ..api import export
-from ..errors import ChanpruneError
+from ..deps import require
 from ..heuristics import HEURISTICS
-from ..masking import mask
-from ..models import load_model
-from ..saving import save_program
+from ..masking import mask, validate
+from ..paths import check_writable
+from ..plan import plan
+from ..progress import Steps
 from ..stats import count_macs, count_params
+from ..timing import measure_latency
+from .source import load_source
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    pr = sub.add_parser("prune", help="mask a zoo model and export the physically pruned model")
-    pr.add_argument("model", help="a torchvision or timm model name, e.g. resnet50")
+    pr = sub.add_parser(
+        "prune",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="prune a model and export it physically smaller",
+        description="Mask channels, export a smaller model whose outputs equal the masked "
+        "model's, print a before/after summary and optionally save it (.pt2, .json spec + "
+        ".safetensors, .onnx).",
+    )
+    add_model_arguments(pr)
     pr.add_argument("--amount", type=float, default=0.3, help="share of channels to prune")
     pr.add_argument("--heuristic", default="l1", choices=HEURISTICS)
     pr.add_argument("--scope", default="local", choices=("local", "global"))
     pr.add_argument("--side", default="output", choices=("output", "input"))
     pr.add_argument("--constrained", action="store_true", help="prune coupled layers together")
     pr.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
-    pr.add_argument("--input-size", type=int, default=None, help="image side (default: model's)")
-    pr.add_argument("--batch", type=int, default=1, help="example batch size")
-    pr.add_argument("--out", type=Path, default=None, help="write the pruned model (.pt2)")
+    pr.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="save the pruned model: FILE.pt2 (torch.export program) or FILE.json "
+        "(pruning spec, weights in FILE.safetensors; chanprune.load_pruned reads it)",
+    )
+    pr.add_argument("--onnx", type=Path, default=None, help="also export FILE.onnx (checked)")
+    pr.add_argument(
+        "--runs", type=int, default=10, help="latency rounds (interleaved, median); 0: skip"
+    )
+    pr.add_argument("--plan", action="store_true", help="also print the segments and their copies")
     pr.set_defaults(func=prune_command)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """MODEL and input options shared by the commands that take a model."""
+    p.add_argument(
+        "model",
+        help="a torchvision or timm model name (e.g. resnet50), or a saved model: "
+        "FILE.pt2 or FILE.json (a chanprune pruning spec)",
+    )
+    p.add_argument(
+        "--weights", type=Path, default=None, help="FILE.safetensors to load into a named model"
+    )
+    p.add_argument("--input-size", type=int, default=None, help="image side (default: model's)")
+    p.add_argument(
+        "--input-shape",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="DIM",
+        help="one sample's shape without batch, e.g. 3 160 160 (overrides --input-size)",
+    )
+    p.add_argument(
+        "--batch", type=int, default=1, help="example/calibration batch size (HRank scores it)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of random weights (zoo names) and inputs"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def example_input(args: argparse.Namespace, shape: tuple[int, ...]) -> torch.Tensor:
+    if args.input_shape:
+        shape = tuple(args.input_shape)
+    elif args.input_size:
+        shape = (*shape[:-2], args.input_size, args.input_size)
+    gen = torch.Generator().manual_seed(args.seed)
+    return torch.randn((max(args.batch, 1), *shape), generator=gen)
 
 
 def _fmt(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
+        if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
-    return str(int(n))
+    return f"{n:.0f}"
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail in seconds, before the minutes of work, on paths or missing packages."""
+    if args.out is not None:
+        check_writable(args.out, "--out", (".pt2", ".json"))
+        if args.out.suffix.lower() == ".json":
+            require("safetensors", "--out FILE.json (pruning spec + safetensors)")
+    if args.onnx is not None:
+        check_writable(args.onnx, "--onnx", (".onnx",))
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            require(module, "--onnx")
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    if args.out is not None:
-        if args.out.suffix != ".pt2":
-            raise ChanpruneError(f"--out {args.out}: only .pt2 (torch.export) files are written")
-        if not args.out.parent.exists():
-            raise ChanpruneError(f"--out {args.out}: folder {args.out.parent} does not exist")
-    model, (c, h, w) = load_model(args.model)
-    if args.input_size:
-        h = w = args.input_size
-    x = torch.randn(args.batch, c, h, w)
-    params0, macs0 = count_params(model), count_macs(model, x)
-    t0 = time.perf_counter()
+    validate(args.amount, args.heuristic, args.scope, args.side)
+    _check_outputs(args)
+    n_steps = 4 + (args.runs > 0) + (args.out is not None) + (args.onnx is not None)
+    steps = Steps(f"prune {Path(args.model).name}", n_steps, enabled=not args.quiet)
+    with steps.step("load model"):
+        torch.manual_seed(args.seed)  # zoo models are random init: same seed, same model
+        src = load_source(args.model, args.weights)
+        model = src.model.eval()
+        x = example_input(args, src.shape)
+        params0, macs0 = count_params(model), count_macs(model, x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        masks = mask(
-            model,
-            x,
-            amount=args.amount,
-            heuristic=args.heuristic,
-            scope=args.scope,
-            side=args.side,
-            constrained=args.constrained,
-        )
-        t1 = time.perf_counter()
-        pruned = export(model, x, method=args.method)
-    t2 = time.perf_counter()
+        with steps.step("mask (capture, score)"):
+            masks = mask(
+                model,
+                x,
+                amount=args.amount,
+                heuristic=args.heuristic,
+                scope=args.scope,
+                side=args.side,
+                constrained=args.constrained,
+            )
+        with steps.step(f"export ({args.method}, verify)"):
+            pruned = export(model, x, method=args.method)
+        with steps.step("plan copies"):
+            p = plan(model, x, method=args.method)
+    latency = None
+    if args.runs > 0:
+        with steps.step("latency"):
+            bar = steps.rounds("interleaved rounds", args.runs)
+            latency = measure_latency(
+                {"before": model, "after": pruned}, x, runs=args.runs, tick=bar.update
+            )
+            bar.close()
+    saved = []
+    if args.out is not None:
+        with steps.step(f"save {args.out.name}"):
+            saved += _save(pruned, model, x, args.out, src.name)
+    if args.onnx is not None:
+        with steps.step(f"ONNX {args.onnx.name}"):
+            from ..deploy import to_onnx
+
+            saved.append(to_onnx(pruned, x, args.onnx))
+    steps.close()
     params1, macs1 = count_params(pruned), count_macs(pruned, x)
     print(
-        f"{args.model}: input {tuple(x.shape)}, {sum(map(len, masks.values()))} channels masked "
-        f"in {len(masks)} layers ({t1 - t0:.1f} s), exported with method={args.method} "
-        f"({t2 - t1:.1f} s, outputs verified)"
+        f"{src.label}: input {tuple(x.shape)}, {sum(map(len, masks.values()))} channels masked in "
+        f"{len(masks)} layers (amount {args.amount}, {args.heuristic}, {args.scope}, "
+        f"{args.side} side{', constrained' if args.constrained else ''}); "
+        f"exported with method={args.method}, outputs verified"
     )
-    print(f"{'':8}{'params':>12}{'MACs':>12}")
-    print(f"{'before':8}{_fmt(params0):>12}{_fmt(macs0):>12}")
-    print(f"{'after':8}{_fmt(params1):>12}{_fmt(macs1):>12}")
-    print(f"{'ratio':8}{params1 / params0:>12.3f}{macs1 / max(macs0, 1):>12.3f}")
-    if args.out is not None:
-        save_program(pruned, x, args.out)
-        print(f"wrote {args.out}")
+    with_copies = [s for s in p.segments if s.gathers]
+    rows = [
+        ("params", _fmt(params0), _fmt(params1), f"{params1 / params0:.3f}"),
+        ("MACs", _fmt(macs0), _fmt(macs1), f"{macs1 / max(macs0, 1):.3f}"),
+    ]
+    if latency is not None:
+        b, a = latency["before"], latency["after"]
+        rows.append(("latency ms", f"{b:.2f}", f"{a:.2f}", f"{a / b:.3f}"))
+    rows += [
+        ("copied bytes", "0", _fmt(p.copied_bytes) + "B", "per sample"),
+        ("copies", "0", str(sum(s.gathers for s in p.segments)), "gathers + pads"),
+        (
+            "segs w/ copies",
+            "0",
+            str(len(with_copies)),
+            f"of {sum(1 for s in p.segments if s.consumers)}",
+        ),
+    ]
+    print(f"{'':16}{'before':>10}{'after':>10}  ratio")
+    for name, before, after, ratio in rows:
+        print(f"{name:16}{before:>10}{after:>10}  {ratio}")
+    if latency is not None:
+        print(f"(latency: batch {x.shape[0]}, median of {args.runs} interleaved rounds, CPU)")
+    if args.plan:
+        print(p.summary())
+    for path in saved:
+        print(f"wrote {path}")
     return 0
+
+
+def _save(pruned, model, x, out: Path, name: str | None) -> list[Path]:
+    if out.suffix.lower() == ".json":
+        from ..saving import save_pruned
+
+        return list(save_pruned(pruned, model, x, out, model_name=name))
+    from ..saving import save_program
+
+    save_program(pruned, x, out)
+    return [out]

@@ -1,0 +1,218 @@
+"""Saving and loading: spec + safetensors and .pt2 round trips, and no unpickling, ever."""
+
+import io
+import json
+import pickle
+import zipfile
+
+import pytest
+import torch
+from torch import nn
+
+import chanprune
+from chanprune.saving import load_program, load_pruned, read_spec, save_program, save_pruned
+from helpers import outputs_match
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.c2 = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.c3 = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):
+        y = self.c1(x)
+        y = torch.relu(y + self.c2(y))
+        return self.fc(self.c3(y).mean((2, 3)))
+
+
+def pruned_net(side="input", method="reorder"):
+    model = Net().eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.mask(model, x, amount=0.5, side=side)
+    return model, chanprune.export(model, x, method=method), x
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+@pytest.mark.parametrize("method", ["reorder", "baseline"])
+def test_spec_round_trip_rebuilds_the_same_pruned_model(tmp_path, side, method):
+    model, pruned, x = pruned_net(side, method)
+    spec_path, weights = save_pruned(pruned, model, x, tmp_path / "net.json")
+    assert weights == tmp_path / "net.safetensors" and weights.is_file()
+    loaded = load_pruned(Net(), spec_path)
+    state, got = pruned.state_dict(), loaded.state_dict()
+    assert state.keys() == got.keys()
+    for k in state:
+        assert torch.equal(state[k], got[k]), k
+    for n in (1, 5):
+        xb = torch.randn(n, 3, 8, 8)
+        with torch.no_grad():
+            assert outputs_match(model(xb), loaded(xb))
+
+
+def test_spec_lists_kept_indices_in_physical_order(tmp_path):
+    model, pruned, x = pruned_net("output")
+    save_pruned(pruned, model, x, tmp_path / "net.json")
+    doc = read_spec(tmp_path / "net.json")
+    keep = doc["tensors"]["c3.weight"]["keep"]
+    assert keep[0] is not None and len(keep[0]) == pruned.get_parameter("c3.weight").shape[0]
+    assert keep[2] is None and keep[3] is None  # kernel dims are never pruned
+    # the saved tensor is the original weight at exactly those indices, in that order
+    w = model.get_parameter("c3.weight")
+    rows, cols = (torch.tensor(k or range(n)) for k, n in zip(keep[:2], w.shape[:2], strict=True))
+    assert torch.equal(w[rows][:, cols], pruned.get_parameter("c3.weight"))
+
+
+def test_spec_round_trip_keeps_fine_tuned_weights(tmp_path):
+    model, pruned, x = pruned_net()
+    opt = torch.optim.SGD(pruned.parameters(), lr=0.1)
+    pruned(x).square().mean().backward()
+    opt.step()
+    save_pruned(pruned, model, x, tmp_path / "tuned.json")
+    loaded = load_pruned(Net(), tmp_path / "tuned.json")
+    with torch.no_grad():
+        assert outputs_match(pruned(x), loaded(x))
+        assert not outputs_match(model(x), loaded(x))  # really the tuned weights
+
+
+def test_spec_for_another_architecture_names_the_tensor(tmp_path):
+    model, pruned, x = pruned_net()
+    save_pruned(pruned, model, x, tmp_path / "net.json")
+    other = Net()
+    other.c3 = nn.Conv2d(16, 7, 1)
+    other.fc = nn.Linear(7, 5)
+    with pytest.raises(chanprune.InputError, match=r"c3\.weight"):
+        load_pruned(other, tmp_path / "net.json")
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    model, pruned, x = pruned_net()
+    _, weights = save_pruned(pruned, model, x, tmp_path / "net.json")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(chanprune.InputError, match="checksum"):
+        load_pruned(Net(), tmp_path / "net.json")
+
+
+class Payload:
+    """Unpickling this creates a file: the proof that a loader executed the pickle."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def evil_bytes(marker) -> bytes:
+    data = pickle.dumps(Payload(marker))
+    return data
+
+
+def test_the_payload_is_live(tmp_path):
+    marker = tmp_path / "pwned"
+    pickle.loads(evil_bytes(marker)).close()
+    assert marker.exists()  # so the tests below would notice if a loader unpickled it
+
+
+def test_pickle_in_place_of_safetensors_is_refused_and_never_run(tmp_path):
+    model, pruned, x = pruned_net()
+    spec_path, weights = save_pruned(pruned, model, x, tmp_path / "net.json")
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save({"c1.0.weight": Payload(marker)}, buf)
+    weights.write_bytes(buf.getvalue())
+    doc = json.loads(spec_path.read_text())
+    import hashlib
+
+    doc["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()  # pass the checksum
+    spec_path.write_text(json.dumps(doc))
+    with pytest.raises(chanprune.InputError, match="not a safetensors file"):
+        load_pruned(Net(), spec_path)
+    assert not marker.exists()
+
+
+def test_pickle_in_place_of_the_spec_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "net.json").write_bytes(evil_bytes(marker))
+    with pytest.raises(chanprune.InputError, match="not a chanprune spec"):
+        load_pruned(Net(), tmp_path / "net.json")
+    assert not marker.exists()
+
+
+def test_spec_weights_must_sit_next_to_it(tmp_path):
+    model, pruned, x = pruned_net()
+    spec_path, _ = save_pruned(pruned, model, x, tmp_path / "net.json")
+    doc = json.loads(spec_path.read_text())
+    doc["weights"] = "../elsewhere.safetensors"
+    spec_path.write_text(json.dumps(doc))
+    with pytest.raises(chanprune.InputError, match="next to the spec"):
+        load_pruned(Net(), spec_path)
+
+
+def test_pt2_round_trip_with_the_safe_loader(tmp_path):
+    model, pruned, x = pruned_net()
+    save_program(pruned, x, tmp_path / "net.pt2")
+    module = load_program(tmp_path / "net.pt2").module()
+    xb = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        assert outputs_match(model(xb), module(xb))
+
+
+def _repack(src, dst, edit):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, edit(info.filename, zin.read(info.filename)))
+
+
+def test_pt2_with_a_pickled_weight_is_refused_and_never_run(tmp_path):
+    _, pruned, x = pruned_net()
+    save_program(pruned, x, tmp_path / "net.pt2")
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save(Payload(marker), buf)
+
+    def edit(name, data):
+        if name.endswith("weights_config.json"):
+            doc = json.loads(data)
+            first = next(iter(doc["config"].values()))
+            first["use_pickle"] = True
+            return json.dumps(doc).encode()
+        if name.endswith("/weight_0"):
+            return buf.getvalue()
+        return data
+
+    _repack(tmp_path / "net.pt2", tmp_path / "evil.pt2", edit)
+    with pytest.raises(chanprune.InputError, match="refusing to unpickle"):
+        load_program(tmp_path / "evil.pt2")
+    assert not marker.exists()
+
+
+def test_pt2_with_pickled_sample_inputs_is_refused(tmp_path):
+    _, pruned, x = pruned_net()
+    save_program(pruned, x, tmp_path / "net.pt2")
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save(((Payload(marker),), {}), buf)
+
+    def edit(name, data):
+        return buf.getvalue() if name.endswith(".pt") else data
+
+    _repack(tmp_path / "net.pt2", tmp_path / "evil.pt2", edit)
+    with pytest.raises(chanprune.InputError, match="not plain tensor data"):
+        load_program(tmp_path / "evil.pt2")
+    assert not marker.exists()
+
+
+def test_not_an_archive(tmp_path):
+    (tmp_path / "m.pt2").write_bytes(b"hello")
+    with pytest.raises(chanprune.InputError, match=r"not a \.pt2 archive"):
+        load_program(tmp_path / "m.pt2")
