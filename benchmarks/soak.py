@@ -62,13 +62,19 @@ def _load(log: Path) -> dict[int, dict]:
 
 
 def _kind(result: str) -> str:
-    """ok / mismatch / crash, or the error class with its message's first words."""
+    """ok / mismatch / crash <Exception>, or the error class with its message's first words."""
     if result == "ok":
         return "ok"
     if result.startswith("error:"):
         name, _, msg = result[len("error:") :].partition(": ")
         return f"{name}: {' '.join(msg.split()[:6])}"
-    return result.split(":")[0].split(" (")[0]
+    if result.startswith("mismatch"):
+        return "mismatch"
+    return result.split(":")[0]  # "crash RuntimeError"
+
+
+def _bad(kind: str) -> bool:
+    return kind == "mismatch" or kind.startswith("crash")
 
 
 def summarise(done: dict[int, dict], max_ops: int, masksets: int, wall: float) -> str:
@@ -84,10 +90,11 @@ def summarise(done: dict[int, dict], max_ops: int, masksets: int, wall: float) -
             for method, r in res.items():
                 k = _kind(r)
                 kinds[f"{method}: {k}"] += 1
-                if k in ("mismatch", "crash"):
+                if _bad(k):
                     bad.append(f"- net {seed}, mask set {j}, {method}: {r.splitlines()[0][:160]}")
     secs = sum(r["t"] for r in done.values())
-    mismatches = sum(v for k, v in kinds.items() if k.endswith(("mismatch", "crash")))
+    bad_exports = sum(v for k, v in kinds.items() if _bad(k.split(": ", 1)[1]))
+    gen_errors = sum(v for k, v in kinds.items() if k.startswith("build: "))
     lines = [
         "# Exporter soak: random networks x random masks, exported == masked",
         "",
@@ -98,7 +105,8 @@ def summarise(done: dict[int, dict], max_ops: int, masksets: int, wall: float) -
         "`baseline`) and compared with the masked model on the example input and on a batch of 5.",
         "",
         f"- networks: {len(done)}, cases: {cases}, exports: {2 * cases}",
-        f"- mismatches and crashes: **{mismatches}**",
+        f"- exports that differ from the masked model or crash: **{bad_exports - gen_errors}**",
+        f"- generator errors (the random network itself failed to run): {gen_errors}",
         f"- CPU time in workers: {secs:.0f} s ({cases / max(secs, 1e-9):.1f} cases/s per worker); "
         f"wall time of the last run: {wall:.0f} s",
         "",

@@ -42,7 +42,8 @@ def test_generator_covers_the_listed_constructs():
     wanted = {
         "conv", "conv:grouped", "conv:depthwise", "conv:strided", "conv:dilated", "linear",
         "bn", "ln", "gn", "add", "cat", "split:sizes", "split:chunk", "se", "pool", "gap",
-        "flatten", "shuffle:view", "shuffle:module", "plin", "two outputs",
+        "flatten", "shuffle:view", "shuffle:module", "plin", "mlp", "slice", "gate", "scale",
+        "two outputs",
         "mask:output none", "mask:input all_but_one", "mask:output all", "mask:input nested",
         "mask:input disjoint", "mask:input same", "mask:output all raw",
         "mask:auto input constrained", "mask:auto output",
@@ -115,3 +116,28 @@ def test_mask_kinds(kind):
         assert not set(got) & set(prev)
     else:
         assert got
+
+
+class ReadTwice(torch.nn.Module):
+    """A consumer reads channels 0 and 1 twice (concatenated with a slice of themselves)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+        self.out = torch.nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.out(torch.cat([y, y[:, :2]], 1))
+
+
+@pytest.mark.parametrize("heuristic", ["l1", "fpgm"])
+def test_regression_input_side_scores_of_a_channel_read_twice(heuristic):
+    """Found by the soak (masking.py _rows): input-side scoring stacked one row per channel and
+    crashed when a consumer reads some channels at more positions than others."""
+    from helpers import prune_and_check
+
+    model, x = ReadTwice().eval(), torch.randn(2, 3, 8, 8)
+    exported, masks = prune_and_check(model, x, amount=0.5, heuristic=heuristic, side="input")
+    assert len(masks["out.weight"]) == 2
+    assert exported.out.weight.shape[1] < 6

@@ -27,6 +27,7 @@ MAP_OPS = (
     "conv", "act", "conv", "bn", "add", "cat", "split", "pool", "se", "gn", "ln", "shuffle", "plin",
     "gap", "flatten", "slice", "gate", "scale",
 )  # fmt: skip
+EXTRA_MAP_OPS = ("mlp",)  # added after the committed soak run; opt-in keeps its seeds valid
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")
 MASK_KINDS = ("random", "none", "all_but_one", "all", "same", "nested", "disjoint")
 
@@ -136,15 +137,16 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def draw_net(d: Draw, max_ops: int = 8) -> NetSpec:
-    """A random valid network; shapes are tracked so every op fits its inputs."""
+def draw_net(d: Draw, max_ops: int = 8, extra: bool = False) -> NetSpec:
+    """A random valid network; shapes are tracked so every op fits its inputs. ``extra`` adds
+    EXTRA_MAP_OPS to the menu (which changes what each seed draws)."""
     in_ch, size = d.integer(1, 4), d.choice((4, 6, 5, 8))
     shapes: list[tuple[str, int, int]] = [(MAP, in_ch, size)]  # (kind, channels, height=width)
     ops: list[Op] = []
     for _ in range(d.integer(1, max_ops)):
         back = min(d.integer(0, len(shapes) - 1), d.integer(0, len(shapes) - 1))
         src = len(shapes) - 1 - back  # mostly recent values (a chain); shrinks to the newest
-        op = _draw_op(d, src, shapes)
+        op = _draw_op(d, src, shapes, extra)
         ops.append(op)
         shapes.extend(out_shapes(op, shapes))
     if d.boolean():  # a classifier head: pooled or flattened into a linear
@@ -163,9 +165,9 @@ def draw_net(d: Draw, max_ops: int = 8) -> NetSpec:
     return NetSpec(in_ch, size, tuple(ops), tuple(outputs))
 
 
-def _draw_op(d: Draw, src: int, shapes: list) -> Op:
+def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
     kind, c, h = shapes[src]
-    menu = MAP_OPS if kind == MAP else VEC_OPS
+    menu = (MAP_OPS + EXTRA_MAP_OPS if extra else MAP_OPS) if kind == MAP else VEC_OPS
     op = d.choice(menu)
     same = [i for i, s in enumerate(shapes) if s == shapes[src]]
     if op == "act":
@@ -193,8 +195,8 @@ def _draw_op(d: Draw, src: int, shapes: list) -> Op:
         return Op("add", (src, other), (("fn", d.choice(("add", "add", "sub"))),))
     if op == "cat":
         fits = [i for i, s in enumerate(shapes) if s[0] == kind and s[2] == h]
-        extra = [d.choice(fits) for _ in range(d.integer(1, 2))]
-        return Op("cat", (src, *extra))
+        more = [d.choice(fits) for _ in range(d.integer(1, 2))]
+        return Op("cat", (src, *more))
     if op == "split" and c >= 2:
         if d.boolean() and c % 2 == 0:
             return Op("split", (src,), (("chunks", 2),))
@@ -207,7 +209,9 @@ def _draw_op(d: Draw, src: int, shapes: list) -> Op:
         gate = d.choice(("sigmoid", "hardsigmoid"))
         return Op("se", (src,), (("gate", gate), ("mid", d.integer(1, 4))))
     if op == "gn":
-        return Op("gn", (src,), (("groups", d.choice(_divisors(c))),))
+        g = d.choice(_divisors(c))
+        if c // g * h * h > 1:  # one value per group: eager GroupNorm refuses a batch of 1
+            return Op("gn", (src,), (("groups", g),))
     if op == "ln":
         return Op("ln", (src,))
     if op == "shuffle" and c >= 2 and len(_divisors(c)) > 2:
@@ -226,6 +230,9 @@ def _draw_op(d: Draw, src: int, shapes: list) -> Op:
         return Op("gate", (src, d.choice(same)))
     if op == "scale":  # a learnable per-channel scale (layer scale), used as a bare parameter
         return Op("scale", (src,))
+    if op == "mlp":  # ConvNeXt-style: channels-last LayerNorm? -> Linear -> act -> Linear
+        p = (("act", d.choice(ACTS)), ("hidden", d.integer(1, 12)), ("norm", d.boolean()))
+        return Op("mlp", (src,), (*p, ("out", c if d.boolean() else d.integer(1, 8))))
     return Op("act", (src,), (("fn", "relu"),))  # the op did not fit: a harmless fallback
 
 
@@ -243,7 +250,7 @@ def out_shapes(op: Op, shapes: list) -> list[tuple[str, int, int]]:
         return [(kind, s, h) for s in _split_sizes(op, c)]
     if k == "pool":
         return [(MAP, c, {"max2": h // 2, "avg3": h, "max3s2": (h - 1) // 2 + 1}[op.get("how")])]
-    if k == "plin":
+    if k in ("plin", "mlp"):
         return [(MAP, op.get("out"), h)]
     if k == "gap":
         return [(VEC, c, 1)]
@@ -281,21 +288,21 @@ def draw_maskset(d: Draw, max_masks: int = 4) -> MaskSet:
     return MaskSet(auto, masks)
 
 
-def draw_case(d: Draw, max_ops: int = 8, masksets: int = 1) -> Case:
+def draw_case(d: Draw, max_ops: int = 8, masksets: int = 1, extra: bool = False) -> Case:
     """A network and ``masksets`` mask sets tried on it."""
-    net = draw_net(d, max_ops)
+    net = draw_net(d, max_ops, extra)
     sets = tuple(draw_maskset(d) for _ in range(masksets))
     seed, batch = d.integer(0, 2**16), d.choice((2, 1, 3))
     return Case(net, sets, seed, batch)
 
 
-def case_strategy(max_ops: int = 8, masksets: int = 2):
+def case_strategy(max_ops: int = 8, masksets: int = 2, extra: bool = True):
     """A hypothesis strategy of :class:`Case` (shrinks to fewer, simpler ops and masks)."""
     from hypothesis import strategies as st
 
     @st.composite
     def cases(draw):
-        return draw_case(HypothesisDraw(draw), max_ops, masksets)
+        return draw_case(HypothesisDraw(draw), max_ops, masksets, extra)
 
     return cases()
 
@@ -310,6 +317,20 @@ class ChannelsLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ChannelsLastMLP(nn.Module):
+    """ConvNeXt's block body: NCHW -> NHWC, (LayerNorm), Linear, act, Linear -> NCHW; the
+    hidden channels live on the last dimension."""
+
+    def __init__(self, c: int, hidden: int, out: int, act: str, norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c) if norm else nn.Identity()
+        self.fc1, self.fc2, self.act = nn.Linear(c, hidden), nn.Linear(hidden, out), act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc2(_act(self.act, self.fc1(self.norm(x.permute(0, 2, 3, 1)))))
+        return y.permute(0, 3, 1, 2)
 
 
 class SqueezeExcite(nn.Module):
@@ -401,6 +422,8 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         return ChannelsLast(nn.Linear(c, op.get("out")))
     if k == "se":
         return SqueezeExcite(c, op.get("mid"), op.get("gate"))
+    if k == "mlp":
+        return ChannelsLastMLP(c, op.get("hidden"), op.get("out"), op.get("act"), op.get("norm"))
     if k == "shuffle":
         return Shuffle(op.get("groups"), op.get("how"))
     if k == "scale":
@@ -579,6 +602,9 @@ def _run_maskset(model, x, x2, ms_set: MaskSet, methods: Sequence[str]) -> Outco
         out.log = apply_maskset(model, x, ms_set)
     except chanprune.ChanpruneError as e:
         out.results = {m: f"error:{type(e).__name__}: {e}" for m in methods}
+        return out
+    except Exception as e:  # masking itself crashed: a chanprune bug too
+        out.results = {m: f"crash in masking {type(e).__name__}: {e}" for m in methods}
         return out
     with torch.no_grad():
         ref, ref2 = model(x), model(x2)

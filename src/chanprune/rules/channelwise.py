@@ -198,6 +198,8 @@ class ChannelwiseParams(Channelwise):
         z, d = lv.zero[node.name], lv.demand[node.name]
         z, d = (z[0], d[0]) if isinstance(z, list) else (z, d)
         target = rw.cover(node, lx, np.flatnonzero(~z & d))
+        if len(target) == 0:  # nothing kept: one channel keeps shapes valid (depthwise groups)
+            target = lx[:1] if len(lx) else np.array([0], dtype=np.int64)
         args = list(node.args)
         args[0] = rw.align(xn, 1, lx, target, x)
         idx = torch.from_numpy(target)
