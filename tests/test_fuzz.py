@@ -36,7 +36,7 @@ def test_generator_covers_the_listed_constructs():
     """Over a few hundred seeds the soak's generator draws every construct the issue lists."""
     seen = set()
     for seed in range(300):
-        case = draw_case(RandomDraw(seed), 12, 4)
+        case = draw_case(RandomDraw(seed), 12, 4, extra=True)
         for ms in case.masksets:
             seen |= fuzz.features(case, ms)
     wanted = {
