@@ -32,13 +32,13 @@ def _init_worker() -> None:
     warnings.filterwarnings("ignore")
 
 
-def _one(args: tuple[int, int, int]) -> dict:
+def _one(args: tuple[int, int, int, bool]) -> dict:
     """Run network ``seed`` with its mask sets; a compact record per mask set."""
     from chanprune.fuzz import RandomDraw, draw_case, features, run_case
 
-    seed, max_ops, masksets = args
+    seed, max_ops, masksets, extra = args
     t = time.perf_counter()
-    case = draw_case(RandomDraw(seed), max_ops, masksets)
+    case = draw_case(RandomDraw(seed), max_ops, masksets, extra)
     try:
         outcomes = run_case(case)
         results = [o.results for o in outcomes]
@@ -77,7 +77,9 @@ def _bad(kind: str) -> bool:
     return kind == "mismatch" or kind.startswith("crash")
 
 
-def summarise(done: dict[int, dict], max_ops: int, masksets: int, wall: float) -> str:
+def summarise(
+    done: dict[int, dict], max_ops: int, masksets: int, wall: float, notes: list[str] = ()
+) -> str:
     per_feature: Counter = Counter()
     kinds: Counter = Counter()
     bad: list[str] = []
@@ -126,6 +128,7 @@ def summarise(done: dict[int, dict], max_ops: int, masksets: int, wall: float) -
         "",
         *(bad[:50] or ["none"]),
         "",
+        *(["## Notes", "", *notes, ""] if notes else []),
     ]
     return "\n".join(lines)
 
@@ -139,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--masksets", type=int, default=8, help="mask sets per network")
     ap.add_argument("--log", type=Path, default=RESULTS / "soak.jsonl")
     ap.add_argument("--out", type=Path, default=RESULTS / "soak.md")
+    ap.add_argument("--extra", action="store_true", help="add fuzz.EXTRA_MAP_OPS to the menu")
+    ap.add_argument("--note", action="append", default=[], help="a line for the summary's notes")
     ap.add_argument("--show", type=int, help="print network SEED's case and outcome, then exit")
     args = ap.parse_args(argv)
     if args.show is not None:
         from chanprune.fuzz import RandomDraw, draw_case, run_case
 
         _init_worker()
-        case = draw_case(RandomDraw(args.show), args.max_ops, args.masksets)
+        case = draw_case(RandomDraw(args.show), args.max_ops, args.masksets, args.extra)
         print(case)
         for ms, o in zip(case.masksets, run_case(case), strict=True):
             print(ms, o.log, o.results, sep="\n  ")
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     todo, seed = [], 0
     while len(todo) < need:
         if seed not in done:
-            todo.append((seed, args.max_ops, args.masksets))
+            todo.append((seed, args.max_ops, args.masksets, args.extra))
         seed += 1
     args.log.parent.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
@@ -172,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("time budget spent; rerun to resume", flush=True)
                 pool.terminate()
                 break
-    args.out.write_text(summarise(done, args.max_ops, args.masksets, time.perf_counter() - start))
+    wall = time.perf_counter() - start
+    args.out.write_text(summarise(done, args.max_ops, args.masksets, wall, args.note))
     print(args.out.read_text().split("## Outcomes")[0])
     return 0
 
