@@ -74,8 +74,8 @@ def test_same_model_and_masks_give_identical_exports(which, method):
     assert plan_a == plan_b
 
 
-def test_layout_search_stops_on_a_step_budget_not_the_clock(monkeypatch):
-    """On a segment too hard to solve exactly, the reorder export's search ends on a step budget:
+def test_layout_search_stops_on_a_work_budget_not_the_clock(monkeypatch):
+    """On a segment too hard to solve exactly, the reorder export's search ends on a work budget:
     the plan (order and proven bound) is the same on a fast or a slow machine."""
     import itertools
     import random
@@ -87,11 +87,11 @@ def test_layout_search_stops_on_a_step_budget_not_the_clock(monkeypatch):
     channels = tuple(range(200))
     consumers = tuple(frozenset(rng.sample(channels, rng.randint(2, 120))) for _ in range(30))
     problem = LayoutProblem(channels, consumers, tuple(rng.uniform(0.1, 2) for _ in consumers))
-    fast = solve_layout(problem, time_limit=60, max_steps=300)
+    fast = solve_layout(problem, time_limit=60, max_work=60_000)
     assert fast.method == "heuristic"
     ticks = itertools.count()
     monkeypatch.setattr(search.time, "perf_counter", lambda: next(ticks) * 0.01)  # a slow clock
-    assert solve_layout(problem, time_limit=60, max_steps=300) == fast
+    assert solve_layout(problem, time_limit=60, max_work=60_000) == fast
 
 
 def test_identical_across_processes_and_hash_seeds():

@@ -51,12 +51,12 @@ class SolvedOrder(NaturalOrder):
         self,
         analysis: ChannelAnalysis,
         live: Liveness,
-        time_limit: float = 5.0,
-        max_steps: int | None = 2000,
+        time_limit: float = 2.0,
+        max_work: int | None = 80_000,
     ):
-        """The search per segment stops after ``max_steps`` PQ-tree operations (about 0.2 s to 1 s
-        on 2 cores), so exports and plans are the same on a busy machine; ``time_limit`` is only
-        a safety net for huge segments."""
+        """The search per segment stops after ``max_work`` units (PQ-tree operations x atoms,
+        about 0.2 s on a busy 2-core machine), so exports and plans do not depend on the load;
+        ``time_limit`` is only a safety net."""
         from .rules.linear import input_reads, output_rows
 
         self.analysis = analysis
@@ -102,7 +102,7 @@ class SolvedOrder(NaturalOrder):
                 consumers=tuple(s for _, s, _ in items),
                 weights=tuple(w for _, _, w in items),
             )
-            plan = solve_layout(problem, time_limit=time_limit, max_steps=max_steps)
+            plan = solve_layout(problem, time_limit=time_limit, max_work=max_work)
             self.rank[list(plan.order)] = np.arange(len(plan.order))
             self.segments.append(SegmentLayout(len(channels), [n for n, _, _ in items], plan))
 
