@@ -233,26 +233,34 @@ def test_fully_pruned_branch_is_exact_and_its_layers_shrink_to_one_channel():
         assert exported.fc.weight.shape == (2, 6)  # and the classifier reads none of it
 
 
-class DepthwiseBranch(nn.Module):
-    def __init__(self):
+class SplitBranch(nn.Module):
+    """One half of a split goes through ``op`` alone: pruning that half empties the op's input."""
+
+    def __init__(self, op: str):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 1)
         self.dw = nn.Conv2d(2, 2, 3, stride=2, padding=1, groups=2, bias=False)
+        self.op = op
         self.fc = nn.Linear(4, 3)
 
     def forward(self, x):
         a, b = torch.split(self.conv(x), [2, 2], 1)
-        return self.fc(torch.cat([a.mean((2, 3)), self.dw(b).mean((2, 3))], 1))
+        b = self.dw(b) if self.op == "depthwise" else nn.functional.max_pool2d(b, 3, 2, 1)
+        return self.fc(torch.cat([a.mean((2, 3)), b.mean((2, 3))], 1))
 
 
+@pytest.mark.parametrize("op", ["depthwise", "max_pool2d"])
 @pytest.mark.parametrize(
     "masks, side", [({"conv.weight": [2, 3]}, "output"), ({"fc.weight": [2, 3]}, "input")]
 )
-def test_fully_pruned_depthwise_branch_keeps_one_channel(masks, side):
-    """Regression (found by the soak, rules/channelwise.py ChannelwiseParams.emit): a depthwise
-    conv none of whose channels is kept was emitted with groups=0 and the export crashed."""
-    model = DepthwiseBranch().eval()
+def test_fully_pruned_split_branch_keeps_one_channel(masks, side, op):
+    """Regression (found by the soaks; rules/channelwise.py, one_at_least): an op left with no
+    channel was emitted on an empty tensor, and the export crashed (a depthwise conv with
+    groups=0, max_pool2d on 0 channels)."""
+    model = SplitBranch(op).eval()
     quiet(chanprune.apply_masks, model, X, masks, side=side)
     for method in ("reorder", "baseline"):
         exported, _ = quiet(prune_and_check, model, X, method=method)
-        assert exported.get_parameter("dw.weight").shape == (1, 1, 3, 3)
+        assert exported.fc.weight.shape == (3, 2)
+        if op == "depthwise":
+            assert exported.get_parameter("dw.weight").shape == (1, 1, 3, 3)
