@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from chanprune import fuzz
 from chanprune.fuzz import Case, MaskSet, MaskSpec, NetSpec, Op, RandomDraw, draw_case
+from chanprune.fuzz.run import _channels
 
 SETTINGS = settings(
     max_examples=75,
@@ -100,7 +101,7 @@ def test_mask_kinds(kind):
     import random
 
     prev = [1, 2, 5]
-    got = fuzz._channels(kind, 8, random.Random(0), prev)
+    got = _channels(kind, 8, random.Random(0), prev)
     assert got == sorted(set(got)) and all(0 <= c < 8 for c in got)
     if kind == "none":
         assert got == []
