@@ -19,6 +19,7 @@ import torch
 from torch import fx
 from torch.utils import _pytree as pytree
 
+from .checks import check_values
 from .errors import CaptureError, InputError
 
 
@@ -118,6 +119,7 @@ def capture(model: torch.nn.Module, example_inputs: object, dynamic_batch: bool 
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = as_input_tuple(example_inputs)
     run_model(model, inputs)  # a clear error for inputs the model cannot take
+    check_values(model, inputs)
     key = _fingerprint(model, inputs, dynamic_batch)
     cached = _CACHE.get(model)
     if cached is not None and cached[0] == key:

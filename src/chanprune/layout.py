@@ -48,7 +48,16 @@ class SolvedOrder(NaturalOrder):
 
     name = "reorder"
 
-    def __init__(self, analysis: ChannelAnalysis, live: Liveness, time_limit: float = 0.2):
+    def __init__(
+        self,
+        analysis: ChannelAnalysis,
+        live: Liveness,
+        time_limit: float = 2.0,
+        max_work: int | None = 80_000,
+    ):
+        """The search per segment stops after ``max_work`` units (PQ-tree operations x atoms,
+        about 0.2 s on a busy 2-core machine), so exports and plans do not depend on the load;
+        ``time_limit`` is only a safety net."""
         from .rules.linear import input_reads, output_rows
 
         self.analysis = analysis
@@ -105,7 +114,7 @@ class SolvedOrder(NaturalOrder):
                 consumers=tuple(s for _, s, _ in items) + tuple(forced),
                 weights=tuple(w for _, _, w in items) + (heavy,) * len(forced),
             )
-            plan = solve_layout(problem, time_limit=time_limit)
+            plan = solve_layout(problem, time_limit=time_limit, max_work=max_work)
             self.rank[list(plan.order)] = np.arange(len(plan.order))
             realisable = all(r.copied == 0 for r in plan.reads[len(items) :])
             self.segments.append(

@@ -175,7 +175,11 @@ def _rows(w: torch.Tensor, us: list[Unit], side: str) -> torch.Tensor:
     if side == "output":
         return w.flatten(1)[torch.tensor([u.channel for u in us])]
     cols = w.transpose(0, 1)  # (in, out, *kernel)
-    return torch.stack([cols[torch.from_numpy(u.rows)].reshape(-1) for u in us])
+    flat = [cols[torch.from_numpy(u.rows)].reshape(-1) for u in us]
+    # a channel read at several positions (concatenated twice) has more columns: zero-pad,
+    # which leaves norms (l1, l2, lamp) unchanged
+    width = max(len(f) for f in flat)
+    return torch.stack([torch.nn.functional.pad(f, (0, width - len(f))) for f in flat])
 
 
 def _feature_maps(an, side, inputs, calibration, by_layer) -> dict[int, torch.Tensor]:

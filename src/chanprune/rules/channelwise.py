@@ -62,10 +62,18 @@ class Channelwise(Rule):
             return rw.verbatim(node)
         x = node.args[0]
         xn, lx = rw.value(x)
-        target = rw.cover(node, lx, rw.live.kept(node))
+        target = one_at_least(rw.cover(node, lx, rw.live.kept(node)), lx)
         xn = rw.align(xn, rw.axis(x).dim, lx, target, x)
         args = (xn, *(rw.map_arg(a) for a in node.args[1:]))
         rw.set(node, rw.call(node.target, args, dict(node.kwargs)), target)
+
+
+def one_at_least(target: np.ndarray, layout: np.ndarray) -> np.ndarray:
+    """Keep one channel where none is kept: ops such as max_pool2d and a depthwise conv
+    (groups=0) refuse a tensor with no channels. The input's first one, or a zero pad."""
+    if len(target):
+        return target
+    return layout[:1] if len(layout) else np.array([0], dtype=np.int64)
 
 
 _ZERO_CACHE: dict[tuple, bool] = {}
@@ -197,7 +205,7 @@ class ChannelwiseParams(Channelwise):
         xn, lx = rw.value(x)
         z, d = lv.zero[node.name], lv.demand[node.name]
         z, d = (z[0], d[0]) if isinstance(z, list) else (z, d)
-        target = rw.cover(node, lx, np.flatnonzero(~z & d))
+        target = one_at_least(rw.cover(node, lx, np.flatnonzero(~z & d)), lx)
         args = list(node.args)
         args[0] = rw.align(xn, 1, lx, target, x)
         idx = torch.from_numpy(target)

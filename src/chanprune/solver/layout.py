@@ -29,12 +29,15 @@ from .problem import ConsumerRead, LayoutPlan, LayoutProblem
 from .search import Selection, select_family
 
 
-def solve_layout(problem: LayoutProblem, time_limit: float = 0.5) -> LayoutPlan:
+def solve_layout(
+    problem: LayoutProblem, time_limit: float = 0.5, max_work: int | None = None
+) -> LayoutPlan:
     """The cheapest order found for ``problem`` (see :class:`LayoutPlan` for the guarantees).
 
     ``time_limit`` (seconds, counted from the call) bounds the exact search; the greedy
     solution and the final assembly always run, so a call takes a little longer on big
-    instances. Deterministic: equal problems give equal plans.
+    instances. ``max_work`` also bounds it (PQ-tree operations x atoms). Deterministic: equal
+    problems give equal plans when the search finishes or stops on ``max_work`` (not the clock).
     """
     deadline = time.perf_counter() + time_limit
     channels = tuple(problem.channels)
@@ -48,7 +51,7 @@ def solve_layout(problem: LayoutProblem, time_limit: float = 0.5) -> LayoutPlan:
         len(channels), [[index[c] for c in s] for s in dict.fromkeys(consumers)], chains
     )
     items, item_weights = _items(comp, consumers, weights)
-    choice = select_family(len(comp.blocks), comp.pairs, items, item_weights, deadline)
+    choice = select_family(len(comp.blocks), comp.pairs, items, item_weights, deadline, max_work)
     atom_order = _arrange(comp, items, choice)
     order = tuple(channels[e] for a in atom_order for e in comp.blocks[a])
     reads = _reads(order, consumers)

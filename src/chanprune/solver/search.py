@@ -81,13 +81,16 @@ def select_family(
     sets: Sequence[Sequence[int]],
     weights: Sequence[float],
     deadline: float,
+    max_work: int | None = None,
 ) -> Selection:
-    """Choose the sets to keep: greedy, then branch and bound until ``deadline`` (perf_counter)."""
+    """Choose the sets to keep: greedy, then branch and bound until ``deadline`` (perf_counter)
+    or ``max_work`` (PQ-tree operations x atoms, a proxy for time), whichever comes first. A
+    work budget, unlike the clock, gives the same result on a busy machine."""
     rank = greedy_rank(sets, weights)
     kept, dropped = greedy(size, pairs, sets, rank)
     if not dropped:
         return Selection(tuple(kept), (), 0.0, 0.0, True, "c1p")
-    search = _BranchAndBound(size, pairs, sets, weights, rank, deadline)
+    search = _BranchAndBound(size, pairs, sets, weights, rank, deadline, max_work)
     search.offer([i for i in dropped if weights[i] > 0], sum(weights[i] for i in dropped))
     finished = search.run()
     best = search.best_cost
@@ -120,11 +123,12 @@ class _BranchAndBound:
         weights: Sequence[float],
         rank: list[int],
         deadline: float,
+        max_work: int | None = None,
     ) -> None:
         self.size, self.pairs, self.sets, self.weights = size, pairs, sets, weights
         self.items = [i for i in rank if weights[i] > 0]  # weightless sets drop for free
         self.place = {i: k for k, i in enumerate(self.items)}
-        self.deadline = deadline
+        self.deadline, self.work_left = deadline, max_work
         self.best_cost = math.inf
         self.best_drop: tuple[int, ...] = ()
         self.root_bound = 0.0
@@ -229,5 +233,9 @@ class _BranchAndBound:
         return family.add(self.sets[i])
 
     def _tick(self) -> None:
+        if self.work_left is not None:  # an operation costs about one unit per atom
+            self.work_left -= max(self.size, 1)
+            if self.work_left < 0:
+                raise _Timeout
         if time.perf_counter() > self.deadline:
             raise _Timeout

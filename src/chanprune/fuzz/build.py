@@ -1,0 +1,188 @@
+"""Building the nn.Module a NetSpec describes, with seeded weights and an input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .spec import MAP, Case, NetSpec, Op, out_shapes
+
+
+# building --------------------------------------------------------------------------------------
+class ChannelsLast(nn.Module):
+    """Apply ``inner`` (a Linear or LayerNorm over channels) to an NCHW map via NHWC permutes."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ChannelsLastMLP(nn.Module):
+    """ConvNeXt's block body: NCHW -> NHWC, (LayerNorm), Linear, act, Linear -> NCHW; the
+    hidden channels live on the last dimension."""
+
+    def __init__(self, c: int, hidden: int, out: int, act: str, norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c) if norm else nn.Identity()
+        self.fc1, self.fc2, self.act = nn.Linear(c, hidden), nn.Linear(hidden, out), act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc2(_act(self.act, self.fc1(self.norm(x.permute(0, 2, 3, 1)))))
+        return y.permute(0, 3, 1, 2)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c: int, mid: int, gate: str) -> None:
+        super().__init__()
+        self.reduce, self.expand = nn.Conv2d(c, mid, 1), nn.Conv2d(mid, c, 1)
+        self.gate = torch.sigmoid if gate == "sigmoid" else F.hardsigmoid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True))))
+        return x * self.gate(s)
+
+
+class Scale(nn.Module):
+    """ConvNeXt-style layer scale: a bare per-channel parameter broadcast over the map."""
+
+    def __init__(self, c: int, kind: str) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.rand(c) + 0.5)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (self.gamma[:, None, None] if self.kind == MAP else self.gamma)
+
+
+class Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle, written out (view-transpose-reshape) or as the module."""
+
+    def __init__(self, groups: int, how: str) -> None:
+        super().__init__()
+        self.groups, self.how = groups, how
+        self.module = nn.ChannelShuffle(groups) if how == "module" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.module is not None:
+            return self.module(x)
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def _act(fn: str, x: torch.Tensor) -> torch.Tensor:
+    if fn == "leaky_relu":
+        return F.leaky_relu(x, 0.1)
+    return getattr(F, fn)(x) if fn != "tanh" else torch.tanh(x)
+
+
+class FuzzNet(nn.Module):
+    """The network a :class:`NetSpec` describes; layer ``i`` is ``self.layers['l{i}']``."""
+
+    def __init__(self, spec: NetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        shapes: list[tuple[str, int, int]] = [(MAP, spec.in_ch, spec.size)]
+        self.layers = nn.ModuleDict()
+        for i, op in enumerate(spec.ops):
+            m = _module(op, shapes[op.src[0]])
+            if m is not None:
+                self.layers[f"l{i}"] = m
+            shapes.extend(out_shapes(op, shapes))
+
+    def forward(self, x: torch.Tensor) -> Any:
+        vals = [x]
+        for i, op in enumerate(self.spec.ops):
+            xs = [vals[s] for s in op.src]
+            m = self.layers[f"l{i}"] if f"l{i}" in self.layers.keys() else None  # noqa: SIM118
+            vals.extend(_apply(op, xs, m))
+        outs = tuple(vals[i] for i in self.spec.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+
+def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
+    kind, c, _ = shape
+    k = op.kind
+    if k == "conv":
+        pad = op.get("dil") * (op.get("k") // 2)
+        return nn.Conv2d(
+            c, op.get("out"), op.get("k"), op.get("stride"), pad, op.get("dil"),
+            groups=op.get("groups"), bias=op.get("bias"),
+        )  # fmt: skip
+    if k == "linear":
+        return nn.Linear(c, op.get("out"), bias=op.get("bias"))
+    if k == "bn":
+        return nn.BatchNorm2d(c) if kind == MAP else nn.BatchNorm1d(c)
+    if k == "gn":
+        return nn.GroupNorm(op.get("groups"), c)
+    if k == "ln":
+        return ChannelsLast(nn.LayerNorm(c)) if kind == MAP else nn.LayerNorm(c)
+    if k == "plin":
+        return ChannelsLast(nn.Linear(c, op.get("out")))
+    if k == "se":
+        return SqueezeExcite(c, op.get("mid"), op.get("gate"))
+    if k == "mlp":
+        return ChannelsLastMLP(c, op.get("hidden"), op.get("out"), op.get("act"), op.get("norm"))
+    if k == "shuffle":
+        return Shuffle(op.get("groups"), op.get("how"))
+    if k == "scale":
+        return Scale(c, kind)
+    return None
+
+
+def _apply(op: Op, xs: list[torch.Tensor], m: nn.Module | None) -> list[torch.Tensor]:
+    k, x = op.kind, xs[0]
+    if m is not None:
+        return [m(x)]
+    if k == "act":
+        return [_act(op.get("fn"), x)]
+    if k == "add":
+        return [x + xs[1] if op.get("fn") == "add" else x - xs[1]]
+    if k == "cat":
+        return [torch.cat(xs, 1)]
+    if k == "split":
+        if op.get("chunks"):
+            return list(torch.chunk(x, op.get("chunks"), 1))
+        return list(torch.split(x, list(op.get("sizes")), 1))
+    if k == "pool":
+        how = op.get("how")
+        if how == "max2":
+            return [F.max_pool2d(x, 2)]
+        if how == "avg3":
+            return [F.avg_pool2d(x, 3, 1, 1)]
+        return [F.max_pool2d(x, 3, 2, 1)]
+    if k == "gap":
+        if op.get("how") == "mean":
+            return [x.mean((2, 3))]
+        return [F.adaptive_avg_pool2d(x, 1).flatten(1)]
+    if k == "flatten":
+        return [x.flatten(1)]
+    if k == "slice":
+        return [x[:, op.get("start") : op.get("stop")]]
+    if k == "gate":
+        return [x * torch.sigmoid(xs[1])]
+    raise ValueError(f"unknown op {op!r}")
+
+
+def build(case: Case) -> tuple[FuzzNet, torch.Tensor]:
+    """The model (random init from ``case.seed``, non-trivial norm statistics) and an input."""
+    gen = torch.Generator().manual_seed(case.seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(case.seed)
+        model = FuzzNet(case.net).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1, generator=gen)
+                m.running_var.uniform_(0.5, 2, generator=gen)
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.uniform_(-0.5, 0.5, generator=gen)
+    n = case.net
+    x = torch.randn(case.batch, n.in_ch, n.size, n.size, generator=gen)
+    return model, x
