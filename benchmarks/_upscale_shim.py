@@ -82,10 +82,17 @@ def export(
         for kind in ("reorder", "baseline"):
             net = copy.deepcopy(masked).eval()
             t0 = time.perf_counter()
-            manager = PruningManager(net).compute([x1])
-            # is_not_ane=True: index/narrow subselection (the CPU/GPU path);
-            # the default False builds per-channel torch.cat for the Apple NE.
-            manager.prune(is_not_ane=True, baseline=(kind == "baseline"))
+            try:
+                manager = PruningManager(net).compute([x1])
+                # is_not_ane=True: index/narrow subselection (the CPU/GPU path);
+                # the default False builds per-channel torch.cat for the Apple NE.
+                manager.prune(is_not_ane=True, baseline=(kind == "baseline"))
+            except Exception as e:
+                if not keep_masked:
+                    raise
+                last = (str(e).strip().splitlines() or [""])[-1]
+                out["status"] = f"upscale failed: {type(e).__name__}: {last[:90]}"
+                return out
             dt = time.perf_counter() - t0
             net.eval()
             y = net(x1)

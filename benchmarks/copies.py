@@ -135,7 +135,8 @@ def write(rows: list, args) -> None:
     L = [
         "# Copied bytes per inference (batch 1): chanprune vs apple-upscale, same masks",
         "",
-        f"- command: `python benchmarks/copies.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "- command: `python benchmarks/copies.py` (rows of later runs with `--models` replace "
+        "earlier ones)",
         f"- torch {torch.__version__}, torchvision {torchvision.__version__}; input "
         f"1x3x{args.size}x{args.size}; masks: apple-upscale 0.1.1 MaskingManager (input side, "
         "L2, unconstrained, local) at the row's amount, applied once; every exporter gets them",
@@ -170,6 +171,10 @@ def write(rows: list, args) -> None:
         f.write("\n".join(L) + "\n")
 
 
+def _rank(model: str) -> int:
+    return MODELS.index(model) if model in MODELS else len(MODELS)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -179,12 +184,19 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
+    path = os.path.join(args.out, "copies.json")
     rows = []
+    if os.path.exists(path):  # rerunning some models replaces their rows, keeps the others
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("args", {}).get("size") == args.size:
+            rows = old["rows"]
     for name in args.models:
         for amount in args.amounts:
             row = bench_model(name, amount, args.size)
             print(json.dumps(row), flush=True)
-            rows.append(row)
+            rows = [r for r in rows if (r["model"], r["amount"]) != (name, amount)] + [row]
+            rows.sort(key=lambda r: (_rank(r["model"]), r["amount"]))
             write(rows, args)
     return 0
 
