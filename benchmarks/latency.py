@@ -57,7 +57,16 @@ MODELS = [
     "regnet_y_800mf",
     "convnext_tiny",
 ]
-CONTENDERS = ["unpruned", "constrained", "baseline", "reorder", "ideal", "upscale", "upscale_base"]
+CONTENDERS = [
+    "unpruned",
+    "constrained",
+    "baseline",
+    "reorder",
+    "ideal",
+    "upscale",
+    "upscale_base",
+    "reorder_upm",
+]
 ORT = ["ort_unpruned", "ort_baseline", "ort_reorder"]  # ONNX Runtime runs of the same modules
 WARMUP = 3
 
@@ -194,8 +203,12 @@ def bench_model(name: str, args) -> dict:
         # ---- apple-upscale's own export (its masks at this amount)
         if upscale_reason is None:
             try:
-                up = _upscale_shim.export(unpruned, x1, amount=amount)
+                up = _upscale_shim.export(unpruned, x1, amount=amount, keep_masked=True)
                 row["upscale_status"] = up["status"]
+                if "masked" in up:  # the same masks through chanprune: a like-for-like contender
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        mods["reorder_upm"] = chanprune.export(up["masked"], x1)
                 row["export"]["upscale_s"] = up.get("reorder_export_s")
                 row["export"]["upscale_base_s"] = up.get("baseline_export_s")
                 if up["status"] == "ok":
@@ -269,7 +282,9 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
         "- upscale = apple-upscale 0.1.1 export of its own masks (input side, L2, unconstrained, "
         "local) at the row's amount, run on CPU through benchmarks/_upscale_shim.py "
         "(`.cuda()` no-op), `prune(is_not_ane=True)`; upscale_base = its `baseline=True` export; "
-        "its output is checked against its masked model (|diff| <= 1e-4 max|y|)"
+        "its output is checked against its masked model (|diff| <= 1e-4 max|y|); "
+        "reorder of upscale's masks = chanprune's reorder export of apple-upscale's masked model "
+        "(like-for-like with upscale)"
     )
     if args.note:
         L.append(f"- note: {args.note}")
@@ -283,9 +298,10 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
         L.append(
             "| model | amount | unpruned | constrained | baseline | reorder | ideal | upscale | "
             "upscale base | reorder/ideal | baseline/reorder | upscale base/upscale "
-            "| ort unpruned | ort baseline | ort reorder | ort baseline/reorder |"
+            "| ort unpruned | ort baseline | ort reorder | ort baseline/reorder "
+            "| reorder of upscale's masks | upscale/reorder, same masks |"
         )
-        L.append("|---|---|" + "---:|" * 14)
+        L.append("|---|---|" + "---:|" * 16)
         for res in results:
             for amount, row in res["amounts"].items():
                 lat = row["latency"].get(b, {})
@@ -308,7 +324,9 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
                     + " | ".join(_fmt(v, ".3f") for v in (r_ideal, r_base, r_up))
                     + " | "
                     + " | ".join(_fmt(lat.get(c)) for c in ORT)
-                    + f" | {_fmt(_ratio(lat.get('ort_baseline'), lat.get('ort_reorder')), '.3f')} |"
+                    + f" | {_fmt(_ratio(lat.get('ort_baseline'), lat.get('ort_reorder')), '.3f')}"
+                    + f" | {_fmt(lat.get('reorder_upm'))}"
+                    + f" | {_fmt(_ratio(lat.get('upscale'), lat.get('reorder_upm')), '.3f')} |"
                 )
         L.append("")
         for (bb, amount), vals in summary.items():
