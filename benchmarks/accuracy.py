@@ -23,9 +23,7 @@ where both ran, the predictions are compared image by image).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import os
 import platform
 import statistics
 import sys
@@ -43,7 +41,7 @@ from chanprune.training import train
 
 MODELS = ["resnet18", "densenet121", "mobilenet_v2", "efficientnet_b0"]
 HEURISTICS = list(chanprune.HEURISTICS)
-AMOUNTS = [0.1, 0.2, 0.3, 0.4, 0.5]
+AMOUNTS = [0.1, 0.3, 0.5, 0.2, 0.4]  # this order: a partial run still spans the range
 EPOCHS = 1  # on the first TRAIN_IMAGES training images: what the shared 2-core machine allowed
 TRAIN_IMAGES = 30000
 SEED = 0
@@ -128,9 +126,9 @@ def latency_ms(model: torch.nn.Module, x: torch.Tensor) -> float:
     return 1000 * statistics.median(times)
 
 
-def should_check(args, name: str, amount: float) -> bool:
+def should_check(args, name: str, heuristic: str, amount: float) -> bool:
     if args.check == "auto":
-        return name == "resnet18" or abs(amount - 0.3) < 1e-9
+        return name == "resnet18" or (abs(amount - 0.3) < 1e-9 and heuristic == "l1")
     return args.check == "all"
 
 
@@ -164,7 +162,7 @@ def run_config(base, rec: dict, inputs: dict, args, train_set, test_set) -> dict
         rec["mask_s"], rec["export_s"] = round(t1 - t0, 2), round(t2 - t1, 2)
         ev = evaluate(exported, test_set, keep_predictions=True, batch_size=500)
         rec["top1"], rec["correct"] = ev.top1, ev.correct
-        if should_check(args, rec["model"], rec["amount"]):
+        if should_check(args, rec["model"], rec["heuristic"], rec["amount"]):
             em = evaluate(base, test_set, keep_predictions=True, batch_size=500)
             rec["masked_top1"] = em.top1
             rec["prediction_mismatches"] = int((em.predictions != ev.predictions).sum())
@@ -257,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         choices=("all", "auto", "none"),
         help="auto: masked-vs-export predictions for every resnet18 config and "
-        "amount 0.3 of the others",
+        "l1 at amount 0.3 of the others",
     )
     p.add_argument("--data", type=Path, default=None, help="Fashion-MNIST folder")
     p.add_argument("--size", type=int, default=32)

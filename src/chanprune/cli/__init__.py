@@ -11,9 +11,9 @@ import sys
 
 from .. import __version__
 from ..errors import ChanpruneError
-from . import prune
+from . import eval, prune
 
-COMMANDS = [prune]
+COMMANDS = [prune, eval]
 
 
 def build_parser() -> argparse.ArgumentParser:
