@@ -232,6 +232,8 @@ def run_grid(args, train_set, test_set) -> None:
         ]
         todo = [r for r in todo if key_of(r) not in done]
         for rec in tqdm(todo, desc=f"{name} grid", dynamic_ncols=True):
+            if key_of(rec) in load_results(path):  # done meanwhile by a parallel run
+                continue
             try:
                 run_config(base, rec, inputs, args, train_set, test_set)
             except Exception as e:  # a failed config is recorded and the grid goes on

@@ -22,15 +22,20 @@ HEURISTICS = ["l1", "l2", "lamp", "fpgm", "hrank"]
 AMOUNTS = [0.1, 0.2, 0.3, 0.4, 0.5]
 
 
-def load(out: Path) -> list[dict]:
+def load(out: Path) -> dict[int, list[dict]]:
+    """Records without fine-tuning, grouped by the number of test images they were scored on."""
     path = out / "accuracy.jsonl"
     recs: dict[tuple, dict] = {}
     for line in path.read_text().splitlines() if path.exists() else []:
         if line.strip():
             r = json.loads(line)
             if r.get("finetune_epochs", 0) == 0:
-                recs[(r["model"], r["heuristic"], r["amount"], r["constrained"])] = r
-    return list(recs.values())
+                key = (r["test_images"], r["model"], r["heuristic"], r["amount"], r["constrained"])
+                recs[key] = r
+    groups: dict[int, list[dict]] = defaultdict(list)
+    for r in recs.values():
+        groups[r["test_images"]].append(r)
+    return dict(groups)
 
 
 def _m(n: float) -> str:
@@ -224,21 +229,29 @@ def plot(recs: list[dict], path: Path) -> None:
 
 
 def write_report(out: Path) -> None:
-    recs = load(out)
-    pruned = [r for r in recs if r["heuristic"] != "none"]
+    groups = load(out)
+    if not groups:
+        return
     expected = len(MODELS) * len(HEURISTICS) * len(AMOUNTS) * 2
-    status = "" if len(pruned) >= expected else f" (PARTIAL: {len(pruned)}/{expected} configs)"
-    any_rec = next(iter(pruned), {})
+
+    def size(n: int) -> int:
+        return sum(r["heuristic"] != "none" for r in groups[n])
+
+    main = max(groups, key=lambda n: (size(n), n))
+    recs = groups[main]
+    status = "" if size(main) >= expected else f" (PARTIAL: {size(main)}/{expected} configs)"
+    threads = next((r["threads"] for r in recs if "threads" in r), 1)
     lines = [
         f"# Post-training pruning accuracy: constrained vs unconstrained{status}",
         "",
         "Written by `python benchmarks/accuracy.py` (raw numbers: accuracy.jsonl). Fashion-MNIST "
         "at 32x32 (28x28 padded, grey repeated to RGB), torchvision models with random init "
-        "trained here with seed 0 (see each model's line); top-1 on the 10k test images. "
+        "trained here with seed 0 (see each model's line). "
+        f"Top-1 on {'the 10k' if main == 10000 else f'the first {main} of the 10k'} test images. "
         "Masks: local scope, input side, no fine-tuning; C = constrained (coupled layers prune "
         "the same channels), U = unconstrained. top-1, params, MACs and latency are the reorder "
-        f"export's. Latency: median of 5 forward passes at batch 32, 32x32, "
-        f"{any_rec.get('threads', 1)} thread, on a shared 2-core machine under heavy load from "
+        "export's. Latency: median of 5 forward passes at batch 32, 32x32, "
+        f"{threads} thread, on a shared 2-core machine under heavy load from "
         "other jobs: indicative only. MACs at batch 1.",
         "",
         "## Summary",
@@ -249,10 +262,21 @@ def write_report(out: Path) -> None:
         "",
         "![accuracy vs amount](accuracy.png)",
         "",
-        "## Table",
+        f"## Table ({main} test images)",
         "",
         *table(recs),
     ]
+    for n in sorted(groups, reverse=True):
+        if n != main:
+            lines += [
+                f"## The same measurements on {n} test images ({size(n)} configs)",
+                "",
+                *summary(groups[n]),
+                "",
+                checks(groups[n]),
+                "",
+                *table(groups[n]),
+            ]
     (out / "accuracy.md").write_text("\n".join(lines) + "\n")
     plot(recs, out / "accuracy.png")
 

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -104,12 +105,25 @@ def _top1(out: str, label: str) -> float:
     return float(re.search(rf"^{label}\s+top-1\s+([\d.]+)", out, re.M).group(1))
 
 
-def test_eval_command_prunes_finetunes_and_runs_under_torchrun(tmp_path):
+def test_eval_command_prunes_and_finetunes(tmp_path):
     pytest.importorskip("torchvision")
     root = write_fake_fashion_mnist(tmp_path / "fm", n_train=64, n_test=41)
-    common = ["resnet18", "--num-classes", "10", "--data", str(root), "--batch-size", "16"]
     r = subprocess.run(
-        [*EXE.split(), "eval", *common, "--amount", "0.3", "--finetune-epochs", "1"],
+        [
+            *EXE.split(),
+            "eval",
+            "resnet18",
+            "--num-classes",
+            "10",
+            "--data",
+            str(root),
+            "--batch-size",
+            "16",
+            "--amount",
+            "0.3",
+            "--finetune-epochs",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -119,6 +133,11 @@ def test_eval_command_prunes_finetunes_and_runs_under_torchrun(tmp_path):
     assert "predictions identical" in r.stdout and "finetuned top-1" in r.stdout
     params = re.findall(r"params\s+([\d,]+)", r.stdout)
     assert int(params[1].replace(",", "")) < int(params[0].replace(",", ""))
+
+
+def test_eval_command_under_torchrun_matches_one_process(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    root = write_fake_fashion_mnist(tmp_path / "fm", n_test=41)
     t = subprocess.run(
         [
             sys.executable,
@@ -130,16 +149,27 @@ def test_eval_command_prunes_finetunes_and_runs_under_torchrun(tmp_path):
             "-m",
             "chanprune.cli",
             "eval",
-            *common,
+            "resnet18",
+            "--num-classes",
+            "10",
+            "--data",
+            str(root),
+            "--batch-size",
+            "16",
+            "--seed",
+            "3",
         ],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert t.returncode == 0, t.stderr
     assert "41 fashion-mnist images, 2 process(es)" in t.stdout
-    assert _top1(t.stdout, "unpruned") == _top1(r.stdout, "unpruned")
+    torch.manual_seed(3)  # the command's --seed: the same random init in this process
+    model = torchvision.models.get_model("resnet18", weights=None, num_classes=10)
+    single = evaluate(model, FashionMNIST(root, "test"))
+    assert _top1(t.stdout, "unpruned") == pytest.approx(single.top1, abs=0.005)
 
 
 def test_eval_command_missing_data_is_a_clear_error(tmp_path):

@@ -58,12 +58,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=eval_command)
 
 
-def build(name: str, num_classes: int | None, checkpoint: Path | None) -> torch.nn.Module:
-    """A zoo model, with ``num_classes`` outputs if given, and the checkpoint's weights."""
+def build(
+    name: str, num_classes: int | None, checkpoint: Path | None, seed: int = 0
+) -> torch.nn.Module:
+    """A zoo model, with ``num_classes`` outputs if given, and the checkpoint's weights.
+
+    The random init is seeded just before the model is built, so every rank of a torchrun
+    job (and a later run) builds the same weights when no checkpoint is given."""
     if num_classes is None:
+        torch.manual_seed(seed)
         model, _ = load_model(name)
     else:
         load_model(name)  # validates the name with a helpful message
+        torch.manual_seed(seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -108,8 +115,7 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
     rank0 = not distributed or dist.get_rank() == 0
     say = print if rank0 else (lambda *a, **k: None)
     test = _subset(load_dataset(args.dataset, "test", args.data, args.size), args.limit)
-    torch.manual_seed(args.seed)  # without a checkpoint, every rank must build the same weights
-    model = build(args.model, args.num_classes, args.checkpoint)
+    model = build(args.model, args.num_classes, args.checkpoint, args.seed)
     x = torch.stack([test[i][0] for i in range(min(8, len(test)))])
     kw = {"batch_size": args.batch_size, "progress": rank0}
     base = evaluate(model, test, desc="unpruned", **kw)
