@@ -6,12 +6,15 @@
     python benchmarks/accuracy.py --models resnet18 --amounts 0.3 --finetune-epochs 1
 
 Base models: torchvision resnet18, densenet121, mobilenet_v2, efficientnet_b0 (random init,
-num_classes=10), trained on the 60k training images at 32x32 (28x28 padded, grey repeated to
-RGB) with a fixed seed; checkpoints are cached outside the repo (``--cache``, default
+num_classes=10), trained for ``--epochs`` (1) on the first ``--train-limit`` (30k) training
+images at 32x32 (28x28 padded, grey repeated to RGB) with a fixed seed: what a shared 2-core
+machine allowed. Checkpoints are cached outside the repo (``--cache``, default
 ~/.cache/chanprune/fmnist). Then, per model x heuristic x amount x {constrained,
-unconstrained}, a fresh copy of the trained model is masked (local scope, input side: the
-paper's main case; HRank calibrated on 128 training images), exported with the reorder method,
-and evaluated on the 10k test images with no fine-tuning (unless ``--finetune-epochs``).
+unconstrained}, the trained model is masked (local scope, input side: the paper's main case;
+HRank calibrated on 128 training images), exported with the reorder method, evaluated on the
+test images with no fine-tuning (unless ``--finetune-epochs``), and restored to its trained
+weights. All 10k test images by default; the committed results used ``--test-limit 2000``
+(see accuracy.md).
 
 Each finished config is appended as one JSON line to ``<out>/accuracy.jsonl`` (keyed by its
 config); a rerun skips what is there, so the grid can be stopped and resumed, or split over
