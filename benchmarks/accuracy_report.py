@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 MODELS = ["resnet18", "densenet121", "mobilenet_v2", "efficientnet_b0"]
 HEURISTICS = ["l1", "l2", "lamp", "fpgm", "hrank"]
 AMOUNTS = [0.1, 0.2, 0.3, 0.4, 0.5]
+CHANCE = 10.0  # top-1 of a guess among 10 classes
 
 
 def load(out: Path) -> dict[int, list[dict]]:
@@ -69,6 +70,15 @@ def summary(recs: list[dict]) -> list[str]:
         f"{statistics.mean(d):+.2f} points (median {statistics.median(d):+.2f}, "
         f"range {min(d):+.2f} to {max(d):+.2f}).",
     ]
+    live = [(c, u) for c, u in ps if max(c["top1"], u["top1"]) > CHANCE + 5]
+    if live:
+        dl = [u["top1"] - c["top1"] for c, u in live]
+        lines.append(
+            f"- Leaving out the {len(ps) - len(live)} pairs where both are within 5 points of "
+            f"chance ({CHANCE:.0f}%): {len(live)} pairs, unconstrained higher in "
+            f"{sum(x > 0 for x in dl)}, lower in {sum(x < 0 for x in dl)}; mean difference "
+            f"{statistics.mean(dl):+.2f} points (median {statistics.median(dl):+.2f})."
+        )
     for label, key in (("model", "model"), ("heuristic", "heuristic"), ("amount", "amount")):
         groups: dict = defaultdict(list)
         for c, u in ps:
