@@ -238,6 +238,50 @@ def plot(recs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plain(recs: list[dict]) -> str:
+    """The answer in words, every number taken from the table."""
+    ps = pairs(recs)
+    if not ps:
+        return ""
+    d = [u["top1"] - c["top1"] for c, u in ps]
+
+    def means(key: str) -> dict:
+        g: dict = defaultdict(list)
+        for c, u in ps:
+            g[c[key]].append(u["top1"] - c["top1"])
+        return {k: statistics.mean(v) for k, v in g.items()}
+
+    by_amount, by_model = means("amount"), means("model")
+    pos = sorted(a for a, m in by_amount.items() if m > 0)
+    neg = sorted(a for a, m in by_amount.items() if m <= 0)
+    chance = sum(max(c["top1"], u["top1"]) <= CHANCE + 5 for c, u in ps)
+    models = sorted(by_model, key=by_model.get, reverse=True)
+    macs = statistics.mean(u["macs"] / c["macs"] for c, u in ps)
+    text = (
+        f"**In plain words.** Removing the constraints raised post-training top-1 in "
+        f"{sum(x > 0 for x in d)} of {len(ps)} matching configs and lowered it in "
+        f"{sum(x < 0 for x in d)} (equal in {sum(x == 0 for x in d)}), by "
+        f"{statistics.mean(d):+.2f} points on average. "
+    )
+    if pos:
+        text += (
+            "On average it paid off at amount "
+            + ", ".join(f"{a} ({by_amount[a]:+.2f})" for a in pos)
+            + (" and not at " + ", ".join(f"{a} ({by_amount[a]:+.2f})" for a in neg) if neg else "")
+            + ". "
+        )
+    text += (
+        "Per model: "
+        + ", ".join(f"{m} {by_model[m]:+.2f}" for m in models)
+        + f". In {chance} of the {len(ps)} pairs both sides are within 5 points of chance "
+        f"({CHANCE:.0f}%): without fine-tuning neither kind of mask leaves a working model there, "
+        "so those pairs say nothing about constraints. At equal amount the unconstrained "
+        f"exports keep more MACs ({macs:.2f}x on average), so equal amount is not equal cost; "
+        "the last summary line compares at a known cost."
+    )
+    return text
+
+
 def write_report(out: Path) -> None:
     groups = load(out)
     if not groups:
@@ -265,6 +309,8 @@ def write_report(out: Path) -> None:
         "other jobs: indicative only. MACs at batch 1.",
         "",
         "## Summary",
+        "",
+        plain(recs),
         "",
         *summary(recs),
         "",
