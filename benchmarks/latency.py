@@ -15,6 +15,8 @@ size it times these contenders, interleaved in a per-round shuffled order:
   copy-free physical limit of those layer sizes);
 - ``upscale`` / ``upscale_base``: apple-upscale 0.1.1's own reorder and baseline exports of
   its own masks (input side, L2, unconstrained, local) at the same amount, where it runs;
+- ``reorder_upm``: chanprune's reorder export of apple-upscale's masked model (the same masks
+  as ``upscale``: the like-for-like comparison);
 - ``ort_unpruned`` / ``ort_baseline`` / ``ort_reorder``: the unpruned model and the two
   chanprune exports run in ONNX Runtime (CPU, same thread count; ``--no-ort`` skips them).
 

@@ -11,9 +11,9 @@ import sys
 
 from .. import __version__
 from ..errors import ChanpruneError
-from . import bench, prune, report
+from . import bench, eval, prune, report
 
-COMMANDS = [prune, report, bench]
+COMMANDS = [prune, report, eval, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
