@@ -140,7 +140,7 @@ class ChannelsLast(nn.Module):
 
 
 class Norms(nn.Module):
-    """LayerNorm / GroupNorm over channels do not commute with removing channels: barriers."""
+    """LayerNorm / GroupNorm over channels do not commute with removing channels."""
 
     def __init__(self):
         super().__init__()
@@ -229,12 +229,19 @@ def test_grouped_conv_pins_its_channels_but_depthwise_does_not():
     assert "gc.0.weight" not in masks  # grouped conv outputs are pinned
 
 
-def test_layer_and_group_norm_are_barriers():
-    model = Norms().eval()
-    with pytest.warns(UserWarning, match="layer_norm|group_norm"):
-        an = analyze(capture(model, torch.randn(1, 3, 8, 8)))
-    pinned = {p.weight for p in an.producers if an.pinned[an.root[p.ids]].all()}
-    assert {"c2.weight"} <= pinned and "c1.weight" not in pinned and "c3.weight" not in pinned
+def test_layer_and_group_norm_keep_their_channels_prunable():
+    """Norms over channels run with the original channel count (removed channels padded back
+    as zeros), so the producer feeding them still loses rows and the export stays exact."""
+    model = randomise_bn(Norms()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no barrier warning
+        an = analyze(capture(model, x))
+    assert not an.barriers
+    exported, masks = prune_and_check(model, x, amount=0.5, side="output")
+    assert "c2.weight" in masks
+    assert exported.c2.weight.shape[0] == 8  # rows gone, statistics still over 16 channels
+    assert exported.gn.weight.shape[0] == 16 and exported.ln.weight.shape[0] == 16
 
 
 class Unknown(nn.Module):
