@@ -218,15 +218,23 @@ def run_one(zoo: str, name: str) -> dict:
 
 
 # driver ------------------------------------------------------------------------------------
-def _load() -> dict:
-    return json.loads(CACHE.read_text()) if CACHE.exists() else {}
+def _load(path: Path = CACHE) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _save(cache: dict) -> None:
+def _load_all() -> dict:
+    """Every cache file (two zoos may run side by side, each into its own file)."""
+    merged: dict = {}
+    for path in sorted(RESULTS.glob("coverage*.json")):
+        merged.update(_load(path))
+    return merged
+
+
+def _save(cache: dict, path: Path = CACHE) -> None:
     RESULTS.mkdir(exist_ok=True)
-    tmp = CACHE.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-    tmp.replace(CACHE)
+    tmp.replace(path)
 
 
 def run_subprocess(zoo: str, name: str, timeout: int) -> dict:
@@ -260,17 +268,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rerun", choices=["none", "failed", "all"], default="none")
     ap.add_argument("--models", nargs="*", help="only these models (of the chosen zoo)")
     ap.add_argument("--report", action="store_true", help="only rewrite coverage.md")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="JSON cache to resume/write")
     ap.add_argument("--worker", nargs=2, metavar=("ZOO", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(run_one(*args.worker)), flush=True)
         return
-    cache = _load()
+    if args.report:
+        return write_report(_load_all(), args.n, args.seed)
+    cache = _load(args.cache)
     zoos = ["timm", "torchvision"] if args.zoo == "both" else [args.zoo]
     todo = []
     for zoo in zoos:
         names = timm_sample(args.n, args.seed, cache) if zoo == "timm" else torchvision_models()
-        _save(cache)
+        _save(cache, args.cache)
         for name in names:
             if args.models and name not in args.models:
                 continue

@@ -221,12 +221,24 @@ def test_squeeze_excite_gate_joins_the_gated_segment():
     assert an.dependent[gate.first : gate.first + gate.channels].all()
 
 
-def test_grouped_conv_pins_its_channels_but_depthwise_does_not():
-    model = Grouped().eval()
-    masks = chanprune.mask(model, torch.randn(2, 3, 8, 8), amount=0.5)
-    assert "pw.0.weight" in masks  # its channels flow through the depthwise conv
-    assert "pw2.0.weight" not in masks  # it feeds the grouped conv
-    assert "gc.0.weight" not in masks  # grouped conv outputs are pinned
+def test_grouped_conv_channels_are_prunable_with_per_group_padding():
+    model = randomise_bn(Grouped()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    masks = chanprune.mask(model, x, amount=0.5)
+    assert {"pw.0.weight", "pw2.0.weight", "gc.0.weight"} <= set(masks)
+    # one row of every group of gc (4 groups of 4) and two rows of group 0 of pw2's readers
+    with torch.no_grad():
+        model.load_state_dict(randomise_bn(Grouped()).state_dict())
+    chanprune.apply_masks(model, x, {"gc.0.weight": [0, 5, 10, 15], "pw2.0.weight": [0, 1]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    gc = exported.get_parameter("gc.0.weight")
+    assert tuple(gc.shape) == (12, 4, 3, 3)  # 3 kept rows per group
+    # uneven: group 0 loses three rows, the others none -> every group keeps 4 slots
+    with torch.no_grad():
+        model.load_state_dict(randomise_bn(Grouped()).state_dict())
+    chanprune.apply_masks(model, x, {"gc.0.weight": [0, 1, 2]})
+    exported, _ = prune_and_check(model, x, method="baseline")
+    assert tuple(exported.get_parameter("gc.0.weight").shape) == (16, 4, 3, 3)
 
 
 def test_layer_and_group_norm_keep_their_channels_prunable():
