@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rerun", choices=["none", "failed", "all"], default="none")
     ap.add_argument("--models", nargs="*", help="only these models (of the chosen zoo)")
     ap.add_argument("--report", action="store_true", help="only rewrite coverage.md")
+    ap.add_argument("--reverse", action="store_true", help="work from the end (a second run)")
     ap.add_argument("--cache", type=Path, default=CACHE, help="JSON cache to resume/write")
     ap.add_argument("--worker", nargs=2, metavar=("ZOO", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -288,15 +289,16 @@ def main(argv: list[str] | None = None) -> None:
             old = cache.get(f"{zoo}:{name}")
             if old is None or args.rerun == "all" or (args.rerun == "failed" and not _ok(old)):
                 todo.append((zoo, name))
-    if not args.report:
-        for i, (zoo, name) in enumerate(todo):
-            rec = run_subprocess(zoo, name, args.timeout)
-            cache[f"{zoo}:{name}"] = rec
-            _save(cache)
-            print(
-                f"[{i + 1}/{len(todo)}] {zoo}:{name}: {rec['stage']} {rec.get('error', '')}"[:200]
-            )
-    write_report(cache, args.n, args.seed)
+    if args.reverse:
+        todo.reverse()
+    for i, (zoo, name) in enumerate(todo):
+        if args.rerun == "none" and f"{zoo}:{name}" in _load_all():
+            continue  # done meanwhile by a run going the other way
+        rec = run_subprocess(zoo, name, args.timeout)
+        cache[f"{zoo}:{name}"] = rec
+        _save(cache, args.cache)
+        print(f"[{i + 1}/{len(todo)}] {zoo}:{name}: {rec['stage']} {rec.get('error', '')[:150]}")
+    write_report(_load_all(), args.n, args.seed)
 
 
 def _ok(rec: dict) -> bool:
