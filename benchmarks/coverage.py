@@ -138,8 +138,8 @@ def _redraw_zeros(model):
 def prunable_share(an) -> tuple[int, int]:
     """(prunable, total) output channels of conv/linear producers, final classifiers excluded.
 
-    Prunable: an output-side candidate (not pinned by a barrier or an output, and its zero
-    survives to the consumers).
+    Prunable: some masking removes it, i.e. its segment channel is not pinned (by a barrier
+    or a model output). An SE gate's channels count: they go with the channel they gate.
     """
     import numpy as np
 
@@ -156,8 +156,7 @@ def prunable_share(an) -> tuple[int, int]:
         roots = an.root[p.ids]
         if set(np.unique(roots).tolist()) <= final:
             continue
-        ok = ~an.pinned[roots] & ~an.dependent[p.first : p.first + p.channels]
-        prunable += int(ok.sum())
+        prunable += int((~an.pinned[roots]).sum())
         total += p.channels
     return prunable, total
 

@@ -341,3 +341,29 @@ def test_reorder_adds_a_narrower_residual_branch_with_one_scatter():
     reorder, _ = prune_and_check(model, x, method="reorder")
     assert [c.kind for c in base.chanprune_copies] == ["pad"]
     assert [c.kind for c in reorder.chanprune_copies] == ["scatter"]
+
+
+class Padded(nn.Module):
+    """TF 'same' padding (F.pad over the spatial dims) between two convolutions."""
+
+    def __init__(self, value=0.0):
+        super().__init__()
+        self.value = value
+        self.c1, self.c2 = cbr(3, 8, 1), nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        x = nn.functional.pad(self.c1(x), (0, 1, 1, 1), value=self.value)
+        return self.c2(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_spatial_pad_keeps_channels_prunable(value):
+    model = randomise_bn(Padded(value)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not a barrier
+        chanprune.apply_masks(model, x, {"c1.0.weight": [0, 2, 4, 6]})
+        exported, _ = prune_and_check(model, x)
+    # a zero pad keeps a pruned channel zero: c2 reads 4 channels; a 0.5 pad revives them
+    assert exported.get_parameter("c2.weight").shape[1] == (4 if value == 0 else 8)
+    assert exported.get_parameter("c1.0.weight").shape[0] == 4

@@ -137,6 +137,26 @@ class Norm(Reduce):
     keepdim_arg = 3
 
 
+class Pad(Channelwise):
+    """pad(x, pad, mode, value) / constant_pad_nd(x, pad, value): pads the trailing dims.
+
+    Keeps the channels when their own dimension is not padded; zero stays zero unless a
+    constant pad value is non-zero (reflect/replicate/circular copy the channel's values)."""
+
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        pad, rank = list(node.args[1]), len(node_shape(node.args[0]))
+        k = rank - 1 - ax.dim  # pad[2k], pad[2k + 1] pad the channel dimension
+        return ax.dim if 2 * k + 1 >= len(pad) or pad[2 * k] == pad[2 * k + 1] == 0 else None
+
+    def preserves_zero(self, node: fx.Node) -> bool:
+        if "constant_pad_nd" in str(node.target):
+            value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+            return not value
+        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+        return mode != "constant" or not value
+
+
 class ChannelwiseParams(Channelwise):
     """out[c] = f(in[c]; params[c]) along dim 1, e.g. BatchNorm and depthwise conv."""
 
@@ -290,6 +310,7 @@ register(
 )
 register(Pool1d(), "aten.max_pool1d", "aten.avg_pool1d", "aten.adaptive_avg_pool1d")
 register(Pool3d(), "aten.max_pool3d", "aten.avg_pool3d", "aten.adaptive_avg_pool3d")
+register(Pad(), "aten.pad", "aten.constant_pad_nd")
 register(Reduce(), "aten.mean.dim", "aten.sum.dim_IntList", "aten.amax", "aten.amin")
 register(Norm(), "aten.linalg_vector_norm")
 register(BatchNorm(), "aten._native_batch_norm_legit_no_training")
