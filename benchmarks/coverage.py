@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         rec = run_subprocess(zoo, name, args.timeout)
         cache[f"{zoo}:{name}"] = rec
         _save(cache, args.cache)
-        print(f"[{i + 1}/{len(todo)}] {zoo}:{name}: {rec['stage']} {rec.get('error', '')[:150]}")
+        print(f"[{i + 1}/{len(todo)}] {zoo}:{name}: {rec['stage']}", flush=True)
     write_report(_load_all(), args.n, args.seed)
 
 

@@ -367,3 +367,30 @@ def test_spatial_pad_keeps_channels_prunable(value):
     # a zero pad keeps a pruned channel zero: c2 reads 4 channels; a 0.5 pad revives them
     assert exported.get_parameter("c2.weight").shape[1] == (4 if value == 0 else 8)
     assert exported.get_parameter("c1.0.weight").shape[0] == 4
+
+
+class ViewedParams(nn.Module):
+    """Per-channel parameters reshaped in forward (layer scale 2d, EvoNorm/FRN-style affine)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+        self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+        self.beta = nn.Parameter(torch.rand(8) - 0.5)
+
+    def forward(self, x):
+        y = self.c1(x) * self.gamma.view(1, -1, 1, 1)
+        return self.c2(y + self.beta.reshape(1, -1, 1, 1).to(torch.float32))
+
+
+def test_parameters_viewed_in_forward_are_sliced_not_pinned():
+    model = ViewedParams().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported, masks = prune_and_check(model, x, amount=0.5, side="output")
+    assert len(masks["c1.weight"]) == 4
+    # beta is zeroed with the pruned filter (a companion), so c2 reads 4 channels
+    assert exported.get_parameter("gamma").shape == (4,)
+    assert exported.get_parameter("beta").shape == (4,)
+    assert exported.get_parameter("c2.weight").shape[1] == 4
