@@ -394,3 +394,31 @@ def test_parameters_viewed_in_forward_are_sliced_not_pinned():
     assert exported.get_parameter("gamma").shape == (4,)
     assert exported.get_parameter("beta").shape == (4,)
     assert exported.get_parameter("c2.weight").shape[1] == 4
+
+
+class GroupStd(nn.Module):
+    """EvoNorm-S style: x / group_std(x), std per group of 4 channels, broadcast back."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = self.c1(x)
+        b, c, h, w = y.shape
+        g = y.reshape(b, 4, c // 4, h, w)
+        std = g.var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(1e-5).sqrt()
+        return self.c2(y / std.expand(g.shape).reshape(b, c, h, w))
+
+
+def test_group_statistics_use_the_original_channel_count():
+    model = GroupStd().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        an = analyze(capture(model, x))
+    assert not an.pinned[an.root[an.producer_of("c1.weight").ids]].any()
+    chanprune.apply_masks(model, x, {"c1.weight": [0, 1, 2, 5, 9]})
+    exported, _ = prune_and_check(model, x)
+    assert exported.get_parameter("c1.weight").shape[0] == 11
+    assert exported.get_parameter("c2.weight").shape[1] == 11

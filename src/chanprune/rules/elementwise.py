@@ -165,6 +165,7 @@ class Binary(Rule):
         else:  # x / y is zero where x is, unless y might be zero too (0/0)
             den = _operands(node)[1]
             safe = isinstance(den, int | float) and den != 0
+            safe = safe or lv.analysis.kinds.get(getattr(den, "name", None)) == "group-merge"
             zero = z[0] & safe
         lv.zero[node.name] = zero
 
