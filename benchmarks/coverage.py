@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", nargs="*", help="only these models (of the chosen zoo)")
     ap.add_argument("--report", action="store_true", help="only rewrite coverage.md")
     ap.add_argument("--reverse", action="store_true", help="work from the end (a second run)")
+    ap.add_argument("--start", type=int, default=0, help="skip the first START models to run")
     ap.add_argument("--cache", type=Path, default=CACHE, help="JSON cache to resume/write")
     ap.add_argument("--worker", nargs=2, metavar=("ZOO", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -290,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
                 todo.append((zoo, name))
     if args.reverse:
         todo.reverse()
+    todo = todo[args.start :]
     for i, (zoo, name) in enumerate(todo):
         if args.rerun == "none" and f"{zoo}:{name}" in _load_all():
             continue  # done meanwhile by a run going the other way
