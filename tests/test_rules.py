@@ -422,3 +422,22 @@ def test_group_statistics_use_the_original_channel_count():
     exported, _ = prune_and_check(model, x)
     assert exported.get_parameter("c1.weight").shape[0] == 11
     assert exported.get_parameter("c2.weight").shape[1] == 11
+
+
+class MaxPoolIndices(nn.Module):
+    """adaptive_max_pool2d returns (values, indices): the values keep the pruned channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = cbr(3, 8, 1), nn.Conv2d(8, 4, (2, 1))
+
+    def forward(self, x):
+        return self.c2(nn.functional.adaptive_max_pool2d(self.c1(x), (2, 1)))
+
+
+def test_adaptive_max_pool_tuple_output_keeps_the_layout():
+    model = randomise_bn(MaxPoolIndices()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.apply_masks(model, x, {"c1.0.weight": [1, 3, 6]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    assert exported.get_parameter("c2.weight").shape[1] == 5

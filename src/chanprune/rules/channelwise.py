@@ -97,6 +97,45 @@ class Pool(Channelwise):
         return ax.dim if ax.dim < rank - self.spatial else None
 
 
+class TuplePool(Pool):
+    """Pools returning (values, indices), e.g. adaptive_max_pool2d: both keep the channels."""
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        super().flow(node, st)
+        ax = st.axes.get(node.name)
+        if isinstance(ax, Axis):
+            st.axes[node.name] = [ax, Axis(ax.dim, ax.ids, np.full(len(ax), -1, dtype=np.int64))]
+
+    def _tracked(self, node: fx.Node, lv) -> bool:
+        v = lv.analysis.axes.get(node.name)
+        return isinstance(v, list) and isinstance(v[0], Axis)
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        if not self._tracked(node, lv):
+            return Rule.zeros(self, node, lv)
+        zin = lv.zero_of(node.args[0])
+        lv.zero[node.name] = [zin.copy(), np.zeros_like(zin)]
+
+    def _need(self, node: fx.Node, lv) -> np.ndarray:
+        (z, _), (dv, di) = lv.zero[node.name], lv.demand[node.name]
+        return (~z & dv) | di
+
+    def demand(self, node: fx.Node, lv) -> None:
+        if not self._tracked(node, lv):
+            return Rule.demand(self, node, lv)
+        lv.want(node.args[0], self._need(node, lv))
+
+    def emit(self, node: fx.Node, rw) -> None:
+        if not self._tracked(node, rw.live):
+            return rw.verbatim(node)
+        x = node.args[0]
+        xn, lx = rw.value(x)
+        target = rw.cover(node, lx, np.flatnonzero(self._need(node, rw.live)))
+        xn = rw.align(xn, rw.axis(x).dim, lx, target, x)
+        args = (xn, *(rw.map_arg(a) for a in node.args[1:]))
+        rw.set(node, rw.call(node.target, args, dict(node.kwargs)), [target, target])
+
+
 class Pool1d(Pool):
     spatial = 1
 
@@ -300,11 +339,15 @@ UNARY = (
 register(Unary(), *(f"aten.{n}" for n in UNARY))
 register(Unary(), "aten.add.Scalar", "aten.sub.Scalar", "aten.mul.Scalar", "aten.div.Scalar")
 register(
+    TuplePool(),
+    "aten.adaptive_max_pool2d",
+    "aten.max_pool2d_with_indices",
+)
+register(
     Pool(),
     "aten.max_pool2d",
     "aten.avg_pool2d",
     "aten.adaptive_avg_pool2d",
-    "aten.adaptive_max_pool2d",
     "aten.upsample_nearest2d",
     "aten.upsample_bilinear2d",
 )
