@@ -441,3 +441,51 @@ def test_adaptive_max_pool_tuple_output_keeps_the_layout():
     chanprune.apply_masks(model, x, {"c1.0.weight": [1, 3, 6]})
     exported, _ = prune_and_check(model, x, method="reorder")
     assert exported.get_parameter("c2.weight").shape[1] == 5
+
+
+class Attention(nn.Module):
+    """timm-style fused attention: one qkv projection, heads, SDPA, output projection."""
+
+    def __init__(self, dim=16, heads=4, mask=False):
+        super().__init__()
+        self.heads, self.mask = heads, mask
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        bias = torch.arange(n * n, dtype=x.dtype).reshape(n, n) / (n * n) if self.mask else None
+        y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, c))
+        return self.head(x.mean(1))
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_attention_heads_keep_their_width_and_drop_zero_pairs(mask):
+    model = Attention(mask=mask).eval()
+    x = torch.randn(2, 5, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no barrier
+        an = analyze(capture(model, x))
+    assert not an.pinned[an.root[an.producer_of("qkv.weight").ids]].any()
+    # head 0 loses q0, k1 (so pairs 0 and 1) and v0..v2; head 1 loses k4..k6 (pairs 4..6)
+    chanprune.apply_masks(model, x, {"qkv.weight": [0, 17, 32, 33, 34, 20, 21, 22]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    # a q (k) row whose partner k (q) is zero is useless too: q1, k0 of head 0, q4..q6
+    assert exported.get_parameter("qkv.weight").shape[0] == 48 - 8 - 5
+    # q/k width per head: head 1 keeps 1 pair, head 0 keeps 2, others 4 -> 4 slots (no gain);
+    # v: head 0 keeps 1 of 4 -> still 4 slots; proj reads the 13 live v channels
+    assert exported.get_parameter("proj.weight").shape[1] == 13
+
+
+def test_attention_pruned_evenly_narrows_every_head():
+    model = Attention().eval()
+    x = torch.randn(2, 5, 16)
+    drop = [h * 4 + 3 for h in range(4)]  # q channel 3 and v channel 3 of every head
+    chanprune.apply_masks(model, x, {"qkv.weight": drop + [32 + c for c in drop]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    assert exported.get_parameter("qkv.weight").shape[0] == 36  # q3, k3 (useless), v3 per head
+    assert exported.get_parameter("proj.weight").shape[1] == 12  # 3 v channels per head

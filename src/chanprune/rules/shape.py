@@ -12,7 +12,7 @@ import numpy as np
 from torch import fx
 
 from ..analysis import ABSORBED, Axis, FlowState, node_shape
-from . import register
+from . import attention, register
 from .channelwise import Channelwise
 
 
@@ -148,6 +148,8 @@ class View(Channelwise):
         return None
 
     def flow(self, node: fx.Node, st: FlowState) -> None:
+        if st.kinds.get(node.name) == attention.ATTENTION:
+            return attention.flow(node, st)
         if st.kinds.get(node.name) == GROUP_MERGE:
             split = node.args[0]
             while st.kinds.get(split.name) != GROUP_SPLIT:
@@ -160,6 +162,9 @@ class View(Channelwise):
             return super().flow(node, st)
         plan = self._plan(node, ax)
         if plan is None:
+            chain = attention.match(node, ax, st)
+            if chain is not None:  # q/k/v heads: see rules/attention.py
+                return attention.fold(chain, st)
             merge = _group_statistics(node, ax)
             if merge is not None:  # per-group statistics (EvoNorm's group_std): see below
                 st.kinds[merge.name] = GROUP_MERGE
@@ -179,6 +184,8 @@ class View(Channelwise):
         return int(an.kinds[node.name].split(":")[1])
 
     def zeros(self, node: fx.Node, lv) -> None:
+        if lv.analysis.kinds.get(node.name) == attention.ATTENTION:
+            return attention.zeros(node, lv)
         if self._merge(node, lv.analysis):  # a statistic (std + eps): never provably zero
             lv.zero[node.name] = np.zeros(len(lv.analysis.axes[node.name]), dtype=bool)
             return
@@ -187,6 +194,8 @@ class View(Channelwise):
         lv.zero[node.name] = np.repeat(lv.zero_of(node.args[0]), self._inner(node, lv.analysis))
 
     def demand(self, node: fx.Node, lv) -> None:
+        if lv.analysis.kinds.get(node.name) == attention.ATTENTION:
+            return attention.demand(node, lv)
         if self._merge(node, lv.analysis):
             return  # its input is untracked; the split view demands all of x
         if not self._tracked(node, lv):
@@ -195,6 +204,8 @@ class View(Channelwise):
         lv.want(node.args[0], lv.out_demand(node).reshape(-1, inner).any(1))
 
     def emit(self, node: fx.Node, rw) -> None:
+        if rw.analysis.kinds.get(node.name) == attention.ATTENTION:
+            return attention.emit(node, rw)
         if self._merge(node, rw.analysis):
             rw.verbatim(node)
             rw.lay[node.name] = np.arange(len(rw.axis(node)), dtype=np.int64)
