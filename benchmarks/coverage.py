@@ -161,6 +161,20 @@ def prunable_share(an) -> tuple[int, int]:
     return prunable, total
 
 
+def _commit() -> str:
+    """The chanprune commit the result was measured with (plus '+' for local changes)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(HERE), "diff", "--quiet", "HEAD", "--", "../src"], capture_output=True
+        ).returncode
+        return head + ("+" if dirty else "")
+    except OSError:
+        return "?"
+
+
 def run_one(zoo: str, name: str) -> dict:
     import torch
 
@@ -169,7 +183,7 @@ def run_one(zoo: str, name: str) -> dict:
     from chanprune.capture import capture
 
     torch.set_num_threads(1)
-    rec: dict = {"zoo": zoo, "model": name, "stage": "build"}
+    rec: dict = {"zoo": zoo, "model": name, "stage": "build", "code": _commit()}
     try:
         model, size = _build(zoo, name)
         rec["input"] = list(size)
