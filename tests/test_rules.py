@@ -446,17 +446,21 @@ def test_adaptive_max_pool_tuple_output_keeps_the_layout():
 class Attention(nn.Module):
     """timm-style fused attention: one qkv projection, heads, SDPA, output projection."""
 
-    def __init__(self, dim=16, heads=4, mask=False):
+    def __init__(self, dim=16, heads=4, mask=False, head_first=False):
         super().__init__()
-        self.heads, self.mask = heads, mask
+        self.heads, self.mask, self.head_first = heads, mask, head_first
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, 3)
 
     def forward(self, x):
         b, n, c = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, c // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if self.head_first:  # timm MaxViT: per head [q | k | v]
+            qkv = self.qkv(self.norm(x)).view(b, -1, self.heads, 3 * c // self.heads)
+            q, k, v = qkv.transpose(1, 2).chunk(3, dim=3)
+        else:
+            qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, c // self.heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = torch.arange(n * n, dtype=x.dtype).reshape(n, n) / (n * n) if self.mask else None
         y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         x = x + self.proj(y.transpose(1, 2).reshape(b, n, c))
@@ -489,3 +493,14 @@ def test_attention_pruned_evenly_narrows_every_head():
     exported, _ = prune_and_check(model, x, method="reorder")
     assert exported.get_parameter("qkv.weight").shape[0] == 36  # q3, k3 (useless), v3 per head
     assert exported.get_parameter("proj.weight").shape[1] == 12  # 3 v channels per head
+
+
+def test_attention_with_per_head_qkv_layout():
+    """MaxViT's layout: the projection holds [q | k | v] per head, split by chunk."""
+    model = Attention(head_first=True).eval()
+    x = torch.randn(2, 5, 16)
+    # head 0 is rows 0..11: q 0..3, k 4..7, v 8..11; drop q0 (k4 goes too) and v8, v9
+    chanprune.apply_masks(model, x, {"qkv.weight": [0, 8, 9]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    assert exported.get_parameter("qkv.weight").shape[0] == 48 - 4
+    assert exported.get_parameter("proj.weight").shape[1] == 14

@@ -24,7 +24,7 @@ MODELS = {
     "regnety_002": (32, {}, 0.99),  # grouped convs, squeeze-excite
     "tf_efficientnet_lite0": (32, {}, 0.99),  # TF 'same' padding, depthwise
     "dla46_c": (32, {}, 0.99),  # DLA: aggregation by concat, project/residual roots
-    "vit_tiny_patch16_224": (32, {"img_size": 32}, 0.99),  # residual stream, MLP, heads
+    "vit_tiny_patch16_224": (32, {"img_size": 32}, 0.99),  # residual stream, MLP, 3 heads
     "mobilevit_xxs": (64, {}, 0.4),  # hybrid: MobileNet blocks + transformer; unfold pinned
 }
 

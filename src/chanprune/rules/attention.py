@@ -1,18 +1,22 @@
-"""Multi-head attention from one q/k/v projection (timm/torchvision-style fused attention).
+"""Multi-head attention from one q/k/v projection (timm ViT, MaxViT and the like).
 
-The pattern ``qkv(B, N, 3D).view(B, N, 3, H, d).permute(2, 0, 3, 1, 4).unbind(0)`` ->
-``scaled_dot_product_attention(q, k, v)`` -> ``.transpose(1, 2).reshape(B, N, D)`` is folded
-into its last node. Channels stay prunable, exactly:
+The pattern ``qkv(..., 3D).view(...)`` -> permutes/transposes -> ``unbind``/``chunk`` into q, k,
+v of shape (B, H, N, d) -> ``scaled_dot_product_attention`` -> ``.transpose(1, 2).reshape(...,
+D)`` is folded into its last node. Where each (q/k/v, head, j) sits among the projection's
+channels is found by replaying the view and moves on the channel indices, so the ViT layout
+([q | k | v] over all heads) and MaxViT's ([q | k | v] per head) are the same case. Channels
+stay prunable, exactly:
 
 - q/k: head h's score is ``sum_j q_hj k_hj * scale``; a pair with a zero q or k adds nothing,
-  so it is dropped, and ``scale`` is passed explicitly (the original ``1/sqrt(d)``).
+  so it is dropped (and its non-zero partner is not needed), and ``scale`` is passed
+  explicitly (the original ``1/sqrt(d)``).
 - v: output channel (h, j) is ``attn_h @ v_hj``: zero where v is, so it follows v.
 - every head keeps the same width (SDPA needs it): the largest per-head count, shorter heads
   filled with slots whose product is zero (q/k) or whose output is the channel's own value (v),
   like grouped convolutions.
 
-Anything else (q/k norms, rotary embeddings, a hand-written softmax) does not match and stays a
-barrier (the split view pins the projection's channels).
+Anything else (q/k norms, rotary embeddings, a hand-written softmax, separate q/k/v
+projections) does not match and stays a barrier (the split view pins the projection).
 """
 
 from __future__ import annotations
@@ -40,18 +44,38 @@ def _is(node: fx.Node | None, *names: str) -> bool:
     return node is not None and name.split(".")[0] in names
 
 
+_MOVES = ("permute", "transpose")
+_SPLITS = ("unbind", "split", "split_with_sizes")
+
+
+def _replay(node: fx.Node, value: torch.Tensor) -> object:
+    """Apply a view/move/split node to ``value`` (batch and token sizes set to 1)."""
+    args = [value, *node.args[1:]]
+    name = node.target.__name__.split(".")[0]
+    if name in ("view", "reshape", "_unsafe_view"):
+        shape = list(node_shape(node))
+        args[1] = [1, 1, *shape[2:]]
+    return node.target(*args, **node.kwargs)
+
+
 def match(split: fx.Node, ax: Axis, st: FlowState) -> list[fx.Node] | None:
-    """The nodes from the split view to the merging reshape, or None."""
+    """The nodes from the view splitting the qkv channels to the merging reshape, or None.
+
+    Where each q/k/v head channel sits in the projection is found by replaying the view,
+    moves and split on the projection's channel indices (``qkv_index``).
+    """
     a, b = node_shape(split.args[0]), node_shape(split)
-    if ax.dim != len(a) - 1 or len(a) != 3 or len(b) != 5 or b[:2] != a[:2] or b[2] != 3:
+    if ax.dim != len(a) - 1 or len(b) not in (4, 5) or a[0] != b[0]:
         return None
-    perm = _only_user(split)
-    if not _is(perm, "permute") or list(perm.args[1]) != [2, 0, 3, 1, 4]:
+    if int(np.prod(b[2:])) != a[-1] or a[-1] % 3:
         return None
-    unbind = _only_user(perm)
-    if not _is(unbind, "unbind") or (len(unbind.args) > 1 and unbind.args[1] != 0):
+    chain, node = [split], _only_user(split)
+    while _is(node, *_MOVES):
+        chain.append(node)
+        node = _only_user(node)
+    if not _is(node, *_SPLITS):
         return None
-    items = [u for u in unbind.users if u.target is operator.getitem]
+    items = [u for u in node.users if u.target is operator.getitem]
     items.sort(key=lambda u: u.args[1])
     if len(items) != 3 or [u.args[1] for u in items] != [0, 1, 2]:
         return None
@@ -62,56 +86,76 @@ def match(split: fx.Node, ax: Axis, st: FlowState) -> list[fx.Node] | None:
         return None
     if any(st.axis(x) is not None for x in sdpa.all_input_nodes if x not in items):
         return None
+    heads, dim = node_shape(items[0])[1], node_shape(items[0])[3]
+    if any(node_shape(u)[1::2] != (heads, dim) for u in items) or heads * dim * 3 != a[-1]:
+        return None
     swap = _only_user(sdpa)
     if not _is(swap, "transpose") or sorted(d % 4 for d in swap.args[1:3]) != [1, 2]:
         return None
     merge = _only_user(swap)
     if not _is(merge, "view", "_unsafe_view", "reshape"):
         return None
-    if node_shape(merge) != (*a[:2], a[2] // 3):
+    if node_shape(merge) != (*a[:-1], heads * dim):
         return None
-    return [split, perm, unbind, *items, sdpa, swap, merge]
+    try:  # where each (q/k/v, head, j) sits among the projection's channels
+        value = torch.arange(a[-1]).reshape(1, 1, a[-1])
+        for n in [*chain, node]:
+            value = _replay(n, value)
+        index = np.stack([value[i].reshape(heads, dim).numpy() for i in range(3)])
+    except Exception:
+        return None
+    if sorted(index.reshape(-1).tolist()) != list(range(a[-1])):
+        return None
+    return [*chain, node, *items, sdpa, swap, merge], index
 
 
-def fold(chain: list[fx.Node], st: FlowState) -> None:
+def is_attention(kind: object) -> bool:
+    return isinstance(kind, tuple) and kind[0] == ATTENTION
+
+
+def fold(found: tuple[list[fx.Node], np.ndarray], st: FlowState) -> None:
+    """Absorb the chain into its merging reshape; kinds[merge] = (ATTENTION, qkv, index)."""
+    chain, index = found
     for n in chain[:-1]:
         st.kinds[n.name] = ABSORBED
-    st.kinds[chain[-1].name] = ATTENTION
+    st.kinds[chain[-1].name] = (ATTENTION, chain[0].args[0], index)
     st.axes[chain[0].name] = None
 
 
-def _parts(merge: fx.Node) -> tuple[fx.Node, fx.Node, int, int]:
-    """(qkv node, sdpa node, heads, head dim) from the merging reshape."""
-    sdpa = merge.args[0].args[0]
-    split = sdpa.args[0].args[0].args[0].args[0]
-    _, _, _, heads, dim = node_shape(split)
-    return split.args[0], sdpa, heads, dim
+def _parts(merge: fx.Node, an) -> tuple[fx.Node, fx.Node, np.ndarray]:
+    """(qkv node, sdpa node, index[q/k/v, head, j] -> qkv channel) of a folded attention."""
+    _, qkv, index = an.kinds[merge.name]
+    return qkv, merge.args[0].args[0], index
 
 
 def flow(merge: fx.Node, st: FlowState) -> None:
-    qkv = _parts(merge)[0]
+    qkv, _, index = _parts(merge, st)
     ax = st.axis(qkv)
-    n = len(ax) // 3
-    st.axes[merge.name] = Axis(2, ax.ids[2 * n :], ax.origin[2 * n :])
+    v = index[2].reshape(-1)
+    st.axes[merge.name] = Axis(len(node_shape(merge)) - 1, ax.ids[v], ax.origin[v])
 
 
 def zeros(merge: fx.Node, lv) -> None:
-    z = lv.zero_of(_parts(merge)[0])
-    lv.zero[merge.name] = z[2 * (len(z) // 3) :].copy()
+    qkv, _, index = _parts(merge, lv.analysis)
+    lv.zero[merge.name] = lv.zero_of(qkv)[index[2].reshape(-1)]
 
 
-def _pairs(merge: fx.Node, lv, heads: int, dim: int) -> np.ndarray:
+def _pairs(merge: fx.Node, lv) -> np.ndarray:
     """(heads, dim): q and k both non-zero there, in a head with a demanded output."""
-    z = lv.zero_of(_parts(merge)[0]).reshape(3, heads, dim)
-    used = lv.out_demand(merge).reshape(heads, dim).any(1)
+    qkv, _, index = _parts(merge, lv.analysis)
+    z = lv.zero_of(qkv)[index]
+    used = lv.out_demand(merge).reshape(index.shape[1:]).any(1)
     return ~z[0] & ~z[1] & used[:, None]
 
 
 def demand(merge: fx.Node, lv) -> None:
-    qkv, _, heads, dim = _parts(merge)
-    pairs = _pairs(merge, lv, heads, dim).reshape(-1)
-    v = lv.out_demand(merge) & ~lv.zero_of(qkv)[2 * heads * dim :]
-    lv.want(qkv, np.concatenate([pairs, pairs, v]))
+    qkv, _, index = _parts(merge, lv.analysis)
+    pairs = _pairs(merge, lv)
+    need = np.zeros(index.size, dtype=bool)
+    need[index[0]] = pairs
+    need[index[1]] = pairs
+    need[index[2].reshape(-1)] = lv.out_demand(merge) & ~lv.zero_of(qkv)[index[2].reshape(-1)]
+    lv.want(qkv, need)
 
 
 def _slots(keep: np.ndarray, prefer: np.ndarray, width: int) -> np.ndarray:
@@ -126,30 +170,31 @@ def _slots(keep: np.ndarray, prefer: np.ndarray, width: int) -> np.ndarray:
 
 def emit(merge: fx.Node, rw) -> None:
     lv = rw.live
-    qkv, sdpa, heads, dim = _parts(merge)
+    qkv, sdpa, index = _parts(merge, rw.analysis)
+    _, heads, dim = index.shape
     xn, lx = rw.value(qkv)
-    n = heads * dim
-    z = lv.zero_of(qkv).reshape(3, heads, dim)
-    pairs = _pairs(merge, lv, heads, dim)
-    v_keep = np.zeros(n, dtype=bool)
+    z = lv.zero_of(qkv)[index]
+    pairs = _pairs(merge, lv)
+    v_keep = np.zeros(heads * dim, dtype=bool)
     v_keep[lv.kept(merge)] = True
     v_keep = v_keep.reshape(heads, dim)
-    w_qk = max(1, int(pairs.sum(1).max()))
-    w_v = max(1, int(v_keep.sum(1).max()))
-    qk = _slots(pairs, ~pairs, w_qk)  # fillers: a zero product
-    v = _slots(v_keep, z[2], w_v)  # fillers: zero v first (their output is zero)
-    base = (np.arange(heads) * dim)[:, None]
-    tokens = node_shape(qkv)[1]
+    qk = _slots(pairs, ~pairs, max(1, int(pairs.sum(1).max())))  # fillers: a zero product
+    v = _slots(v_keep, z[2], max(1, int(v_keep.sum(1).max())))  # zero v first: output zero
+    shape = node_shape(qkv)
+    tokens = int(np.prod(shape[1:-1]))
+    rows = np.arange(heads)[:, None]
     parts = []
-    for offset, slots in ((0, qk), (n, qk), (2 * n, v)):
-        t = rw.align(xn, 2, lx, (base + slots).reshape(-1) + offset, qkv)
+    for which, slots in ((0, qk), (1, qk), (2, v)):
+        pos = index[which][rows, slots].reshape(-1)
+        t = rw.align(xn, len(shape) - 1, lx, pos, qkv)
         t = rw.call(aten.view.default, (t, [-1, tokens, heads, slots.shape[1]]))
-        parts.append(rw.call(aten.permute.default, (t, [0, 2, 1, 3])))
+        parts.append(rw.call(aten.transpose.int, (t, 1, 2)))
     kwargs = dict(sdpa.kwargs)
     if kwargs.get("scale") is None:  # the original width's scale, not the pruned one's
         kwargs["scale"] = 1.0 / math.sqrt(dim)
     args = (*parts, *(rw.map_arg(a) for a in sdpa.args[3:]))
     out = rw.call(sdpa.target, args, kwargs)
     out = rw.call(aten.transpose.int, (out, 1, 2))
-    out = rw.call(aten.reshape.default, (out, [-1, tokens, heads * w_v]))
-    rw.set(merge, out, (base + v).reshape(-1))
+    out_shape = [-1, *node_shape(merge)[1:-1], heads * v.shape[1]]
+    out = rw.call(aten.reshape.default, (out, out_shape))
+    rw.set(merge, out, (rows * dim + v).reshape(-1))

@@ -148,7 +148,7 @@ class View(Channelwise):
         return None
 
     def flow(self, node: fx.Node, st: FlowState) -> None:
-        if st.kinds.get(node.name) == attention.ATTENTION:
+        if attention.is_attention(st.kinds.get(node.name)):
             return attention.flow(node, st)
         if st.kinds.get(node.name) == GROUP_MERGE:
             split = node.args[0]
@@ -184,7 +184,7 @@ class View(Channelwise):
         return int(an.kinds[node.name].split(":")[1])
 
     def zeros(self, node: fx.Node, lv) -> None:
-        if lv.analysis.kinds.get(node.name) == attention.ATTENTION:
+        if attention.is_attention(lv.analysis.kinds.get(node.name)):
             return attention.zeros(node, lv)
         if self._merge(node, lv.analysis):  # a statistic (std + eps): never provably zero
             lv.zero[node.name] = np.zeros(len(lv.analysis.axes[node.name]), dtype=bool)
@@ -194,7 +194,7 @@ class View(Channelwise):
         lv.zero[node.name] = np.repeat(lv.zero_of(node.args[0]), self._inner(node, lv.analysis))
 
     def demand(self, node: fx.Node, lv) -> None:
-        if lv.analysis.kinds.get(node.name) == attention.ATTENTION:
+        if attention.is_attention(lv.analysis.kinds.get(node.name)):
             return attention.demand(node, lv)
         if self._merge(node, lv.analysis):
             return  # its input is untracked; the split view demands all of x
@@ -204,7 +204,7 @@ class View(Channelwise):
         lv.want(node.args[0], lv.out_demand(node).reshape(-1, inner).any(1))
 
     def emit(self, node: fx.Node, rw) -> None:
-        if rw.analysis.kinds.get(node.name) == attention.ATTENTION:
+        if attention.is_attention(rw.analysis.kinds.get(node.name)):
             return attention.emit(node, rw)
         if self._merge(node, rw.analysis):
             rw.verbatim(node)
