@@ -343,8 +343,8 @@ def _summary(recs: list[dict]) -> list[str]:
 
 def _table(recs: list[dict]) -> list[str]:
     rows = [
-        "| model | input | params (M) | outcome | prunable | param drop | export s | note |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | input | params (M) | outcome | prunable | param drop | export s | code | note |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(recs, key=lambda r: r["model"]):
         share = f"{100 * r['prunable'] / r['channels']:.0f}%" if r.get("channels") else "-"
@@ -357,7 +357,7 @@ def _table(recs: list[dict]) -> list[str]:
         note = r.get("error", "").replace("|", "/").replace("\n", " ")[:160]
         rows.append(
             f"| {r['model']} | {inp} | {params} | {outcome} | {share} | {drop} | "
-            f"{r.get('export_s', '-')} | {note} |"
+            f"{r.get('export_s', '-')} | {r.get('code', 'old')} | {note} |"
         )
     return rows
 
@@ -371,8 +371,11 @@ def write_report(cache: dict, n: int, seed: int) -> None:
         'channels (l1, local, unconstrained), export with `method="reorder"` (which verifies '
         "itself), then compare masked vs exported on fresh random inputs. Input: the default "
         f"size capped at {CAP} px where the model accepts it; torchvision at the small sizes of "
-        "tests/test_zoo.py. 'prunable': output-side candidate channels / all conv and linear "
-        "output channels, final classifiers excluded. One subprocess per model, one thread.",
+        "tests/test_zoo.py. 'prunable': channels some masking can remove (segment channel not "
+        "pinned) / all conv and linear output channels, final classifiers excluded. Parameters "
+        "a zoo initialises to zero or a tiny constant are re-drawn first. One subprocess per "
+        "model, one thread, on a shared 2-core machine (times are loaded-machine times). "
+        "'code': the commit measured ('old': before commits were recorded).",
         "",
     ]
     for zoo, names in (
@@ -382,7 +385,10 @@ def write_report(cache: dict, n: int, seed: int) -> None:
         recs = [cache[f"{zoo}:{m}"] for m in names if f"{zoo}:{m}" in cache]
         if not recs:
             continue
-        out += [f"## {zoo} ({len(recs)} models)", "", *_summary(recs), ""]
+        out += [f"## {zoo} ({len(recs)} of {len(names)} models run)", "", *_summary(recs), ""]
+        missing = [m for m in names if f"{zoo}:{m}" not in cache]
+        if missing:
+            out += [f"Not run yet (time): {', '.join(missing)}", ""]
         failed = [r for r in recs if not _ok(r)]
         if failed:
             out += ["Not exported exactly (reason):", ""]
