@@ -320,6 +320,22 @@ def _ok(rec: dict) -> bool:
     return rec.get("stage") == "ok"
 
 
+def _current_commits() -> set[str]:
+    """Short hashes of the commits since the last change to src/ (results measured there
+    reflect the current code)."""
+    git = ["git", "-C", str(HERE)]
+    try:
+        last = subprocess.run(
+            [*git, "log", "-1", "--format=%H", "--", "../src"], capture_output=True, text=True
+        ).stdout.strip()
+        out = subprocess.run(
+            [*git, "rev-list", f"{last}^..HEAD"], capture_output=True, text=True
+        ).stdout.split()
+        return {h[:7] for h in out}
+    except OSError:
+        return set()
+
+
 def _summary(recs: list[dict]) -> list[str]:
     ok = [r for r in recs if _ok(r)]
     shares = [r["prunable"] / r["channels"] for r in recs if r.get("channels")]
@@ -332,6 +348,16 @@ def _summary(recs: list[dict]) -> list[str]:
         lines.append(
             f"- prunable share of conv/linear output channels (final classifiers excluded), "
             f"mean over {len(shares)} analysed models: **{avg:.1f}%**"
+        )
+    current = _current_commits()
+    now = [r for r in recs if r.get("code") in current]
+    now_shares = [r["prunable"] / r["channels"] for r in now if r.get("channels")]
+    if now_shares and len(now) < len(recs):
+        lines.append(
+            f"- measured with the current code ({len(now)} models): "
+            f"{sum(map(_ok, now))}/{len(now)} exact with a parameter drop, mean prunable share "
+            f"{100 * sum(now_shares) / len(now_shares):.1f}% (the others ran with earlier "
+            "commits of this branch, before some of the rules existed; see 'code')"
         )
     if drops:
         lines.append(f"- mean parameter drop: {100 * sum(drops) / len(drops):.1f}%")
