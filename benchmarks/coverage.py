@@ -239,8 +239,15 @@ def _load_all() -> dict:
     """Every cache file (two zoos may run side by side, each into its own file)."""
     merged: dict = {}
     for path in sorted(RESULTS.glob("coverage*.json")):
-        merged.update(_load(path))
+        for k, v in _load(path).items():
+            old = merged.get(k)
+            if old is None or not isinstance(v, dict) or _when(v) >= _when(old):
+                merged[k] = v  # the latest result of a model wins (a rerun)
     return merged
+
+
+def _when(rec: dict) -> float:
+    return rec.get("finished", 0.0)
 
 
 def _save(cache: dict, path: Path = CACHE) -> None:
@@ -269,6 +276,7 @@ def run_subprocess(zoo: str, name: str, timeout: int) -> dict:
         }
     rec = json.loads(lines[-1][len("RESULT ") :])
     rec["wall_s"] = round(time.perf_counter() - t, 1)
+    rec["finished"] = time.time()
     return rec
 
 
