@@ -414,7 +414,7 @@ def write_report(cache: dict, n: int, seed: int) -> None:
     ]
     for zoo, names in (
         ("timm", cache.get(f"sample:timm:{seed}:{n}", [])),
-        ("torchvision", sorted(k.split(":", 1)[1] for k in cache if k.startswith("torchvision:"))),
+        ("torchvision", torchvision_models()),
     ):
         recs = [cache[f"{zoo}:{m}"] for m in names if f"{zoo}:{m}" in cache]
         if not recs:
