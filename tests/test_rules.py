@@ -140,7 +140,7 @@ class ChannelsLast(nn.Module):
 
 
 class Norms(nn.Module):
-    """LayerNorm / GroupNorm over channels do not commute with removing channels: barriers."""
+    """LayerNorm / GroupNorm over channels do not commute with removing channels."""
 
     def __init__(self):
         super().__init__()
@@ -221,20 +221,39 @@ def test_squeeze_excite_gate_joins_the_gated_segment():
     assert an.dependent[gate.first : gate.first + gate.channels].all()
 
 
-def test_grouped_conv_pins_its_channels_but_depthwise_does_not():
-    model = Grouped().eval()
-    masks = chanprune.mask(model, torch.randn(2, 3, 8, 8), amount=0.5)
-    assert "pw.0.weight" in masks  # its channels flow through the depthwise conv
-    assert "pw2.0.weight" not in masks  # it feeds the grouped conv
-    assert "gc.0.weight" not in masks  # grouped conv outputs are pinned
+def test_grouped_conv_channels_are_prunable_with_per_group_padding():
+    model = randomise_bn(Grouped()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    masks = chanprune.mask(model, x, amount=0.5)
+    assert {"pw.0.weight", "pw2.0.weight", "gc.0.weight"} <= set(masks)
+    # one row of every group of gc (4 groups of 4) and two rows of group 0 of pw2's readers
+    with torch.no_grad():
+        model.load_state_dict(randomise_bn(Grouped()).state_dict())
+    chanprune.apply_masks(model, x, {"gc.0.weight": [0, 5, 10, 15], "pw2.0.weight": [0, 1]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    gc = exported.get_parameter("gc.0.weight")
+    assert tuple(gc.shape) == (12, 4, 3, 3)  # 3 kept rows per group
+    # uneven: group 0 loses three rows, the others none -> every group keeps 4 slots
+    with torch.no_grad():
+        model.load_state_dict(randomise_bn(Grouped()).state_dict())
+    chanprune.apply_masks(model, x, {"gc.0.weight": [0, 1, 2]})
+    exported, _ = prune_and_check(model, x, method="baseline")
+    assert tuple(exported.get_parameter("gc.0.weight").shape) == (16, 4, 3, 3)
 
 
-def test_layer_and_group_norm_are_barriers():
-    model = Norms().eval()
-    with pytest.warns(UserWarning, match="layer_norm|group_norm"):
-        an = analyze(capture(model, torch.randn(1, 3, 8, 8)))
-    pinned = {p.weight for p in an.producers if an.pinned[an.root[p.ids]].all()}
-    assert {"c2.weight"} <= pinned and "c1.weight" not in pinned and "c3.weight" not in pinned
+def test_layer_and_group_norm_keep_their_channels_prunable():
+    """Norms over channels run with the original channel count (removed channels padded back
+    as zeros), so the producer feeding them still loses rows and the export stays exact."""
+    model = randomise_bn(Norms()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no barrier warning
+        an = analyze(capture(model, x))
+    assert not an.barriers
+    exported, masks = prune_and_check(model, x, amount=0.5, side="output")
+    assert "c2.weight" in masks
+    assert exported.c2.weight.shape[0] == 8  # rows gone, statistics still over 16 channels
+    assert exported.gn.weight.shape[0] == 16 and exported.ln.weight.shape[0] == 16
 
 
 class Unknown(nn.Module):
@@ -322,3 +341,166 @@ def test_reorder_adds_a_narrower_residual_branch_with_one_scatter():
     reorder, _ = prune_and_check(model, x, method="reorder")
     assert [c.kind for c in base.chanprune_copies] == ["pad"]
     assert [c.kind for c in reorder.chanprune_copies] == ["scatter"]
+
+
+class Padded(nn.Module):
+    """TF 'same' padding (F.pad over the spatial dims) between two convolutions."""
+
+    def __init__(self, value=0.0):
+        super().__init__()
+        self.value = value
+        self.c1, self.c2 = cbr(3, 8, 1), nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        x = nn.functional.pad(self.c1(x), (0, 1, 1, 1), value=self.value)
+        return self.c2(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_spatial_pad_keeps_channels_prunable(value):
+    model = randomise_bn(Padded(value)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not a barrier
+        chanprune.apply_masks(model, x, {"c1.0.weight": [0, 2, 4, 6]})
+        exported, _ = prune_and_check(model, x)
+    # a zero pad keeps a pruned channel zero: c2 reads 4 channels; a 0.5 pad revives them
+    assert exported.get_parameter("c2.weight").shape[1] == (4 if value == 0 else 8)
+    assert exported.get_parameter("c1.0.weight").shape[0] == 4
+
+
+class ViewedParams(nn.Module):
+    """Per-channel parameters reshaped in forward (layer scale 2d, EvoNorm/FRN-style affine)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+        self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+        self.beta = nn.Parameter(torch.rand(8) - 0.5)
+
+    def forward(self, x):
+        y = self.c1(x) * self.gamma.view(1, -1, 1, 1)
+        return self.c2(y + self.beta.reshape(1, -1, 1, 1).to(torch.float32))
+
+
+def test_parameters_viewed_in_forward_are_sliced_not_pinned():
+    model = ViewedParams().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported, masks = prune_and_check(model, x, amount=0.5, side="output")
+    assert len(masks["c1.weight"]) == 4
+    # beta is zeroed with the pruned filter (a companion), so c2 reads 4 channels
+    assert exported.get_parameter("gamma").shape == (4,)
+    assert exported.get_parameter("beta").shape == (4,)
+    assert exported.get_parameter("c2.weight").shape[1] == 4
+
+
+class GroupStd(nn.Module):
+    """EvoNorm-S style: x / group_std(x), std per group of 4 channels, broadcast back."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = self.c1(x)
+        b, c, h, w = y.shape
+        g = y.reshape(b, 4, c // 4, h, w)
+        std = g.var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(1e-5).sqrt()
+        return self.c2(y / std.expand(g.shape).reshape(b, c, h, w))
+
+
+def test_group_statistics_use_the_original_channel_count():
+    model = GroupStd().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        an = analyze(capture(model, x))
+    assert not an.pinned[an.root[an.producer_of("c1.weight").ids]].any()
+    chanprune.apply_masks(model, x, {"c1.weight": [0, 1, 2, 5, 9]})
+    exported, _ = prune_and_check(model, x)
+    assert exported.get_parameter("c1.weight").shape[0] == 11
+    assert exported.get_parameter("c2.weight").shape[1] == 11
+
+
+class MaxPoolIndices(nn.Module):
+    """adaptive_max_pool2d returns (values, indices): the values keep the pruned channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = cbr(3, 8, 1), nn.Conv2d(8, 4, (2, 1))
+
+    def forward(self, x):
+        return self.c2(nn.functional.adaptive_max_pool2d(self.c1(x), (2, 1)))
+
+
+def test_adaptive_max_pool_tuple_output_keeps_the_layout():
+    model = randomise_bn(MaxPoolIndices()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.apply_masks(model, x, {"c1.0.weight": [1, 3, 6]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    assert exported.get_parameter("c2.weight").shape[1] == 5
+
+
+class Attention(nn.Module):
+    """timm-style fused attention: one qkv projection, heads, SDPA, output projection."""
+
+    def __init__(self, dim=16, heads=4, mask=False, head_first=False):
+        super().__init__()
+        self.heads, self.mask, self.head_first = heads, mask, head_first
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        if self.head_first:  # timm MaxViT: per head [q | k | v]
+            qkv = self.qkv(self.norm(x)).view(b, -1, self.heads, 3 * c // self.heads)
+            q, k, v = qkv.transpose(1, 2).chunk(3, dim=3)
+        else:
+            qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, c // self.heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        bias = torch.arange(n * n, dtype=x.dtype).reshape(n, n) / (n * n) if self.mask else None
+        y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, c))
+        return self.head(x.mean(1))
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_attention_heads_keep_their_width_and_drop_zero_pairs(mask):
+    model = Attention(mask=mask).eval()
+    x = torch.randn(2, 5, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no barrier
+        an = analyze(capture(model, x))
+    assert not an.pinned[an.root[an.producer_of("qkv.weight").ids]].any()
+    # head 0 loses q0, k1 (so pairs 0 and 1) and v0..v2; head 1 loses k4..k6 (pairs 4..6)
+    chanprune.apply_masks(model, x, {"qkv.weight": [0, 17, 32, 33, 34, 20, 21, 22]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    # a q (k) row whose partner k (q) is zero is useless too: q1, k0 of head 0, q4..q6
+    assert exported.get_parameter("qkv.weight").shape[0] == 48 - 8 - 5
+    # q/k width per head: head 1 keeps 1 pair, head 0 keeps 2, others 4 -> 4 slots (no gain);
+    # v: head 0 keeps 1 of 4 -> still 4 slots; proj reads the 13 live v channels
+    assert exported.get_parameter("proj.weight").shape[1] == 13
+
+
+def test_attention_pruned_evenly_narrows_every_head():
+    model = Attention().eval()
+    x = torch.randn(2, 5, 16)
+    drop = [h * 4 + 3 for h in range(4)]  # q channel 3 and v channel 3 of every head
+    chanprune.apply_masks(model, x, {"qkv.weight": drop + [32 + c for c in drop]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    assert exported.get_parameter("qkv.weight").shape[0] == 36  # q3, k3 (useless), v3 per head
+    assert exported.get_parameter("proj.weight").shape[1] == 12  # 3 v channels per head
+
+
+def test_attention_with_per_head_qkv_layout():
+    """MaxViT's layout: the projection holds [q | k | v] per head, split by chunk."""
+    model = Attention(head_first=True).eval()
+    x = torch.randn(2, 5, 16)
+    # head 0 is rows 0..11: q 0..3, k 4..7, v 8..11; drop q0 (k4 goes too) and v8, v9
+    chanprune.apply_masks(model, x, {"qkv.weight": [0, 8, 9]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    assert exported.get_parameter("qkv.weight").shape[0] == 48 - 4
+    assert exported.get_parameter("proj.weight").shape[1] == 14

@@ -36,4 +36,4 @@ def known_ops() -> list[str]:
     return sorted(_RULES)
 
 
-from . import channelwise, concat, elementwise, linear, shape  # noqa: E402,F401  (registration)
+from . import channelwise, concat, elementwise, linear, norm, shape  # noqa: E402,F401  (registration)

@@ -105,6 +105,45 @@ class Pool(Channelwise):
         return ax.dim if ax.dim < rank - self.spatial else None
 
 
+class TuplePool(Pool):
+    """Pools returning (values, indices), e.g. adaptive_max_pool2d: both keep the channels."""
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        super().flow(node, st)
+        ax = st.axes.get(node.name)
+        if isinstance(ax, Axis):
+            st.axes[node.name] = [ax, Axis(ax.dim, ax.ids, np.full(len(ax), -1, dtype=np.int64))]
+
+    def _tracked(self, node: fx.Node, lv) -> bool:
+        v = lv.analysis.axes.get(node.name)
+        return isinstance(v, list) and isinstance(v[0], Axis)
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        if not self._tracked(node, lv):
+            return Rule.zeros(self, node, lv)
+        zin = lv.zero_of(node.args[0])
+        lv.zero[node.name] = [zin.copy(), np.zeros_like(zin)]
+
+    def _need(self, node: fx.Node, lv) -> np.ndarray:
+        (z, _), (dv, di) = lv.zero[node.name], lv.demand[node.name]
+        return (~z & dv) | di
+
+    def demand(self, node: fx.Node, lv) -> None:
+        if not self._tracked(node, lv):
+            return Rule.demand(self, node, lv)
+        lv.want(node.args[0], self._need(node, lv))
+
+    def emit(self, node: fx.Node, rw) -> None:
+        if not self._tracked(node, rw.live):
+            return rw.verbatim(node)
+        x = node.args[0]
+        xn, lx = rw.value(x)
+        target = rw.cover(node, lx, np.flatnonzero(self._need(node, rw.live)))
+        xn = rw.align(xn, rw.axis(x).dim, lx, target, x)
+        args = (xn, *(rw.map_arg(a) for a in node.args[1:]))
+        rw.set(node, rw.call(node.target, args, dict(node.kwargs)), [target, target])
+
+
 class Pool1d(Pool):
     spatial = 1
 
@@ -143,6 +182,26 @@ class Norm(Reduce):
 
     dims_arg = 2
     keepdim_arg = 3
+
+
+class Pad(Channelwise):
+    """pad(x, pad, mode, value) / constant_pad_nd(x, pad, value): pads the trailing dims.
+
+    Keeps the channels when their own dimension is not padded; zero stays zero unless a
+    constant pad value is non-zero (reflect/replicate/circular copy the channel's values)."""
+
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        pad, rank = list(node.args[1]), len(node_shape(node.args[0]))
+        k = rank - 1 - ax.dim  # pad[2k], pad[2k + 1] pad the channel dimension
+        return ax.dim if 2 * k + 1 >= len(pad) or pad[2 * k] == pad[2 * k + 1] == 0 else None
+
+    def preserves_zero(self, node: fx.Node) -> bool:
+        if "constant_pad_nd" in str(node.target):
+            value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+            return not value
+        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+        return mode != "constant" or not value
 
 
 class ChannelwiseParams(Channelwise):
@@ -288,16 +347,21 @@ UNARY = (
 register(Unary(), *(f"aten.{n}" for n in UNARY))
 register(Unary(), "aten.add.Scalar", "aten.sub.Scalar", "aten.mul.Scalar", "aten.div.Scalar")
 register(
+    TuplePool(),
+    "aten.adaptive_max_pool2d",
+    "aten.max_pool2d_with_indices",
+)
+register(
     Pool(),
     "aten.max_pool2d",
     "aten.avg_pool2d",
     "aten.adaptive_avg_pool2d",
-    "aten.adaptive_max_pool2d",
     "aten.upsample_nearest2d",
     "aten.upsample_bilinear2d",
 )
 register(Pool1d(), "aten.max_pool1d", "aten.avg_pool1d", "aten.adaptive_avg_pool1d")
 register(Pool3d(), "aten.max_pool3d", "aten.avg_pool3d", "aten.adaptive_avg_pool3d")
+register(Pad(), "aten.pad", "aten.constant_pad_nd")
 register(Reduce(), "aten.mean.dim", "aten.sum.dim_IntList", "aten.amax", "aten.amin")
 register(Norm(), "aten.linalg_vector_norm")
 register(BatchNorm(), "aten._native_batch_norm_legit_no_training")

@@ -50,13 +50,12 @@ class Cat(Rule):
             return st.barrier(node, "cat mixes channel axes")
         cdim = tracked_dims.pop()
         first = next(a for a in axes if a is not None)
-        full = any(a is None for a in axes)
         for a in axes:
             if a is not None:
                 st.union(first.ids, a.ids)
-        if full:
-            st.pin(first.ids, f"{st.where(node)} joins them with an untracked tensor")
-        st.kinds[node.name] = "full" if full else "align"
+        # an untracked operand (a class token) holds every channel in order: it is aligned to
+        # the output's layout like a tracked one, so the channels stay prunable
+        st.kinds[node.name] = "align"
         st.axes[node.name] = Axis(cdim, first.ids, np.full(len(first), -1, dtype=np.int64))
 
     def _mode(self, node: fx.Node, an) -> str | None:
@@ -116,9 +115,7 @@ class Cat(Rule):
         else:
             tracked = [lay for t, lay in zip(tensors, layouts, strict=True) if rw.axis(t)]
             need = rw.live.kept(node)
-            if mode == "full":
-                target = np.arange(len(ax), dtype=np.int64)
-            elif (
+            if (
                 all(np.array_equal(tracked[0], x) for x in tracked)
                 and np.isin(need, tracked[0]).all()
             ):
@@ -126,7 +123,7 @@ class Cat(Rule):
             else:
                 target = rw.policy.merge(node, need, tracked)
             news = [
-                rw.align(n, rw.axis(t).dim, lay, target, t) if rw.axis(t) is not None else n
+                rw.align(n, ax.dim, lay, target, t)
                 for t, n, lay in zip(tensors, news, layouts, strict=True)
             ]
         args = (news, *node.args[1:])

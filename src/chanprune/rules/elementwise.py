@@ -16,9 +16,62 @@ from ..analysis import Axis, Companion, FlowState, node_shape
 from . import register
 from .base import Rule
 
+aten = torch.ops.aten
+
 
 def _operands(node: fx.Node) -> list[object]:
     return list(node.args[:2])
+
+
+_VIEWS = ("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "_to_copy", "clone", "alias")
+
+
+def param_view(capture, a: object) -> str | None:
+    """The parameter behind ``weight.view(1, -1, 1, 1)`` (a chain of pure view/cast ops, each
+    used once, over a parameter with one non-trivial dimension), else None. Such an operand
+    is sliced like the parameter itself (layer scale, EvoNorm/FRN weights)."""
+    chain = a
+    while isinstance(chain, fx.Node) and chain.name not in capture.state_names:
+        name = getattr(chain.target, "__name__", "").split(".")[0]
+        users = [u for u in chain.users if not str(u.target).startswith("aten._assert")]
+        if chain.op != "call_function" or name not in _VIEWS or len(users) != 1:
+            return None
+        if name == "_to_copy" and set(chain.kwargs) - {"dtype"}:
+            return None
+        if any(isinstance(x, fx.Node) for x in (*chain.args[1:], *chain.kwargs.values())):
+            return None
+        chain = chain.args[0]
+    if chain is a or not isinstance(chain, fx.Node):
+        return None
+    q = capture.state_names[chain.name]
+    t = capture.tensors[q]
+    if sum(s != 1 for s in t.shape) > 1:
+        return None
+    return q
+
+
+def _reput(rw, name: str, tensor: torch.Tensor) -> fx.Node:
+    """``rw.put``, or replace the value when the view chain already emitted the parameter in
+    full (that chain is then dead and removed)."""
+    node = rw._attrs.get(name)
+    if node is None:
+        return rw.put(name, tensor)
+    tensor = tensor.detach().clone().contiguous()
+    if name in rw.capture.parameter_names:
+        tensor = torch.nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
+    rw.state[name] = tensor
+    return node
+
+
+def _operand_tensor(node: fx.Node, i: int, lv) -> torch.Tensor | None:
+    """A parameter operand's value: the placeholder, or the parameter behind a view chain."""
+    a = _operands(node)[i]
+    t = lv.t(a)
+    if t is None and isinstance(a, fx.Node):
+        q = param_view(lv.capture, a)
+        if q is not None:
+            t = lv.tensors[q].detach().reshape(node_shape(a))
+    return t
 
 
 class Binary(Rule):
@@ -55,10 +108,14 @@ class Binary(Rule):
             if d < 0 or shape[d] == 1:
                 continue  # broadcast along the channels
             name = st.param(a)
+            pdim = d
+            if name is None and (name := param_view(st.capture, a)) is not None:
+                pdim = int(np.argmax(st.capture.tensors[name].shape))  # its one real dim
             if name is not None and not st.shared(name):
                 consts.append((i, d))
                 if self.kind == "add":  # a bias: zero it with the producer channel
-                    st.companions.append(Companion(name, d, np.arange(len(first)), first.origin))
+                    comp = Companion(name, pdim, np.arange(len(first)), first.origin)
+                    st.companions.append(comp)
                 continue
             st.pin(first.ids, f"{st.where(node)} combines them with a full-width untracked tensor")
             pinned = True
@@ -87,7 +144,7 @@ class Binary(Rule):
             return lv.zero_of(a)
         if isinstance(a, int | float | bool):
             return np.full(n, a == 0)
-        t = lv.t(a)
+        t = _operand_tensor(node, i, lv)
         for j, d in info["consts"]:
             if j == i:
                 return (t == 0).movedim(d, 0).reshape(n, -1).all(1).numpy()
@@ -108,6 +165,7 @@ class Binary(Rule):
         else:  # x / y is zero where x is, unless y might be zero too (0/0)
             den = _operands(node)[1]
             safe = isinstance(den, int | float) and den != 0
+            safe = safe or lv.analysis.kinds.get(getattr(den, "name", None)) == "group-merge"
             zero = z[0] & safe
         lv.zero[node.name] = zero
 
@@ -153,9 +211,22 @@ class Binary(Rule):
             new, lay = rw.value(a)
             args[i] = rw.align(new, info["dim"] - (out_rank - len(node_shape(a))), lay, target, a)
         for i, d in info["consts"]:
-            name = rw.capture.state_names[ops[i].name]
-            t = rw.live.t(ops[i]).index_select(d, torch.from_numpy(target))
-            args[i] = rw.put(name, t)
+            idx = torch.from_numpy(target)
+            if ops[i].name in rw.capture.state_names:
+                name = rw.capture.state_names[ops[i].name]
+                args[i] = rw.put(name, rw.live.t(ops[i]).index_select(d, idx))
+                continue
+            name = param_view(rw.capture, ops[i])  # sliced in its own shape, then viewed
+            t = rw.live.tensors[name].detach()
+            pdim = int(np.argmax(t.shape))
+            shape = list(node_shape(ops[i]))
+            shape[d] = len(target)
+            val = ops[i].meta["val"]
+            sliced = _reput(rw, name, t.index_select(pdim, idx))
+            new = rw.call(aten.view.default, (sliced, shape))
+            if val.dtype != t.dtype:
+                new = rw.call(aten._to_copy.default, (new,), {"dtype": val.dtype})
+            args[i] = new
         for i, a in enumerate(ops):
             if (
                 isinstance(a, fx.Node)

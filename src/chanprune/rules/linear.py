@@ -3,7 +3,7 @@
 A dense conv/linear (groups == 1) reads its input channels through weight columns (consumer) and
 creates fresh output channels (producer). A depthwise conv maps channel c to channel c, so it is
 channel-preserving with per-channel weights. Other grouped convs need equal channel counts per
-group, so their inputs and outputs are pinned (shown to the op in full) for now.
+group: each group is padded to the largest kept count with zero-weight slots (see Grouped).
 """
 
 from __future__ import annotations
@@ -141,8 +141,14 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
 
 
 class Grouped(Rule):
-    """Grouped conv. Depthwise (one input channel per group, same count out) is channelwise;
-    any other grouping pins its input and output channels (full width, exact)."""
+    """Grouped conv. Depthwise (one input channel per group, same count out) is channelwise.
+
+    Any other grouping is a producer of its output rows, and its input channels stay prunable:
+    the pruned conv keeps the group count and gives every group the largest per-group count
+    of kept rows (and of read inputs), filling the shorter groups with zero-weight slots. The
+    filler rows are original rows of the same group that are zero (or needed by nobody), so
+    every emitted channel is a real one; filler inputs are any channel, read with weight 0.
+    """
 
     def flow(self, node: fx.Node, st: FlowState) -> None:
         wname = st.param(node.args[1])
@@ -150,19 +156,41 @@ class Grouped(Rule):
         ax = st.axis(node.args[0])
         if w.shape[1] == 1 and w.shape[0] == _groups(node) and ax is not None and ax.dim == 1:
             return DEPTHWISE.flow(node, st)
-        st.untracked(ax, f"reaches grouped {st.where(node)} (groups={_groups(node)})")
+        if ax is not None and ax.dim != 1:
+            st.pin(ax.ids, f"{st.where(node)} reads channels along another dimension")
         out = st.new_axis(1, int(w.shape[0]))
-        st.pin(out.ids, f"output of grouped {st.where(node)}")
+        first = st.n_producer_channels
+        out.origin = np.arange(first, first + len(out), dtype=np.int64)
+        st.n_producer_channels += len(out)
+        bname = st.param(_bias(node))
+        st.producers.append(Producer(node.name, wname, bname, out.ids, first, st.where(node)))
+        st.kinds[node.name] = "grouped"
         st.axes[node.name] = out
 
     def _is_dw(self, node: fx.Node, an) -> bool:
         return an.kinds.get(node.name) == "channelwise"
 
+    def _reads(self, node: fx.Node, lv) -> tuple[np.ndarray, bool]:
+        """(out, in-group) mask of non-zero weight entries, and whether the input is tracked."""
+        return DENSE._nonzero(node, lv), lv.axis(node.args[0]) is not None
+
+    def _input_zero(self, node: fx.Node, lv, groups: int, per_in: int) -> np.ndarray:
+        """(groups, per_in): is input channel j of group g provably zero?"""
+        z = lv.zero_of(node.args[0]) if lv.axis(node.args[0]) is not None else None
+        if z is None:
+            return np.zeros((groups, per_in), dtype=bool)
+        return z.reshape(groups, per_in)
+
     def zeros(self, node: fx.Node, lv) -> None:
         if self._is_dw(node, lv.analysis):
             return DEPTHWISE.zeros(node, lv)
-        w, b = lv.t(node.args[1]), lv.t(_bias(node))
-        zero = (w == 0).reshape(w.shape[0], -1).all(1).numpy()
+        nz = DENSE._nonzero(node, lv)  # (out, per_in)
+        groups = _groups(node)
+        per_out = nz.shape[0] // groups
+        zin = self._input_zero(node, lv, groups, nz.shape[1])
+        zin_rows = np.repeat(zin, per_out, axis=0)  # (out, per_in)
+        zero = ~(nz & ~zin_rows).any(1)
+        b = lv.t(_bias(node))
         if b is not None:
             zero &= (b == 0).numpy()
         lv.zero[node.name] = zero
@@ -170,13 +198,77 @@ class Grouped(Rule):
     def demand(self, node: fx.Node, lv) -> None:
         if self._is_dw(node, lv.analysis):
             return DEPTHWISE.demand(node, lv)
-        lv.require_all(node.args[0])
+        if lv.axis(node.args[0]) is None:
+            return
+        nz = DENSE._nonzero(node, lv)
+        groups = _groups(node)
+        per_out = nz.shape[0] // groups
+        d = lv.out_demand(node).reshape(groups, per_out)
+        need = (nz.reshape(groups, per_out, -1) & d[:, :, None]).any(1)  # (groups, per_in)
+        lv.want(node.args[0], need.reshape(-1))
 
     def emit(self, node: fx.Node, rw) -> None:
         if self._is_dw(node, rw.analysis):
             return DEPTHWISE.emit(node, rw)
-        rw.verbatim(node)
-        rw.lay[node.name] = np.arange(len(rw.axis(node)), dtype=np.int64)
+        lv = rw.live
+        x, w_arg, b_arg = node.args[0], node.args[1], _bias(node)
+        w = lv.t(w_arg)
+        groups = _groups(node)
+        per_out, per_in = w.shape[0] // groups, w.shape[1]
+        nz = DENSE._nonzero(node, lv)
+        kept = np.zeros(w.shape[0], dtype=bool)
+        kept[lv.kept(node)] = True
+        zero_out = lv.zero[node.name]
+        zin = self._input_zero(node, lv, groups, per_in)
+        xn, lx = rw.value(x)
+        tracked = rw.axis(x) is not None
+        present = np.zeros(groups * per_in, dtype=bool)
+        if tracked:
+            present[lx] = True
+        else:
+            present[:] = True
+        rows, cols, real_rows, real_cols = [], [], [], []
+        for g in range(groups):
+            r = np.arange(g * per_out, (g + 1) * per_out)
+            rows.append(r[kept[r]])
+            reads = (nz[rows[-1]].any(0) if len(rows[-1]) else np.zeros(per_in, bool)) & ~zin[g]
+            cols.append(np.flatnonzero(reads))
+        n_rows = max(1, max(len(r) for r in rows))
+        n_cols = max(1, max(len(c) for c in cols))
+        for g in range(groups):
+            base = np.arange(g * per_out, (g + 1) * per_out)
+            spare = [i for i in np.argsort(~zero_out[base], kind="stable") if not kept[base[i]]]
+            fill = base[spare[: n_rows - len(rows[g])]]
+            real_rows.append(len(rows[g]))
+            rows[g] = np.concatenate([rows[g], fill]).astype(np.int64)
+            taken = set(cols[g].tolist())
+            order_in = np.argsort(~present[g * per_in : (g + 1) * per_in], kind="stable")
+            spare_in = [j for j in order_in.tolist() if j not in taken]
+            real_cols.append(len(cols[g]))
+            cols[g] = np.concatenate([cols[g], spare_in[: n_cols - len(cols[g])]]).astype(np.int64)
+        new_w = torch.zeros((groups * n_rows, n_cols, *w.shape[2:]), dtype=w.dtype)
+        for g in range(groups):
+            rr = torch.from_numpy(rows[g][: real_rows[g]])
+            cc = torch.from_numpy(cols[g][: real_cols[g]])
+            block = w.index_select(0, rr).index_select(1, cc)
+            new_w[g * n_rows : g * n_rows + real_rows[g], : real_cols[g]] = block
+        out = np.concatenate(rows)
+        to = np.concatenate([c + g * per_in for g, c in enumerate(cols)])
+        if tracked:
+            xn = rw.align(xn, 1, lx, to, x)
+        else:
+            full = np.arange(groups * per_in, dtype=np.int64)
+            xn = rw.align(xn, 1, full, to, x) if not np.array_equal(to, full) else xn
+        args = list(node.args)
+        args[0], args[1] = xn, rw.put(rw.capture.state_names[w_arg.name], new_w)
+        if b_arg is not None:
+            b = lv.t(b_arg)
+            new_b = torch.zeros(len(out), dtype=b.dtype)
+            for g in range(groups):
+                k = real_rows[g]
+                new_b[g * n_rows : g * n_rows + k] = b[torch.from_numpy(rows[g][:k])]
+            args[2] = rw.put(rw.capture.state_names[b_arg.name], new_b)
+        rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), out)
 
 
 class Depthwise(ChannelwiseParams):

@@ -12,7 +12,7 @@ import numpy as np
 from torch import fx
 
 from ..analysis import ABSORBED, Axis, FlowState, node_shape
-from . import register
+from . import attention, register
 from .channelwise import Channelwise
 
 
@@ -98,6 +98,39 @@ def _groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], lis
     return groups
 
 
+GROUP_MERGE, GROUP_SPLIT = "group-merge", "group-split"
+# ops a per-group statistic passes through between the split and the merge back
+_STAT_OPS = ("var", "mean", "std", "sum", "amax", "add", "sub", "mul", "div", "sqrt", "rsqrt")
+_STAT_OPS += ("pow", "_to_copy", "expand", "clone", "alias", "contiguous")
+
+
+def _group_statistics(split: fx.Node, ax: Axis) -> fx.Node | None:
+    """``x.view(B, G, C // G, ...)`` -> per-group reductions -> ``expand`` -> ``view(x.shape)``.
+
+    The result is a per-channel statistic (EvoNorm's group std), position c for channel c. The
+    split sees x at full width (removed channels padded back as zeros), so the statistic is
+    exact with the original channel count, and the channels need not be pinned. Returns the
+    merging view, or None when the pattern does not match.
+    """
+    a, b = node_shape(split.args[0]), node_shape(split)
+    d = ax.dim
+    if len(b) != len(a) + 1 or b[:d] != a[:d] or b[d + 2 :] != a[d + 1 :]:
+        return None
+    node = split
+    for _ in range(12):
+        users = [u for u in node.users if not str(u.target).startswith("aten._assert")]
+        if len(users) != 1 or users[0].op != "call_function" or users[0].args[0] is not node:
+            return None
+        node = users[0]
+        name = getattr(node.target, "__name__", "").split(".")[0]
+        if name in ("view", "_unsafe_view", "reshape"):
+            return node if node_shape(node) == a else None
+        tensors = [x for x in node.all_input_nodes if node_shape(x) is not None]
+        if name not in _STAT_OPS or len(tensors) != 1:
+            return None
+    return None
+
+
 class View(Channelwise):
     """view/reshape: moves the channel axis, or flattens it with the dims after it."""
 
@@ -115,32 +148,68 @@ class View(Channelwise):
         return None
 
     def flow(self, node: fx.Node, st: FlowState) -> None:
+        if attention.is_attention(st.kinds.get(node.name)):
+            return attention.flow(node, st)
+        if st.kinds.get(node.name) == GROUP_MERGE:
+            split = node.args[0]
+            while st.kinds.get(split.name) != GROUP_SPLIT:
+                split = split.args[0]
+            ax = st.axis(split.args[0])
+            st.axes[node.name] = Axis(ax.dim, ax.ids, np.full(len(ax), -1, dtype=np.int64))
+            return
         ax = st.axis(node.args[0])
         if ax is None:
             return super().flow(node, st)
         plan = self._plan(node, ax)
         if plan is None:
+            chain = attention.match(node, ax, st)
+            if chain is not None:  # q/k/v heads: see rules/attention.py
+                return attention.fold(chain, st)
+            merge = _group_statistics(node, ax)
+            if merge is not None:  # per-group statistics (EvoNorm's group_std): see below
+                st.kinds[merge.name] = GROUP_MERGE
+                st.kinds[node.name] = GROUP_SPLIT
+                st.axes[node.name] = None  # the statistics see x in full (padded): exact
+                return
             return st.barrier(node, f"{node.target} splits or merges the channel axis")
         dim, inner = plan
         st.kinds[node.name] = f"view:{inner}"
         origin = np.repeat(ax.origin, inner) if inner == 1 else np.full(len(ax) * inner, -1)
         st.axes[node.name] = Axis(dim, np.repeat(ax.ids, inner), origin)
 
+    def _merge(self, node: fx.Node, an) -> bool:
+        return an.kinds.get(node.name) == GROUP_MERGE
+
     def _inner(self, node: fx.Node, an) -> int:
         return int(an.kinds[node.name].split(":")[1])
 
     def zeros(self, node: fx.Node, lv) -> None:
+        if attention.is_attention(lv.analysis.kinds.get(node.name)):
+            return attention.zeros(node, lv)
+        if self._merge(node, lv.analysis):  # a statistic (std + eps): never provably zero
+            lv.zero[node.name] = np.zeros(len(lv.analysis.axes[node.name]), dtype=bool)
+            return
         if not self._tracked(node, lv):
             return super().zeros(node, lv)
         lv.zero[node.name] = np.repeat(lv.zero_of(node.args[0]), self._inner(node, lv.analysis))
 
     def demand(self, node: fx.Node, lv) -> None:
+        if attention.is_attention(lv.analysis.kinds.get(node.name)):
+            return attention.demand(node, lv)
+        if self._merge(node, lv.analysis):
+            return  # its input is untracked; the split view demands all of x
         if not self._tracked(node, lv):
             return super().demand(node, lv)
         inner = self._inner(node, lv.analysis)
         lv.want(node.args[0], lv.out_demand(node).reshape(-1, inner).any(1))
 
     def emit(self, node: fx.Node, rw) -> None:
+        if attention.is_attention(rw.analysis.kinds.get(node.name)):
+            return attention.emit(node, rw)
+        if self._merge(node, rw.analysis):
+            rw.verbatim(node)
+            rw.lay[node.name] = np.arange(len(rw.axis(node)), dtype=np.int64)
+            return
         if not self._tracked(node, rw.live):
             return rw.verbatim(node)
         inner = self._inner(node, rw.analysis)
