@@ -37,17 +37,8 @@ import chanprune
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _upscale_shim
+from latency import MODELS  # the same model set as the latency benchmark
 
-MODELS = [
-    "resnet18",
-    "resnet50",
-    "densenet121",
-    "mobilenet_v2",
-    "mobilenet_v3_large",
-    "efficientnet_v2_s",
-    "regnet_y_800mf",
-    "convnext_tiny",
-]
 aten = torch.ops.aten
 COPY_OPS = {
     aten.index_select.default,

@@ -20,11 +20,11 @@ from ..api import export
 from ..data import load_dataset
 from ..errors import InputError
 from ..evaluate import evaluate, init_from_env
-from ..heuristics import HEURISTICS
 from ..masking import mask
 from ..models import load_model
 from ..stats import count_macs, count_params
 from ..training import train
+from .prune import add_pruning_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,12 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--seed", type=int, default=0, help="seed of the random init (same on every rank)"
     )
-    ev.add_argument("--amount", type=float, default=0.0, help="share of channels to prune")
-    ev.add_argument("--heuristic", default="l1", choices=HEURISTICS)
-    ev.add_argument("--scope", default="local", choices=("local", "global"))
-    ev.add_argument("--side", default="input", choices=("output", "input"))
-    ev.add_argument("--constrained", action="store_true", help="prune coupled layers together")
-    ev.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
+    add_pruning_arguments(ev, amount=0.0, side="input")
     ev.add_argument(
         "--finetune-epochs",
         type=int,

@@ -20,6 +20,16 @@ from ..timing import measure_latency
 from .source import load_source
 
 
+def add_pruning_arguments(p: argparse.ArgumentParser, amount: float, side: str) -> None:
+    """The masking and export options every pruning subcommand shares (defaults differ)."""
+    p.add_argument("--amount", type=float, default=amount, help="share of channels to prune")
+    p.add_argument("--heuristic", default="l1", choices=HEURISTICS)
+    p.add_argument("--scope", default="local", choices=("local", "global"))
+    p.add_argument("--side", default=side, choices=("output", "input"))
+    p.add_argument("--constrained", action="store_true", help="prune coupled layers together")
+    p.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser(
         "prune",
@@ -30,12 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ".safetensors, .onnx).",
     )
     add_model_arguments(pr)
-    pr.add_argument("--amount", type=float, default=0.3, help="share of channels to prune")
-    pr.add_argument("--heuristic", default="l1", choices=HEURISTICS)
-    pr.add_argument("--scope", default="local", choices=("local", "global"))
-    pr.add_argument("--side", default="output", choices=("output", "input"))
-    pr.add_argument("--constrained", action="store_true", help="prune coupled layers together")
-    pr.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
+    add_pruning_arguments(pr, amount=0.3, side="output")
     pr.add_argument(
         "--out",
         type=Path,
