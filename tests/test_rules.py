@@ -256,6 +256,38 @@ def test_layer_and_group_norm_keep_their_channels_prunable():
     assert exported.gn.weight.shape[0] == 16 and exported.ln.weight.shape[0] == 16
 
 
+class NormedStream(nn.Module):
+    """A LayerNorm reading a stream whose other readers want a non-original channel order."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.ln = nn.Linear(8, 16), nn.LayerNorm(16)
+        self.fc1, self.fc2 = nn.Linear(16, 6), nn.Linear(16, 4)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return torch.cat([self.fc1(self.ln(s)), self.fc2(s)], 1)
+
+
+@pytest.mark.parametrize("absent", [[], [1, 3]])
+def test_layer_norm_reads_the_planned_order_without_a_copy(absent):
+    """LayerNorm statistics ignore channel order: the reorder export feeds it the segment's
+    planned order (weights permuted alike) instead of gathering back to the original order, and
+    pads only for channels that are really absent."""
+    model = NormedStream().eval()
+    x = torch.randn(3, 8)
+    with torch.no_grad():  # fc1 reads 4..15, fc2 the even channels: both slices in one order
+        model.fc1.weight[:, :4] = 0
+        model.fc2.weight[:, 1::2] = 0
+        model.stem.weight[absent] = 0
+        model.stem.bias[absent] = 0
+    base, _ = prune_and_check(model, x, method="baseline")
+    reorder, _ = prune_and_check(model, x, method="reorder")
+    assert len(base.chanprune_copies) >= 1  # fc2 gathers the even channels
+    assert [c.kind for c in reorder.chanprune_copies] == ["pad"] * (len(absent) > 0)
+    assert reorder.ln.weight.shape[0] == 16  # statistics over all 16 channels
+
+
 class Unknown(nn.Module):
     """cumsum over channels has no rule: a barrier."""
 

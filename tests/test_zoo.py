@@ -55,10 +55,6 @@ def check(model, x, **kw) -> None:
             assert outputs_match(ref, e(x))
             assert chanprune.count_params(e) < chanprune.count_params(model)
     base, reorder = (sum(c.elements for c in e.chanprune_copies) for e in exported)
-    if reorder > base and type(model).__name__ == "ConvNeXt":
-        # known regression since the LayerNorm rule (session 2): the norm takes its input at
-        # full width in original order, which costs the reorder export pads/gathers; exact though
-        pytest.xfail(f"ConvNeXt reorder copies {reorder} > baseline {base} elements (open issue 3)")
     assert reorder <= base  # reordering never copies more than the baseline
     with torch.no_grad():  # back to the unmasked weights for the next run
         for k, v in model.state_dict().items():

@@ -13,11 +13,14 @@ the input or the weight is). Output channel c stays channel c, so ids pass throu
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import fx
 
 from ..analysis import Axis, FlowState, node_shape
 from . import register
 from .base import Rule, op_name
+
+aten = torch.ops.aten
 
 
 class StatNorm(Rule):
@@ -73,11 +76,45 @@ class StatNorm(Rule):
             return Rule.demand(self, node, lv)
         lv.require_all(node.args[0])  # the statistics read every non-zero channel
 
+    order_free = True  # statistics over the whole channel axis: any channel order will do
+
     def emit(self, node: fx.Node, rw) -> None:
+        if self.order_free and self._tracked(node, rw.analysis) and self._emit_in_layout(node, rw):
+            return
         rw.verbatim(node)  # full width, original order: removed channels come back as zeros
         if self._tracked(node, rw.analysis):
             full = np.arange(len(rw.axis(node.args[0])), dtype=np.int64)
             rw.lay[node.name] = [full] + [None] * (self.outputs - 1) if self.outputs else full
+
+    def _emit_in_layout(self, node: fx.Node, rw) -> bool:
+        """Run the norm on its input's own layout, absent channels appended as zeros."""
+        x = node.args[0]
+        xn, lx = rw.value(x)
+        params = [
+            node.args[i] if i is not None and len(node.args) > i else None
+            for i in (self.weight_arg, self.bias_arg)
+        ]
+        if not isinstance(lx, np.ndarray) or any(
+            p is not None and (not isinstance(p, fx.Node) or p.name not in rw.capture.state_names)
+            for p in params
+        ):
+            return False
+        ax = rw.axis(x)
+        # the segment's planned order over all channels: the readers downstream expect it
+        order = np.asarray(rw.policy.order(x, np.arange(len(ax), dtype=np.int64)), dtype=np.int64)
+        xn = rw.align(xn, ax.dim, lx, order, x)
+        args = list(node.args)
+        args[0] = xn
+        idx = torch.from_numpy(order)
+        for i, p in zip((self.weight_arg, self.bias_arg), params, strict=True):
+            if p is not None:
+                args[i] = rw.put(rw.capture.state_names[p.name], rw.live.t(p).index_select(0, idx))
+        for i in range(1, len(args)):
+            if isinstance(args[i], fx.Node) and args[i].graph is not rw.graph:
+                args[i] = rw.map_arg(args[i])
+        out = rw.call(node.target, tuple(args), dict(node.kwargs))
+        rw.set(node, out, [order] + [None] * (self.outputs - 1) if self.outputs else order)
+        return True
 
 
 class NativeLayerNorm(StatNorm):
@@ -99,6 +136,8 @@ class FusedRmsNorm(RmsNorm):
 
 class GroupNorm(StatNorm):
     """group_norm(x, groups, weight, bias, eps, cudnn): statistics per group of channels."""
+
+    order_free = False
 
     def channel_ok(self, node: fx.Node, ax: Axis, rank: int) -> bool:
         return ax.dim == 1
