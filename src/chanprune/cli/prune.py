@@ -20,12 +20,23 @@ from ..timing import measure_latency
 from .source import load_source
 
 
+def add_mask_arguments(p: argparse.ArgumentParser, side: str) -> None:
+    """How channels are chosen: the options every command that masks shares."""
+    p.add_argument("--heuristic", default="l1", choices=HEURISTICS)
+    p.add_argument("--scope", default="local", choices=("local", "global"))
+    p.add_argument(
+        "--side",
+        default=side,
+        choices=("output", "input"),
+        help="output: producers lose rows; input: consumers lose columns (the paper's main "
+        "case, where consumers of one tensor disagree)",
+    )
+
+
 def add_pruning_arguments(p: argparse.ArgumentParser, amount: float, side: str) -> None:
     """The masking and export options every pruning subcommand shares (defaults differ)."""
     p.add_argument("--amount", type=float, default=amount, help="share of channels to prune")
-    p.add_argument("--heuristic", default="l1", choices=HEURISTICS)
-    p.add_argument("--scope", default="local", choices=("local", "global"))
-    p.add_argument("--side", default=side, choices=("output", "input"))
+    add_mask_arguments(p, side)
     p.add_argument("--constrained", action="store_true", help="prune coupled layers together")
     p.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
 

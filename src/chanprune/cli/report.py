@@ -10,11 +10,10 @@ import torch
 
 from ..deps import require
 from ..errors import InputError
-from ..heuristics import HEURISTICS
 from ..masking import validate
 from ..paths import check_writable
 from ..progress import Steps
-from .prune import add_model_arguments, example_input
+from .prune import add_mask_arguments, add_model_arguments, example_input
 from .source import load_source
 
 
@@ -38,14 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="amount for the per-layer detail (default: the middle one of --amounts)",
     )
-    rp.add_argument("--heuristic", default="l1", choices=HEURISTICS)
-    rp.add_argument("--scope", default="local", choices=("local", "global"))
-    rp.add_argument(
-        "--side",
-        default="input",
-        choices=("output", "input"),
-        help="masking side (default input: the paper's main case, where consumers disagree)",
-    )
+    add_mask_arguments(rp, side="input")
     rp.add_argument("--runs", type=int, default=5, help="latency rounds per amount (median)")
     rp.set_defaults(func=report_command)
 
