@@ -60,6 +60,10 @@ def ort_session(path: str | Path, threads: int | None = None):
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # idle ORT threads otherwise spin for a while after each run, stealing the cores from
+    # whatever runs next (in a side-by-side benchmark: the PyTorch contenders)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
