@@ -13,8 +13,8 @@ machine allowed. Checkpoints are cached outside the repo (``--cache``, default
 unconstrained}, the trained model is masked (local scope, input side: the paper's main case;
 HRank calibrated on 128 training images), exported with the reorder method, evaluated on the
 test images with no fine-tuning (unless ``--finetune-epochs``), and restored to its trained
-weights. All 10k test images by default; the committed results used ``--test-limit 2000``
-(see accuracy.md).
+weights. All 10k test images by default (the committed results; rows of an earlier
+``--test-limit 2000`` run stay in accuracy.jsonl and are reported apart).
 
 Each finished config is appended as one JSON line to ``<out>/accuracy.jsonl`` (keyed by its
 config); a rerun skips what is there, so the grid can be stopped and resumed, or split over
