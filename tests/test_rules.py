@@ -288,6 +288,30 @@ def test_layer_norm_reads_the_planned_order_without_a_copy(absent):
     assert reorder.ln.weight.shape[0] == 16  # statistics over all 16 channels
 
 
+class TiedNorms(nn.Module):
+    """Two LayerNorms sharing one weight and bias (the second through the functional form)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.ln = nn.Linear(8, 16), nn.LayerNorm(16)
+        self.fc1, self.fc2 = nn.Linear(16, 4), nn.Linear(16, 4)
+
+    def forward(self, x):
+        s = self.stem(x)
+        tied = nn.functional.layer_norm(s * 2, (16,), self.ln.weight, self.ln.bias)
+        return self.fc1(self.ln(s)) + self.fc2(tied)
+
+
+def test_norms_sharing_a_weight_keep_it_in_one_order():
+    model = TiedNorms().eval()
+    x = torch.randn(3, 8)
+    with torch.no_grad():  # readers that disagree, so the planned order is not the original
+        model.fc1.weight[:, :4] = 0
+        model.fc2.weight[:, 1::2] = 0
+    for method in ("baseline", "reorder"):
+        prune_and_check(model, x, method=method)
+
+
 class Unknown(nn.Module):
     """cumsum over channels has no rule: a barrier."""
 

@@ -87,7 +87,8 @@ class StatNorm(Rule):
             rw.lay[node.name] = [full] + [None] * (self.outputs - 1) if self.outputs else full
 
     def _emit_in_layout(self, node: fx.Node, rw) -> bool:
-        """Run the norm on its input's own layout, absent channels appended as zeros."""
+        """Run the norm in the segment's planned order, weight and bias permuted alike (absent
+        channels padded in as zeros). Computed or shared parameters keep the original order."""
         x = node.args[0]
         xn, lx = rw.value(x)
         params = [
@@ -95,7 +96,12 @@ class StatNorm(Rule):
             for i in (self.weight_arg, self.bias_arg)
         ]
         if not isinstance(lx, np.ndarray) or any(
-            p is not None and (not isinstance(p, fx.Node) or p.name not in rw.capture.state_names)
+            p is not None
+            and (
+                not isinstance(p, fx.Node)
+                or p.name not in rw.capture.state_names
+                or len(p.users) > 1  # shared: its other users expect the original order
+            )
             for p in params
         ):
             return False
