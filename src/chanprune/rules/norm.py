@@ -106,8 +106,10 @@ class StatNorm(Rule):
         ):
             return False
         ax = rw.axis(x)
-        # the segment's planned order over all channels: the readers downstream expect it
-        order = np.asarray(rw.policy.order(x, np.arange(len(ax), dtype=np.int64)), dtype=np.int64)
+        if len(lx) == len(ax) and len(np.unique(lx)) == len(ax):
+            order = np.asarray(lx, dtype=np.int64)  # every channel present: take it as it comes
+        else:  # pad the absent ones in, into the segment's planned order (downstream expects it)
+            order = np.asarray(rw.policy.order(x, np.arange(len(ax), dtype=np.int64)), np.int64)
         xn = rw.align(xn, ax.dim, lx, order, x)
         args = list(node.args)
         args[0] = xn
