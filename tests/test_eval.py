@@ -105,20 +105,18 @@ def _top1(out: str, label: str) -> float:
     return float(re.search(rf"^{label}\s+top-1\s+([\d.]+)", out, re.M).group(1))
 
 
+def _eval_resnet18(root) -> list[str]:
+    """``eval resnet18`` on the fake Fashion-MNIST at ``root``, 10 classes, batches of 16."""
+    return ["eval", "resnet18", "--num-classes", "10", "--data", str(root), "--batch-size", "16"]
+
+
 def test_eval_command_prunes_and_finetunes(tmp_path):
     pytest.importorskip("torchvision")
     root = write_fake_fashion_mnist(tmp_path / "fm", n_train=64, n_test=41)
     r = subprocess.run(
         [
             *EXE.split(),
-            "eval",
-            "resnet18",
-            "--num-classes",
-            "10",
-            "--data",
-            str(root),
-            "--batch-size",
-            "16",
+            *_eval_resnet18(root),
             "--amount",
             "0.3",
             "--finetune-epochs",
@@ -148,14 +146,7 @@ def test_eval_command_under_torchrun_matches_one_process(tmp_path):
             "2",
             "-m",
             "chanprune.cli",
-            "eval",
-            "resnet18",
-            "--num-classes",
-            "10",
-            "--data",
-            str(root),
-            "--batch-size",
-            "16",
+            *_eval_resnet18(root),
             "--seed",
             "3",
         ],

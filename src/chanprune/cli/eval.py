@@ -20,11 +20,10 @@ from ..api import export
 from ..data import load_dataset
 from ..errors import InputError
 from ..evaluate import evaluate, init_from_env
-from ..masking import mask
 from ..models import load_model
 from ..stats import count_macs, count_params
 from ..training import train
-from .prune import add_pruning_arguments
+from .prune import add_pruning_arguments, mask_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -125,15 +124,7 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mask(
-            model,
-            x,
-            amount=args.amount,
-            heuristic=args.heuristic,
-            scope=args.scope,
-            side=args.side,
-            constrained=args.constrained,
-        )
+        mask_from_args(model, x, args)
         pruned = export(model, x, method=args.method)
     kind = "constrained" if args.constrained else "unconstrained"
     masked = evaluate(model, test, keep_predictions=True, desc="masked", **kw)

@@ -41,6 +41,19 @@ def add_pruning_arguments(p: argparse.ArgumentParser, amount: float, side: str) 
     p.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
 
 
+def mask_from_args(model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> dict:
+    """``chanprune.mask`` with the options of :func:`add_pruning_arguments`."""
+    return mask(
+        model,
+        x,
+        amount=args.amount,
+        heuristic=args.heuristic,
+        scope=args.scope,
+        side=args.side,
+        constrained=args.constrained,
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser(
         "prune",
@@ -137,15 +150,7 @@ def prune_command(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with steps.step("mask (capture, score)"):
-            masks = mask(
-                model,
-                x,
-                amount=args.amount,
-                heuristic=args.heuristic,
-                scope=args.scope,
-                side=args.side,
-                constrained=args.constrained,
-            )
+            masks = mask_from_args(model, x, args)
         with steps.step(f"export ({args.method}, verify)"):
             pruned = export(model, x, method=args.method)
         with steps.step("plan copies"):

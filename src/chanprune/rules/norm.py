@@ -106,7 +106,7 @@ class StatNorm(Rule):
         ):
             return False
         ax = rw.axis(x)
-        if len(lx) == len(ax) and len(np.unique(lx)) == len(ax):
+        if len(lx) == len(ax):  # a layout holds each channel at most once
             order = np.asarray(lx, dtype=np.int64)  # every channel present: take it as it comes
         else:  # pad the absent ones in, into the segment's planned order (downstream expects it)
             order = np.asarray(rw.policy.order(x, np.arange(len(ax), dtype=np.int64)), np.int64)
