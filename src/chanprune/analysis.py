@@ -115,23 +115,45 @@ class ChannelAnalysis:
 
     def segments(self) -> list[np.ndarray]:
         """Connected groups of segment channels (roots) that appear together in some tensor."""
-        parent: dict[int, int] = {}
-
-        def find(a: int) -> int:
-            while parent.setdefault(a, a) != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
+        parent = np.arange(len(self.root), dtype=np.int64)
+        seen = np.zeros(len(self.root), dtype=bool)
+        firsts, others = [], []
         for ax in _all_axes(self.axes):
-            roots = np.unique(self.root[ax.ids])
-            first = find(int(roots[0]))
-            for r in roots[1:]:
-                parent[find(int(r))] = first
-        groups: dict[int, list[int]] = {}
-        for r in parent:
-            groups.setdefault(find(r), []).append(r)
-        return [np.array(sorted(g)) for _, g in sorted(groups.items())]
+            roots = self.root[ax.ids]
+            seen[roots] = True
+            firsts.append(np.full(len(roots), roots[0] if len(roots) else 0, dtype=np.int64))
+            others.append(roots)
+        if others:
+            union_pairs(parent, np.concatenate(firsts), np.concatenate(others))
+        members = np.flatnonzero(seen)
+        group = find_roots(parent, members)
+        order = np.lexsort((members, group))  # by group, members ascending inside
+        members, group = members[order], group[order]
+        cuts = np.flatnonzero(np.diff(group)) + 1
+        return [g for g in np.split(members, cuts) if len(g)]
+
+
+def find_roots(parent: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Union-find roots of ``ids`` (vectorised, with path halving)."""
+    while True:
+        p = parent[ids]
+        if np.array_equal(p, ids):
+            return ids
+        parent[ids] = parent[p]
+        ids = p
+
+
+def union_pairs(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Join a[i] with b[i] for every i, the smaller root becoming the parent (vectorised:
+    each round links every distinct larger root once; repeats wait for the next round)."""
+    while True:
+        ra, rb = find_roots(parent, a), find_roots(parent, b)
+        differ = ra != rb
+        if not differ.any():
+            return
+        lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
+        parent[hi] = lo
+        a, b = lo, hi
 
 
 def _all_axes(axes: dict[str, object]):
@@ -172,20 +194,13 @@ class FlowState:
         return np.arange(start, start + n, dtype=np.int64)
 
     def find(self, ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)
-        while True:
-            p = self.parent[ids]
-            if np.array_equal(p, ids):
-                return ids
-            self.parent[ids] = self.parent[p]  # path halving
-            ids = p
+        return find_roots(self.parent, np.asarray(ids, dtype=np.int64))
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         """Declare position-wise that a[i] and b[i] are the same segment channel."""
-        for x, y in zip(a.tolist(), b.tolist(), strict=True):
-            rx, ry = int(self.find(np.array([x]))[0]), int(self.find(np.array([y]))[0])
-            if rx != ry:
-                self.parent[max(rx, ry)] = min(rx, ry)
+        if len(a) != len(b):
+            raise ValueError(f"union of {len(a)} and {len(b)} positions")
+        union_pairs(self.parent, np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
 
     def pin(self, ids: np.ndarray, reason: str) -> None:
         self.pinned_raw.append((np.asarray(ids, dtype=np.int64), reason))

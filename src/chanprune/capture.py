@@ -1,9 +1,10 @@
 """Capture: a model plus example inputs -> a functional ATen graph with named parameters.
 
-We use ``torch.export`` (non-strict) followed by ``run_decompositions({})``: it captures every
+We use ``torch.export`` (non-strict) and then the functional form of its graph: it captures every
 torchvision classification model and far more timm models than ``torch.fx.symbolic_trace``
 (see docs/design.md), and the functional form has no in-place ops, so channel flow can be read
-off the graph without alias analysis. The batch dimension is exported as dynamic when the model
+off the graph without alias analysis. ``functional.py`` gets that form directly where it can
+vouch for the graph (most CNNs); otherwise ``run_decompositions({})`` re-traces it. The batch dimension is exported as dynamic when the model
 allows it, so the pruned module runs at any batch size.
 """
 
@@ -21,6 +22,7 @@ from torch.utils import _pytree as pytree
 
 from .checks import check_values
 from .errors import CaptureError, InputError
+from .functional import functionalize
 
 
 @dataclass
@@ -89,6 +91,9 @@ def run_model(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> objec
             ) from e
 
 
+FAST_PATH = True  # functional.py instead of run_decompositions where it vouches for the graph
+
+
 def _export(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> torch.export.ExportedProgram:
     shapes = None
     if dynamic:
@@ -96,6 +101,8 @@ def _export(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> torch.expor
         # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
         inputs = tuple(torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs)
     ep = torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes)
+    if FAST_PATH and functionalize(ep) is not None:
+        return ep
     return ep.run_decompositions({})
 
 
@@ -118,13 +125,20 @@ def capture(model: torch.nn.Module, example_inputs: object, dynamic_batch: bool 
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = as_input_tuple(example_inputs)
-    run_model(model, inputs)  # a clear error for inputs the model cannot take
-    check_values(model, inputs)
+    try:
+        check_values(model, inputs)
+    except InputError:
+        run_model(model, inputs)  # inputs the model cannot take at all: that message first
+        raise
     key = _fingerprint(model, inputs, dynamic_batch)
     cached = _CACHE.get(model)
     if cached is not None and cached[0] == key:
         return _rebind(model, cached[1])
-    cap = _capture(model, inputs, dynamic_batch)
+    try:
+        cap = _capture(model, inputs, dynamic_batch)
+    except CaptureError:
+        run_model(model, inputs)  # inputs the model cannot take: say so rather than blame export
+        raise
     _CACHE[model] = (key, cap)
     return _rebind(model, cap)
 
