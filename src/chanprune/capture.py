@@ -4,8 +4,9 @@ We use ``torch.export`` (non-strict) and then the functional form of its graph: 
 torchvision classification model and far more timm models than ``torch.fx.symbolic_trace``
 (see docs/design.md), and the functional form has no in-place ops, so channel flow can be read
 off the graph without alias analysis. ``functional.py`` gets that form directly where it can
-vouch for the graph (most CNNs); otherwise ``run_decompositions({})`` re-traces it. The batch dimension is exported as dynamic when the model
-allows it, so the pruned module runs at any batch size.
+vouch for the graph (most CNNs); otherwise ``run_decompositions({})`` re-traces it. The batch
+dimension is exported as dynamic when the model allows it, so the pruned module runs at any
+batch size.
 """
 
 from __future__ import annotations

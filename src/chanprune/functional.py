@@ -90,6 +90,7 @@ INPLACE = {
     )
 }
 DROPOUT = frozenset({"aten.dropout.default", "aten.dropout_.default"})
+REWRITTEN = frozenset({"aten.batch_norm.default", "aten.flatten.using_ints"})
 
 
 def functionalize(ep: torch.export.ExportedProgram) -> fx.Graph | None:
@@ -124,7 +125,7 @@ def functionalize(ep: torch.export.ExportedProgram) -> fx.Graph | None:
 
 
 def _vetted(graph: fx.Graph) -> bool:
-    known = UNCHANGED | INPLACE.keys() | DROPOUT | {"aten.batch_norm.default", "aten.flatten.using_ints"}
+    known = UNCHANGED | INPLACE.keys() | DROPOUT | REWRITTEN
     for n in graph.nodes:
         if n.op in ("placeholder", "output"):
             continue
