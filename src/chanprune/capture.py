@@ -95,16 +95,30 @@ def run_model(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> objec
 FAST_PATH = True  # functional.py instead of run_decompositions where it vouches for the graph
 
 
+@contextlib.contextmanager
+def _no_stack_traces() -> Iterator[None]:
+    """torch.export records a Python stack trace per node (10-30% of its time); nothing here
+    reads them (error messages name the module path from ``nn_module_stack``)."""
+    config = torch.fx.config
+    old = config.do_not_emit_stack_traces
+    config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        config.do_not_emit_stack_traces = old
+
+
 def _export(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> torch.export.ExportedProgram:
     shapes = None
     if dynamic:
         shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() > 0 else None for x in inputs)
         # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
         inputs = tuple(torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs)
-    ep = torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes)
-    if FAST_PATH and functionalize(ep) is not None:
-        return ep
-    return ep.run_decompositions({})
+    with _no_stack_traces():
+        ep = torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes)
+        if FAST_PATH and functionalize(ep) is not None:
+            return ep
+        return ep.run_decompositions({})
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
