@@ -15,6 +15,7 @@ masks: input side, L2, unconstrained, local), so nothing is cached between runs:
 Rounds are interleaved (order shuffled per round), after one untimed warm-up round; medians.
 
     python benchmarks/export_time.py [--models resnet50 efficientnet_v2_s] [--reps 5]
+    chanprune bench export-time -- --reps 9
 """
 
 from __future__ import annotations
@@ -119,8 +120,9 @@ def bench(name: str, args) -> dict:
 
 
 def write(results: list[dict], args, started: float) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "export_time.json").write_text(json.dumps(results, indent=1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "export_time.json").write_text(json.dumps(results, indent=1))
     lines = [
         "# Export time, cold (seconds, median)",
         "",
@@ -140,21 +142,20 @@ def write(results: list[dict], args, started: float) -> None:
     ]
     for res in results:
         med = res["median_s"]
-        cells = [
-            f"{med[c]:.2f}" if c in med else res["status"].get(c, "—") for c in CONTENDERS
-        ]
+        cells = [f"{med[c]:.2f}" if c in med else res["status"].get(c, "—") for c in CONTENDERS]
         target = TARGETS.get(res["model"])
-        ok = "—" if target is None else ("yes" if med["chanprune"] <= target else "no")
-        ratio = med.get("upscale", float("nan")) / med["chanprune"]
+        ours = med.get("chanprune", float("nan"))
+        ok = "—" if target is None else ("yes" if ours <= target else "no")
+        ratio = med.get("upscale", float("nan")) / ours
         lines.append(
             f"| {res['model']} | " + " | ".join(cells) + f" | {target or '—'} | {ok} | "
             f"{ratio:.1f}x |"
         )
-    (RESULTS / "export_time.md").write_text("\n".join(lines) + "\n")
-    _plot(results)
+    (out / "export_time.md").write_text("\n".join(lines) + "\n")
+    _plot(results, out)
 
 
-def _plot(results: list[dict]) -> None:
+def _plot(results: list[dict], out: Path) -> None:
     try:
         import matplotlib
 
@@ -172,7 +173,7 @@ def _plot(results: list[dict]) -> None:
     ax.set_ylabel("export time, cold (s, median)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "export_time.png", dpi=120)
+    fig.savefig(out / "export_time.png", dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,13 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amount", type=float, default=0.25)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(RESULTS), help="folder for the table, json and plot")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     started = time.time()
     results = [bench(name, args) for name in args.models]
     write(results, args, started)
-    print((RESULTS / "export_time.md").read_text())
+    print((Path(args.out) / "export_time.md").read_text())
     return 0
 
 

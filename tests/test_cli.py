@@ -57,6 +57,22 @@ def test_bench_runs_the_copies_benchmark_and_writes_its_table(tmp_path):
         assert reorder <= upscale
 
 
+def test_bench_times_a_cold_export_against_apple_upscale(tmp_path):
+    r = run(
+        "bench", "export-time", "--", "--models", "resnet18", "--reps", "1", "--size", "64",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    row = next(
+        line
+        for line in (tmp_path / "export_time.md").read_text().splitlines()
+        if line.startswith("| resnet18 |")
+    )
+    cells = [c.strip() for c in row.split("|")]
+    assert float(cells[2]) > 0 and float(cells[3]) > 0  # chanprune, fast path and fallback
+    assert (tmp_path / "export_time.json").is_file()
+
+
 def test_bench_rejects_an_unknown_benchmark():
     r = run("bench", "nope")
     assert r.returncode == 2 and "invalid choice" in r.stderr

@@ -1,4 +1,5 @@
-"""``chanprune bench``: run a benchmark script of the source checkout (latency or copies).
+"""``chanprune bench``: run a benchmark script of the source checkout (latency, copies or
+export time).
 
 The benchmarks live in ``benchmarks/`` next to ``src/`` (they need the peers and write their
 tables into the repository), so this command finds them relative to the installed package and
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ChanpruneError
 
-SCRIPTS = {"latency": "latency.py", "copies": "copies.py"}
+SCRIPTS = {"latency": "latency.py", "copies": "copies.py", "export-time": "export_time.py"}
 
 
 def benchmarks_dir() -> Path:
@@ -24,7 +25,7 @@ def benchmarks_dir() -> Path:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="run benchmarks/latency.py (default) or benchmarks/copies.py",
+        help="run benchmarks/latency.py (default), copies.py or export_time.py",
         description="Run a benchmark of the source checkout; arguments after the name are "
         "passed on (see `chanprune bench latency -- --help`).",
     )
