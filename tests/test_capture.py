@@ -32,7 +32,9 @@ def _pruned(name, fast, monkeypatch):
     return model, masks, exported, graph
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "efficientnet_b0"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2_x0_5"]
+)
 def test_fast_capture_gives_the_same_pruning_as_run_decompositions(name, monkeypatch):
     m_fast, masks_fast, fast, g_fast = _pruned(name, True, monkeypatch)
     _, masks_slow, slow, _ = _pruned(name, False, monkeypatch)
@@ -62,6 +64,51 @@ def test_resnet_training_ir_is_rewritten_in_place():
     assert not targets & {"aten.relu_.default", "aten.add_.Tensor", "aten.flatten.using_ints"}
     y = torch.randn(3, 3, 32, 32)
     assert torch.allclose(ep.module()(y), model(y), atol=1e-5)
+
+
+class Spellings(nn.Module):
+    """The training-IR spellings the pass renames: unflatten, chunk, swapaxes, contiguous,
+    reshape, dropout, flatten, in-place ops on fresh tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.mix = nn.Linear(8, 8)
+        self.drop = nn.Dropout(0.1)
+        self.head = nn.Linear(16 * 4, 5)
+
+    def forward(self, x):
+        y = nn.functional.relu(self.bn(self.stem(x)), inplace=True)  # n, 16, 8, 8
+        a, b = y.chunk(2, dim=1)
+        a = self.mix(a.flatten(2).swapaxes(1, 2)).swapaxes(1, 2).unflatten(2, (8, 8))
+        y = torch.cat([a, b], 1).contiguous()
+        y = nn.functional.adaptive_avg_pool2d(y, 2).reshape(y.shape[0], -1)
+        return self.head(self.drop(y))
+
+
+def test_renamed_spellings_take_the_fast_path_and_prune_alike(monkeypatch):
+    x = torch.randn(1, 3, 8, 8)
+    ep = _export_program(Spellings().eval(), x)
+    assert functionalize(ep) is ep.graph
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert not targets & {
+        "aten.chunk.default", "aten.swapaxes.default", "aten.unflatten.int",
+        "aten.contiguous.default", "aten.dropout.default", "aten.flatten.using_ints",
+    }  # fmt: skip
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(capture_mod, "FAST_PATH", fast)
+        torch.manual_seed(0)
+        model = Spellings().eval()
+        masks = chanprune.mask(model, x, amount=0.5, side="output")
+        exported = chanprune.export(model, x)
+        y = torch.randn(4, 3, 8, 8)
+        with torch.no_grad():
+            assert outputs_match(model(y), exported(y))
+            results.append((masks, {k: v.shape for k, v in exported.state_dict().items()}))
+    assert results[0] == results[1]
+    assert any(len(v) for v in results[0][0].values())  # something was pruned
 
 
 class MutatesAView(nn.Module):

@@ -4,9 +4,11 @@
 ``run_decompositions({})`` produces. On the zoo the two differ only in a handful of ops:
 in-place activations and adds (``relu_``, ``add_``), ``batch_norm`` (the functional form is
 ``_native_batch_norm_legit_no_training`` + ``getitem``), ``dropout`` (gone in eval) and
-``flatten`` (a ``view``). ``run_decompositions`` re-traces the whole program to get there and is
-about two thirds of a cold capture (``benchmarks/capture_split.py``), so this pass rewrites
-those ops in place instead, graph in, graph out.
+``flatten`` (a ``view``), plus a few spellings (``chunk`` is a ``split``, ``swapaxes`` a
+``transpose``, ``contiguous`` a ``clone``, ``unflatten`` a ``view``; ``reshape``, which the
+rules read as ``view``, stays). ``run_decompositions`` re-traces the whole program to get
+there and is about two thirds of a cold capture (``benchmarks/capture_split.py``), so this
+pass rewrites those ops in place instead, graph in, graph out.
 
 It is deliberately narrow: every op must be in :data:`UNCHANGED` (ops that
 ``run_decompositions({})`` was seen to leave as they are across the torchvision and timm zoos) or
@@ -30,6 +32,9 @@ UNCHANGED = frozenset(
     f"aten.{n}"
     for n in (
         "_assert_tensor_metadata.default",
+        "einsum.default",
+        "index.Tensor",
+        "reshape.default",
         "adaptive_avg_pool2d.default",
         "add.Tensor",
         "avg_pool2d.default",
@@ -90,7 +95,16 @@ INPLACE = {
     )
 }
 DROPOUT = frozenset({"aten.dropout.default", "aten.dropout_.default"})
-REWRITTEN = frozenset({"aten.batch_norm.default", "aten.flatten.using_ints"})
+REWRITTEN = frozenset(
+    {
+        "aten.batch_norm.default",
+        "aten.flatten.using_ints",
+        "aten.unflatten.int",
+        "aten.chunk.default",
+        "aten.swapaxes.default",
+        "aten.contiguous.default",
+    }
+)
 
 
 def functionalize(ep: torch.export.ExportedProgram) -> fx.Graph | None:
@@ -118,8 +132,14 @@ def functionalize(ep: torch.export.ExportedProgram) -> fx.Graph | None:
             graph.erase_node(node)
         elif key == "aten.batch_norm.default":
             _batch_norm(node)
-        elif key == "aten.flatten.using_ints":
+        elif key in ("aten.flatten.using_ints", "aten.unflatten.int"):
             _flatten(node)
+        elif key == "aten.contiguous.default":
+            _contiguous(node)
+        elif key == "aten.chunk.default":
+            _chunk(node)
+        elif key == "aten.swapaxes.default":
+            _replace(node, aten.transpose.int, node.args, node.kwargs)
     graph.lint()
     return graph
 
@@ -131,7 +151,7 @@ def _vetted(graph: fx.Graph) -> bool:
             continue
         if n.op != "call_function":
             return False
-        if n.target is operator.getitem:
+        if n.target is operator.getitem or n.target is operator.mul:  # mul: of symbolic sizes
             continue
         if str(n.target) not in known:
             return False
@@ -175,11 +195,16 @@ def _rewrite_blocked(node: fx.Node) -> bool:
     if key == "aten.batch_norm.default":
         training = _arg(node, 5, "training", True)
         return bool(training) or node.args[3] is None or node.args[4] is None
-    if key == "aten.flatten.using_ints":
+    if key in ("aten.flatten.using_ints", "aten.unflatten.int"):
         val = node.meta.get("val")
         if not isinstance(val, torch.Tensor):
             return True
         return sum(not isinstance(s, int) for s in val.shape) > 1
+    if key == "aten.chunk.default":
+        return _chunk_size(node) is None
+    if key == "aten.contiguous.default":
+        fmt = _arg(node, 1, "memory_format", torch.contiguous_format)
+        return fmt is not torch.contiguous_format
     return False
 
 
@@ -209,7 +234,8 @@ def _batch_norm(node: fx.Node) -> None:
     val = node.meta.get("val")
     with graph.inserting_before(node):
         bn = graph.call_function(
-            aten._native_batch_norm_legit_no_training.default, (x, w, b, mean, var, momentum, eps)
+            aten._native_batch_norm_legit_no_training.default,
+            (x, w, b, mean, var, momentum, eps),
         )
         out = graph.call_function(operator.getitem, (bn, 0))
     bn.meta = dict(node.meta)
@@ -222,6 +248,29 @@ def _batch_norm(node: fx.Node) -> None:
 
 
 def _flatten(node: fx.Node) -> None:
-    """flatten(x, start, end) -> view(x, shape), the one symbolic size (the batch) as -1."""
+    """flatten / unflatten -> view(x, shape), the one symbolic size (the batch) as -1."""
     shape = [s if isinstance(s, int) else -1 for s in node.meta["val"].shape]
     _replace(node, aten.view.default, (node.args[0], shape), {})
+
+
+def _contiguous(node: fx.Node) -> None:
+    """contiguous(x) -> clone(x, memory_format=contiguous_format), as the decomposition does."""
+    _replace(node, aten.clone.default, (node.args[0],), {"memory_format": torch.contiguous_format})
+
+
+def _chunk_size(node: fx.Node) -> int | None:
+    """The split size ``chunk(x, chunks, dim)`` uses, where the dimension's size is known."""
+    x = node.args[0]
+    val = x.meta.get("val") if isinstance(x, fx.Node) else None
+    chunks = _arg(node, 1, "chunks", None)
+    dim = _arg(node, 2, "dim", 0)
+    if not isinstance(val, torch.Tensor) or not isinstance(chunks, int) or chunks < 1:
+        return None
+    size = val.shape[dim]
+    return -(-size // chunks) if isinstance(size, int) and size > 0 else None
+
+
+def _chunk(node: fx.Node) -> None:
+    """chunk(x, n, dim) -> split(x, ceil(size / n), dim): the same pieces."""
+    dim = _arg(node, 2, "dim", 0)
+    _replace(node, aten.split.Tensor, (node.args[0], _chunk_size(node), dim), {})
