@@ -9,13 +9,14 @@ then the two runs are the same code) and the mask + export time of each.
 
     python benchmarks/capture_paths.py [--zoo torchvision timm] [--n 100] [--models NAME ...]
 
-Writes benchmarks/results/capture_paths.md (and .json). Models are built as in
-benchmarks/coverage.py (same sizes, same timm sample).
+Writes benchmarks/results/capture_paths.md (and .json; with --models, the rerun rows replace
+earlier ones). Models are built as in benchmarks/coverage.py (same sizes, same timm sample).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -69,20 +70,14 @@ def compare(zoo: str, name: str, max_params: float) -> dict:
         if params > max_params:
             rec["status"] = f"skipped: {params / 1e6:.0f}M parameters (--max-params)"
             return rec
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-
-        def fresh():
-            model.load_state_dict(state)
-            return model
-
         x = torch.randn(2, *size)
         ep = torch.export.export(
             model, (x,), strict=False, dynamic_shapes=({0: torch.export.Dim.AUTO},)
         )
         rec["fast_path"] = functionalize(ep) is not None
         # a new object each time, so the capture cache cannot serve the second run
-        slow = _job(lambda: _copy(fresh()), size, fast=False)
-        fast = _job(lambda: _copy(fresh()), size, fast=True)
+        slow = _job(lambda: copy.deepcopy(model), size, fast=False)
+        fast = _job(lambda: copy.deepcopy(model), size, fast=True)
         rec["time_fast"], rec["time_slow"] = fast["time"], slow["time"]
         rec["same"] = {
             "masks": fast["masks"] == slow["masks"],
@@ -95,12 +90,6 @@ def compare(zoo: str, name: str, max_params: float) -> dict:
         rec["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:100]}"
         traceback.print_exc()
     return rec
-
-
-def _copy(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def write(records: list[dict], started: float) -> None:
@@ -163,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [("timm", n) for n in coverage.timm_sample(args.n, 0, cache)]
     if args.models:
         jobs = [j for j in jobs if j[1] in args.models]
-    records = []
+    done = RESULTS / "capture_paths.json"
+    earlier = json.loads(done.read_text()) if args.models and done.is_file() else []
+    records = [r for r in earlier if (r["zoo"], r["model"]) not in set(jobs)]  # reruns replace
     for zoo, name in jobs:
         records.append(compare(zoo, name, args.max_params * 1e6))
         r = records[-1]

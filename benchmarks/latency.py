@@ -253,6 +253,55 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _speedup_table(results: list, batches: list[str]) -> list[str]:
+    """Speed-up of reorder over baseline, chanprune vs apple-upscale, and over which baseline.
+
+    The two exporters' baselines differ (on the same masks apple-upscale's is slower than
+    chanprune's), so besides each one's own ratio the table gives the ceiling of chanprune's
+    own ratio (baseline/ideal: no export of these sizes copies less than none) and both reorder
+    exports against one common baseline, apple-upscale's, on apple-upscale's masks.
+    """
+    L = [
+        "## Speed-up of reorder over baseline: own baselines, and one common baseline",
+        "",
+        "own = each exporter's baseline / its reorder (its own masks); ceiling = chanprune "
+        "baseline / ideal (the most any reorder of chanprune's baseline could gain: ideal has "
+        "no copies at all); common = apple-upscale's baseline / a reorder export of "
+        "apple-upscale's masks (chanprune's reorder_upm; for apple-upscale this is its own "
+        "ratio).",
+        "",
+        "| batch | model | amount | chanprune own | ceiling | upscale own (= common) | "
+        "chanprune, common baseline | chanprune >= upscale (common) |",
+        "|---|---|---|---:|---:|---:|---:|:-:|",
+    ]
+    wins = {}
+    for b in batches:
+        for res in results:
+            for amount, row in res["amounts"].items():
+                lat = row["latency"].get(b, {})
+                if "upscale" not in lat:
+                    continue
+                common_cp = _ratio(lat.get("upscale_base"), lat.get("reorder_upm"))
+                common_up = _ratio(lat.get("upscale_base"), lat.get("upscale"))
+                ok = None if common_cp is None else common_cp >= common_up
+                wins.setdefault(b, []).append(ok)
+                L.append(
+                    f"| {b} | {res['model']} | {amount} | "
+                    f"{_fmt(_ratio(lat.get('baseline'), lat.get('reorder')), '.3f')} | "
+                    f"{_fmt(_ratio(lat.get('baseline'), lat.get('ideal')), '.3f')} | "
+                    f"{_fmt(common_up, '.3f')} | {_fmt(common_cp, '.3f')} | "
+                    f"{'—' if ok is None else 'yes' if ok else 'no'} |"
+                )
+    L.append("")
+    for b, oks in wins.items():
+        L.append(
+            f"**Batch {b}:** against the common baseline chanprune's reorder export is at least "
+            f"as fast as apple-upscale's in {sum(bool(o) for o in oks)} of {len(oks)} cells."
+        )
+    L.append("")
+    return L
+
+
 def write_report(results: list, args, cmdline: str, done: bool, started: float) -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latency.json"), "w") as f:
@@ -347,6 +396,7 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
                 )
                 L.append("")
 
+    L.extend(_speedup_table(results, batches))
     L.append("## Sizes (batch-1 MACs; copies = run-time gathers; copied bytes per sample)")
     L.append("")
     L.append(

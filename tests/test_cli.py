@@ -43,32 +43,25 @@ def test_unwritable_output_path():
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
-def test_bench_runs_the_copies_benchmark_and_writes_its_table(tmp_path):
+def _bench_resnet18_row(tmp_path, which: str, table: str, *args: str) -> list[str]:
+    """Run ``chanprune bench WHICH`` on resnet18 at 64 px into tmp_path; its table row's cells."""
     r = run(
-        "bench", "copies", "--", "--models", "resnet18", "--amounts", "0.5", "--size", "64",
-        "--out", str(tmp_path),
-    )  # fmt: skip
+        "bench", which, "--", "--models", "resnet18", "--size", "64", "--out", str(tmp_path), *args
+    )
     assert r.returncode == 0, r.stderr
-    table = (tmp_path / "copies.md").read_text()
-    row = next(line for line in table.splitlines() if line.startswith("| resnet18 |"))
-    if "not importable" not in row:  # apple-upscale installed: same masks, both exporters ran
-        cells = [c.strip() for c in row.split("|")]
+    lines = (tmp_path / table).read_text().splitlines()
+    return [c.strip() for c in next(x for x in lines if x.startswith("| resnet18 |")).split("|")]
+
+
+def test_bench_runs_the_copies_benchmark_and_writes_its_table(tmp_path):
+    cells = _bench_resnet18_row(tmp_path, "copies", "copies.md", "--amounts", "0.5")
+    if not any("not importable" in c for c in cells):  # apple-upscale installed: same masks
         upscale, reorder = float(cells[4]), float(cells[6])
         assert reorder <= upscale
 
 
 def test_bench_times_a_cold_export_against_apple_upscale(tmp_path):
-    r = run(
-        "bench", "export-time", "--", "--models", "resnet18", "--reps", "1", "--size", "64",
-        "--out", str(tmp_path),
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    row = next(
-        line
-        for line in (tmp_path / "export_time.md").read_text().splitlines()
-        if line.startswith("| resnet18 |")
-    )
-    cells = [c.strip() for c in row.split("|")]
+    cells = _bench_resnet18_row(tmp_path, "export-time", "export_time.md", "--reps", "1")
     assert float(cells[2]) > 0 and float(cells[3]) > 0  # chanprune, fast path and fallback
     assert (tmp_path / "export_time.json").is_file()
 
