@@ -9,8 +9,9 @@ then the two runs are the same code) and the mask + export time of each.
 
     python benchmarks/capture_paths.py [--zoo torchvision timm] [--n 100] [--models NAME ...]
 
-Writes benchmarks/results/capture_paths.md (and .json; with --models, the rerun rows replace
-earlier ones). Models are built as in benchmarks/coverage.py (same sizes, same timm sample).
+Writes benchmarks/results/capture_paths.md (and .json; rows of zoos not run, and with
+--models of models not rerun, are kept from earlier runs). Models are built as in
+benchmarks/coverage.py (same sizes, same timm sample).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def compare(zoo: str, name: str, max_params: float) -> dict:
     return rec
 
 
-def write(records: list[dict], started: float) -> None:
+def write(records: list[dict], started: float, rerun: int = 0) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "capture_paths.json").write_text(json.dumps(records, indent=1))
     ok = [r for r in records if r["status"] == "ok"]
@@ -104,7 +105,12 @@ def write(records: list[dict], started: float) -> None:
         "",
         f"- command: `python benchmarks/capture_paths.py {' '.join(sys.argv[1:])}`".rstrip(),
         f"- torch {torch.__version__}; threads {torch.get_num_threads()}; "
-        f"wall time {(time.time() - started) / 60:.1f} min",
+        f"wall time {(time.time() - started) / 60:.1f} min"
+        + (
+            f" ({rerun} models rerun by this command; the other rows from earlier runs)"
+            if rerun
+            else ""
+        ),
         "- job: mask 30% (output side, l1, unconstrained) + reorder export, once per path, "
         "each on a fresh copy; same = identical masks, parameter shapes and copies, outputs "
         "within 1e-5 on another batch",
@@ -124,7 +130,7 @@ def write(records: list[dict], started: float) -> None:
     ]
     for r in records:
         same = r["status"] if r["status"] != "ok" else "yes"
-        fast = "yes" if r.get("fast_path") else "falls back"
+        fast = {True: "yes", False: "falls back"}.get(r.get("fast_path"), "—")
         t_f, t_s = r.get("time_fast"), r.get("time_slow")
         lines.append(
             f"| {r['zoo']} | {r['model']} | {fast} | {same} | "
@@ -153,13 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.models:
         jobs = [j for j in jobs if j[1] in args.models]
     done = RESULTS / "capture_paths.json"
-    earlier = json.loads(done.read_text()) if args.models and done.is_file() else []
-    records = [r for r in earlier if (r["zoo"], r["model"]) not in set(jobs)]  # reruns replace
+    earlier = json.loads(done.read_text()) if done.is_file() else []
+    # rows of zoos not run now, and with --models the models not rerun, stay; reruns replace
+    records = [
+        r
+        for r in earlier
+        if (r["zoo"], r["model"]) not in set(jobs) and (args.models or r["zoo"] not in args.zoo)
+    ]
     for zoo, name in jobs:
         records.append(compare(zoo, name, args.max_params * 1e6))
         r = records[-1]
         print(f"{zoo} {name}: {r['status']} fast={r.get('fast_path')}", file=sys.stderr, flush=True)
-        write(records, started)
+        write(records, started, len(jobs) if len(records) > len(jobs) else 0)
     print((RESULTS / "capture_paths.md").read_text())
     return 0 if all(r["status"] != "DIFFERENT" for r in records) else 1
 
