@@ -5,8 +5,10 @@ masks: input side, L2, unconstrained, local), so nothing is cached between runs:
 
 - ``chanprune``: ``chanprune.export(model, x)`` (capture with torch.export, analysis, layout
   solver, rewrite, and the check against the masked model);
-- ``chanprune, run_decompositions``: the same with the capture's fast path off (what every
-  capture cost before ``functional.py``);
+- ``chanprune, symbolic batch``: the same with the marker-batch capture off (``batch.py``:
+  torch.export traces a symbolic batch instead of a static one);
+- ``chanprune, symbolic + run_decompositions``: the same with both capture shortcuts off
+  (``functional.py`` too: what every capture cost before either);
 - ``upscale``: apple-upscale's ``PruningManager(model).compute([x])`` + ``prune(is_not_ane=True)``
   (its own trace, its reorder export);
 - ``chanprune mask+export``: ``chanprune.mask`` then ``export`` on a fresh unmasked copy (the
@@ -43,7 +45,13 @@ import _upscale_shim
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"resnet50": 1.0, "efficientnet_v2_s": 3.0}  # issue 3's targets, seconds
-CONTENDERS = ("chanprune", "chanprune, run_decompositions", "upscale", "chanprune mask+export")
+CONTENDERS = (
+    "chanprune",
+    "chanprune, symbolic batch",
+    "chanprune, symbolic + run_decompositions",
+    "upscale",
+    "chanprune mask+export",
+)
 
 
 def _masked(name: str, x: torch.Tensor, amount: float) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -77,13 +85,14 @@ def _run(contender: str, model, masked, x, amount) -> float:
         chanprune.export(net, x)
         return time.perf_counter() - t0
     net = copy.deepcopy(masked)
-    capture_mod.FAST_PATH = contender == "chanprune"
+    capture_mod.MARKED_PATH = contender == "chanprune"
+    capture_mod.FAST_PATH = "run_decompositions" not in contender
     try:
         t0 = time.perf_counter()
         chanprune.export(net, x)
         return time.perf_counter() - t0
     finally:
-        capture_mod.FAST_PATH = True
+        capture_mod.FAST_PATH = capture_mod.MARKED_PATH = True
 
 
 def bench(name: str, args) -> dict:

@@ -21,6 +21,7 @@ import torch
 from torch import fx
 from torch.utils import _pytree as pytree
 
+from .batch import generalise, marker_inputs
 from .checks import check_values
 from .errors import CaptureError, InputError
 from .functional import functionalize
@@ -43,6 +44,7 @@ class Capture:
     out_spec: pytree.TreeSpec | None
     dynamic_batch: bool
     module_paths: dict[str, str] = field(default_factory=dict)  # node name -> module path
+    marker: int | None = None  # the static batch traced at, then generalised (batch.py)
 
     def where(self, node: fx.Node) -> str:
         """A human-readable location of a node: the module path and the op."""
@@ -93,6 +95,7 @@ def run_model(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> objec
 
 
 FAST_PATH = True  # functional.py instead of run_decompositions where it vouches for the graph
+MARKED_PATH = True  # a static trace at a marker batch, generalised (batch.py), where it vouches
 
 
 @contextlib.contextmanager
@@ -108,17 +111,48 @@ def _no_stack_traces() -> Iterator[None]:
         config.do_not_emit_stack_traces = old
 
 
-def _export(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> torch.export.ExportedProgram:
+def _functional(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    if FAST_PATH and functionalize(ep) is not None:
+        return ep
+    return ep.run_decompositions({})
+
+
+def _export_marked(model: torch.nn.Module, inputs: tuple) -> tuple | None:
+    """(program, marker): traced at the static marker batch and generalised, or None."""
+    marked = marker_inputs(inputs)
+    if marked is None:
+        return None
+    stand_ins, marker = marked
+    try:
+        ep = _functional(torch.export.export(model, stand_ins, strict=False))
+    except Exception:  # the symbolic trace decides what the user is told
+        return None
+    users = ep.graph_signature.user_inputs
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    batched = [placeholders.get(u) for u, x in zip(users, inputs, strict=False) if x.dim() > 0]
+    if len(users) != len(inputs) or not batched or batched[0] is None:
+        return None
+    return (ep, marker) if generalise(ep.graph, marker, batched[0]) else None
+
+
+def _export(
+    model: torch.nn.Module, inputs: tuple, dynamic: bool, marked: bool = False
+) -> tuple[torch.export.ExportedProgram, int | None]:
+    """The functional program and, where it was traced at a marker batch, the marker."""
     shapes = None
-    if dynamic:
-        shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() > 0 else None for x in inputs)
-        # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
-        inputs = tuple(torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs)
     with _no_stack_traces():
+        if dynamic and marked and MARKED_PATH:
+            got = _export_marked(model, inputs)
+            if got is not None:
+                return got
+        if dynamic:
+            shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() > 0 else None for x in inputs)
+            # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
+            inputs = tuple(
+                torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs
+            )
         ep = torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes)
-        if FAST_PATH and functionalize(ep) is not None:
-            return ep
-        return ep.run_decompositions({})
+        return _functional(ep), None
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -131,11 +165,15 @@ def _fingerprint(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> tuple:
     return (repr(model), state, shapes, dynamic)
 
 
-def capture(model: torch.nn.Module, example_inputs: object, dynamic_batch: bool = True) -> Capture:
+def capture(
+    model: torch.nn.Module, example_inputs: object, dynamic_batch: bool = True, marked: bool = True
+) -> Capture:
     """Capture ``model`` on ``example_inputs`` (in eval mode; the model is not modified).
 
     The graph is cached per model object (and its structure and input shapes), so mask() then
     export() on the same model captures once; tensors are always re-read from the model.
+    ``marked=False`` refuses a marker-batch capture (batch.py): the symbolic trace, whose
+    generality torch.export itself guarantees.
     """
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -147,10 +185,10 @@ def capture(model: torch.nn.Module, example_inputs: object, dynamic_batch: bool 
         raise
     key = _fingerprint(model, inputs, dynamic_batch)
     cached = _CACHE.get(model)
-    if cached is not None and cached[0] == key:
+    if cached is not None and cached[0] == key and (marked or cached[1].marker is None):
         return _rebind(model, cached[1])
     try:
-        cap = _capture(model, inputs, dynamic_batch)
+        cap = _capture(model, inputs, dynamic_batch, marked)
     except CaptureError:
         run_model(model, inputs)  # inputs the model cannot take: say so rather than blame export
         raise
@@ -166,19 +204,19 @@ def _rebind(model: torch.nn.Module, cap: Capture) -> Capture:
     return dataclasses.replace(cap, tensors=tensors)
 
 
-def _capture(model: torch.nn.Module, inputs: tuple, dynamic_batch: bool) -> Capture:
+def _capture(model: torch.nn.Module, inputs: tuple, dynamic_batch: bool, marked: bool) -> Capture:
     with eval_mode(model):
         try:
-            ep = _export(model, inputs, dynamic_batch)
+            ep, marker = _export(model, inputs, dynamic_batch, marked)
         except Exception as first:
             if not dynamic_batch:
                 raise CaptureError(_capture_message(model, first)) from first
             try:
-                ep = _export(model, inputs, False)
+                ep, marker = _export(model, inputs, False)
                 dynamic_batch = False
             except Exception as e:
                 raise CaptureError(_capture_message(model, e)) from e
-    return _from_exported(model, ep, dynamic_batch)
+    return dataclasses.replace(_from_exported(model, ep, dynamic_batch), marker=marker)
 
 
 def _capture_message(model: torch.nn.Module, e: Exception) -> str:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import fx
 
-from .analysis import Axis, ChannelAnalysis, node_shape
+from .analysis import Axis, ChannelAnalysis
+from .batch import per_sample
 from .liveness import Liveness
 from .solver import LayoutPlan, LayoutProblem, solve_layout
 
@@ -63,6 +64,7 @@ class SolvedOrder(NaturalOrder):
         self.analysis = analysis
         self.rank = np.arange(len(analysis.root), dtype=np.int64)
         nodes = {n.name: n for n in analysis.capture.graph.nodes}
+        marker = analysis.capture.marker
         segment_of: dict[int, int] = {}
         segments = analysis.segments()
         for i, seg in enumerate(segments):
@@ -87,7 +89,9 @@ class SolvedOrder(NaturalOrder):
                 if segs:
                     self.cross_readers.append(con.node)
                 continue
-            reads.setdefault(segs.pop(), []).append((con.node, roots, _bytes_per_channel(x, ax)))
+            reads.setdefault(segs.pop(), []).append(
+                (con.node, roots, _bytes_per_channel(x, ax, marker))
+            )
         for node in analysis.capture.graph.nodes:  # a residual add reading part of an operand
             info = analysis.kinds.get(node.name)
             if not isinstance(info, dict) or not isinstance(analysis.axes.get(node.name), Axis):
@@ -99,7 +103,7 @@ class SolvedOrder(NaturalOrder):
                 if need and need < have:
                     seg = segment_of[next(iter(need))]
                     reads.setdefault(seg, []).append(
-                        (node.name, need, _bytes_per_channel(a, live.axis(a)))
+                        (node.name, need, _bytes_per_channel(a, live.axis(a), marker))
                     )
         blocks = _concat_blocks(analysis, segment_of)
         self.segments: list[SegmentLayout] = []
@@ -165,14 +169,16 @@ def _concat_blocks(analysis: ChannelAnalysis, segment_of: dict[int, int]) -> dic
     return out
 
 
-def _bytes_per_channel(x: fx.Node, ax: Axis) -> float:
+def _bytes_per_channel(x: fx.Node, ax: Axis, marker: int | None) -> float:
     """Bytes one channel of ``x`` occupies per sample (what a gather of it copies)."""
-    shape = node_shape(x) or ()
     val = x.meta.get("val")
+    shape = val.shape if isinstance(val, torch.Tensor) else ()
     size = (
         torch.finfo(val.dtype).bits // 8
         if isinstance(val, torch.Tensor) and val.is_floating_point()
         else 4
     )
-    spatial = int(np.prod([s for d, s in enumerate(shape) if d not in (0, ax.dim)] or [1]))
+    spatial = int(
+        np.prod([per_sample(s, marker) for d, s in enumerate(shape) if d not in (0, ax.dim)] or [1])
+    )
     return float(size * spatial)

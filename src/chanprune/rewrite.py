@@ -18,6 +18,7 @@ from torch import fx
 from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
 from .analysis import ABSORBED, Axis, ChannelAnalysis
+from .batch import per_sample
 from .liveness import Liveness
 
 aten = torch.ops.aten
@@ -130,9 +131,10 @@ class Rewriter:
             val = src.meta.get("val")
             ax = self.axis(src)
             if isinstance(val, torch.Tensor) and ax is not None:
+                marker = self.analysis.capture.marker
                 for d, s in enumerate(val.shape[1:], start=1):
                     if d != ax.dim:
-                        spatial *= int(s.node.hint) if isinstance(s, torch.SymInt) else int(s)
+                        spatial *= per_sample(s, marker)
         self.copies.append(
             Copy(
                 node.name,

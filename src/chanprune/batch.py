@@ -1,0 +1,124 @@
+"""Batch generalisation: a graph traced at one static batch size -> a graph for any batch size.
+
+torch.export with a symbolic batch costs a third more than a static trace (symbolic shape
+reasoning on every op), and symbolic sizes slow every later stage as well. So capture first
+traces at a static *marker* batch, a prime that layer sizes are unlikely to be multiples of, then
+rewrites the few places where a batch-sized integer was baked into the graph: the size arguments
+of view / reshape / expand and of factory ops. There a multiple ``k * marker`` is the batch times
+``k``; it becomes ``-1`` (a reshape with exactly one such size) or ``sym_size(input, 0) * k``.
+Any other integer that is a multiple of the marker (an ``arange``, a slice bound, ...) means the
+pass cannot vouch for the graph: it returns False and capture traces with a symbolic batch.
+
+Why this is safe: every export is checked at the user's batch, which is never the marker, and
+any size this pass got wrong (a channel count that happened to be a multiple of the marker, a
+batch size it missed) has a different value there, so the check fails and export recaptures
+with a symbolic batch (``api.export``).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx
+
+aten = torch.ops.aten
+
+MARKERS = (97, 89)  # the first one that differs from the user's batch
+MAX_MARKER_BYTES = 1 << 30  # marker inputs are allocated (never touched); beyond this, skip
+
+# op -> index of its size-list argument
+SIZE_ARG = {
+    aten.view.default: 1,
+    aten.reshape.default: 1,
+    aten._unsafe_view.default: 1,
+    aten.expand.default: 1,
+    aten.new_zeros.default: 1,
+    aten.new_ones.default: 1,
+    aten.new_empty.default: 1,
+    aten.new_full.default: 1,
+    aten.zeros.default: 0,
+    aten.ones.default: 0,
+    aten.full.default: 0,
+    aten.empty.memory_format: 0,
+}
+INFERABLE = frozenset({aten.view.default, aten.reshape.default, aten._unsafe_view.default})
+
+
+def marker_inputs(inputs: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], int] | None:
+    """Uninitialised stand-ins for ``inputs`` with the marker batch (tracing reads only their
+    metadata), and the marker; None where the inputs do not share one batch size."""
+    sizes = {x.shape[0] for x in inputs if x.dim() > 0}
+    if len(sizes) != 1:
+        return None
+    batch = sizes.pop()
+    marker = next(m for m in MARKERS if m != batch)
+    per_sample = sum(x[:1].nbytes for x in inputs if x.dim() > 0)
+    if batch == 0 or per_sample * marker > MAX_MARKER_BYTES:
+        return None
+    stand_ins = tuple(
+        torch.empty((marker, *x.shape[1:]), dtype=x.dtype, device=x.device) if x.dim() > 0 else x
+        for x in inputs
+    )
+    return stand_ins, marker
+
+
+def per_sample(size: object, marker: int | None) -> int:
+    """A non-batch dimension's size per sample: a symbolic size or a multiple of the marker
+    holds the batch (times k), counted once; anything else as it is."""
+    if isinstance(size, torch.SymInt):
+        return 1
+    size = int(size)
+    return size // marker if marker and size and size % marker == 0 else size
+
+
+def _multiple(v: object, marker: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v != 0 and v % marker == 0
+
+
+def _mentions(arg: object, marker: int) -> bool:
+    if isinstance(arg, list | tuple):
+        return any(_mentions(a, marker) for a in arg)
+    if isinstance(arg, dict):
+        return any(_mentions(a, marker) for a in arg.values())
+    return _multiple(arg, marker) and abs(arg) < 1 << 62  # not the "to the end" sentinel
+
+
+def generalise(graph: fx.Graph, marker: int, batch_input: fx.Node) -> bool:
+    """Make ``graph`` (traced at batch ``marker``) batch-agnostic in place; False (graph
+    untouched) where it holds a batch-sized integer this pass cannot place."""
+    edits: list[tuple[fx.Node, int, list]] = []
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        at = SIZE_ARG.get(node.target)
+        for i, arg in enumerate(node.args):
+            if i == at and isinstance(arg, list | tuple) and all(type(v) is int for v in arg):
+                hits = [j for j, v in enumerate(arg) if _multiple(v, marker)]
+                if hits:
+                    edits.append((node, i, hits))
+            elif _mentions(arg, marker):
+                return False
+        if _mentions(node.kwargs, marker):
+            return False
+    if not edits:
+        return True
+    first = next(n for n in graph.nodes if n.op != "placeholder")
+    with graph.inserting_before(first):
+        size = graph.call_function(aten.sym_size.int, (batch_input, 0))
+    size.meta["val"] = marker
+    for node, i, hits in edits:
+        sizes = list(node.args[i])
+        if node.target in INFERABLE and len(hits) == 1 and -1 not in sizes:
+            sizes[hits[0]] = -1
+        else:
+            for j in hits:
+                k = sizes[j] // marker
+                if k == 1:
+                    sizes[j] = size
+                else:
+                    with graph.inserting_before(node):
+                        sizes[j] = graph.call_function(operator.mul, (size, k))
+                    sizes[j].meta["val"] = k * marker
+        node.args = (*node.args[:i], sizes, *node.args[i + 1 :])
+    return True
