@@ -194,3 +194,26 @@ def test_per_sample_sizes_count_the_batch_once():
     assert per_sample(56, 97) == 56
     assert per_sample(4 * 97, 97) == 4  # batch x heads
     assert per_sample(97, None) == 97  # a symbolic capture: ints are plain sizes
+
+
+def test_the_pipeline_pauses_the_garbage_collector_and_restores_it():
+    import gc
+
+    seen = []
+    model = Flat().eval()
+    real = capture_mod._capture
+
+    def spy(*args):
+        seen.append(gc.isenabled())
+        return real(*args)
+
+    capture_mod._capture = spy
+    try:
+        chanprune.export(model, torch.randn(2, 3, 4, 4))
+        assert seen == [False] and gc.isenabled()
+        gc.disable()  # a caller's own choice is kept
+        chanprune.plan(Flat().eval(), torch.randn(2, 3, 4, 4))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        capture_mod._capture = real

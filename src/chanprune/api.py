@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .analysis import analyze
-from .capture import as_input_tuple, capture, run_model
+from .capture import as_input_tuple, capture, gc_paused, run_model
 from .errors import ExportError, InputError
 from .layout import NaturalOrder, SolvedOrder
 from .liveness import liveness
@@ -38,6 +38,7 @@ def _build(cap, method: str, inputs: tuple, reference: object | None):
     return result
 
 
+@gc_paused
 def export(
     model: torch.nn.Module,
     example_inputs: object,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .analysis import ChannelAnalysis, analyze
-from .capture import as_input_tuple, capture, run_graph
+from .capture import as_input_tuple, capture, gc_paused, run_graph
 from .errors import InputError, MaskError
 from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
 
@@ -64,6 +64,7 @@ def restoring(model: torch.nn.Module) -> Iterator[None]:
         raise
 
 
+@gc_paused
 def mask(
     model: torch.nn.Module,
     example_inputs: object,
@@ -92,6 +93,7 @@ def mask(
         return _apply(an, chosen, side)
 
 
+@gc_paused
 def apply_masks(
     model: torch.nn.Module,
     example_inputs: object,

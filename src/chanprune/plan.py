@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .analysis import Axis, analyze
-from .capture import as_input_tuple, capture
+from .capture import as_input_tuple, capture, gc_paused
 from .layout import SolvedOrder
 from .liveness import liveness
 from .rewrite import Copy, rewrite
@@ -85,6 +85,7 @@ class Plan:
         return self.summary()
 
 
+@gc_paused
 def plan(model: torch.nn.Module, example_inputs: object, method: str = "reorder") -> Plan:
     from .api import check_method, policy_for
 

@@ -75,7 +75,7 @@ class Dense(Rule):
         key = ("nz", node.name)
         if key not in lv.cache:
             w = lv.t(node.args[1])
-            lv.cache[key] = w.reshape(w.shape[0], w.shape[1], -1).abs().amax(-1).ne(0).numpy()
+            lv.cache[key] = w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(-1).numpy()
         return lv.cache[key]
 
     def zeros(self, node: fx.Node, lv) -> None:
