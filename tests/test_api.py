@@ -133,3 +133,30 @@ def test_input_side_masks_consumer_columns():
     assert set(masks) == {"c2.0.weight", "fc.weight"}
     assert (model.fc.weight[:, masks["fc.weight"]] == 0).all()
     prune_and_check(model, x)
+
+
+def test_a_dropped_export_frees_its_weights_without_a_garbage_collection():
+    """fx graphs hold their module strongly; ours weakly, so ``del`` frees the weights at once
+    (export pauses the cyclic GC, which would otherwise keep a dropped model through the next)."""
+    import copy
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.mask(model, x, amount=0.5)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for method in ("baseline", "reorder"):
+            pruned = chanprune.export(model, x, method=method)
+            assert pruned.graph.owning_module is pruned
+            twin = copy.deepcopy(pruned)
+            assert twin.graph.owning_module is twin
+            assert torch.equal(twin(x), pruned(x))
+            weight = weakref.ref(next(pruned.parameters()))
+            del pruned, twin
+            assert weight() is None
+    finally:
+        if was:
+            gc.enable()

@@ -125,3 +125,28 @@ def test_export_error_names_the_diverging_node(monkeypatch):
     monkeypatch.setattr(channelwise.BatchNorm, "scale_shift", wrong)
     with pytest.raises(ExportError, match=r"first diverging node: bn"):
         chanprune.export(model, X)
+
+
+def test_an_interrupted_mask_puts_back_what_it_had_zeroed(monkeypatch):
+    """mask() zeroes all or nothing, saving only the slices it zeroes (not a model copy)."""
+    from chanprune import masking
+
+    model = Net()
+    state = snapshot(model)
+    calls = []
+    real = torch.Tensor.index_fill_
+
+    def flaky(self, dim, index, value):
+        calls.append(dim)
+        if len(calls) == 3:  # weight and bias rows zeroed, then the BatchNorm fails
+            raise KeyboardInterrupt
+        return real(self, dim, index, value)
+
+    monkeypatch.setattr(torch.Tensor, "index_fill_", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        masking.mask(model, X, amount=0.5)
+    assert len(calls) == 3
+    assert unchanged(model, state)
+    monkeypatch.undo()
+    zeroed = chanprune.mask(model, X, amount=0.5)
+    assert zeroed and not unchanged(model, state)

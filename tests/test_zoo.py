@@ -47,15 +47,20 @@ def check(model, x, **kw) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         masks = chanprune.mask(model, x, **kw)
-        exported = [chanprune.export(model, x, method=m) for m in ("baseline", "reorder")]
     assert masks
     with torch.no_grad():
         ref = model(x)
-        for e in exported:
-            assert outputs_match(ref, e(x))
-            assert chanprune.count_params(e) < chanprune.count_params(model)
-    base, reorder = (sum(c.elements for c in e.chanprune_copies) for e in exported)
-    assert reorder <= base  # reordering never copies more than the baseline
+    copied = {}
+    for method in ("baseline", "reorder"):  # one at a time: the zoo's largest are 2.5 GB each
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exported = chanprune.export(model, x, method=method)
+        with torch.no_grad():
+            assert outputs_match(ref, exported(x))
+        assert chanprune.count_params(exported) < chanprune.count_params(model)
+        copied[method] = sum(c.elements for c in exported.chanprune_copies)
+        del exported
+    assert copied["reorder"] <= copied["baseline"]  # reordering never copies more
     with torch.no_grad():  # back to the unmasked weights for the next run
         for k, v in model.state_dict().items():
             v.copy_(state[k])

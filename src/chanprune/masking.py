@@ -10,9 +10,8 @@ Only channels the exporter can remove are candidates: never pinned ones, never m
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,20 +49,6 @@ def validate(amount: float, heuristic: str, scope: str, side: str) -> None:
         raise InputError(f"unknown side {side!r}; choose 'output' or 'input'")
 
 
-@contextlib.contextmanager
-def restoring(model: torch.nn.Module) -> Iterator[None]:
-    """Undo every change to the model's parameters and buffers if the block raises."""
-    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
-    try:
-        yield
-    except BaseException:
-        with torch.no_grad():
-            for k, v in model.state_dict(keep_vars=True).items():
-                if k in saved:
-                    v.copy_(saved[k])
-        raise
-
-
 @gc_paused
 def mask(
     model: torch.nn.Module,
@@ -86,11 +71,10 @@ def mask(
     # HRank runs the captured graph on calibration batches, unchecked: the symbolic trace
     cap = capture(model, inputs, marked=heuristic != "hrank")
     an = analyze(cap)
-    with restoring(model):
-        units = _units(an, side)
-        _score(units, an, heuristic, side, inputs, calibration)
-        chosen = _choose(units, float(amount), scope, constrained, an, side)
-        return _apply(an, chosen, side)
+    units = _units(an, side)
+    _score(units, an, heuristic, side, inputs, calibration)
+    chosen = _choose(units, float(amount), scope, constrained, an, side)
+    return _apply(an, chosen, side)
 
 
 @gc_paused
@@ -125,8 +109,7 @@ def apply_masks(
                     f"0..{max(by_layer[name])}"
                 )
             chosen.append(by_layer[name][int(c)])
-    with restoring(model):
-        return _apply(an, chosen, side)
+    return _apply(an, chosen, side)
 
 
 # candidates -------------------------------------------------------------------------------------
@@ -267,24 +250,43 @@ def _group(items, key) -> dict:
 def _apply(an: ChannelAnalysis, chosen: list[Unit], side: str) -> dict[str, list[int]]:
     tensors = an.capture.tensors
     result: dict[str, list[int]] = {}
-    with torch.no_grad():
-        if side == "output":
-            dead = set()
-            for u in chosen:
-                p = an.producers[u.layer]
-                tensors[p.weight][u.channel] = 0
+    edits: list[tuple[torch.Tensor, int, np.ndarray]] = []
+    if side == "output":
+        for u in chosen:
+            result.setdefault(an.producers[u.layer].weight, []).append(u.channel)
+        dead = []
+        for p in an.producers:
+            rows = np.array(sorted(result.get(p.weight, ())), dtype=np.int64)
+            if len(rows):
+                edits.append((tensors[p.weight], 0, rows))
                 if p.bias is not None:
-                    tensors[p.bias][u.channel] = 0
-                dead.add(p.first + u.channel)
-                result.setdefault(p.weight, []).append(u.channel)
-            dead_arr = np.array(sorted(dead), dtype=np.int64)
-            for comp in an.companions:
-                sel = np.isin(comp.origin, dead_arr)
-                if sel.any():
-                    tensors[comp.param].index_fill_(comp.dim, torch.from_numpy(comp.index[sel]), 0)
-        else:
-            for u in chosen:
-                con = an.consumers[u.layer]
-                tensors[con.weight][:, torch.from_numpy(u.rows)] = 0
-                result.setdefault(con.weight, []).append(u.channel)
+                    edits.append((tensors[p.bias], 0, rows))
+                dead.append(p.first + rows)
+        dead_arr = np.sort(np.concatenate(dead)) if dead else np.zeros(0, dtype=np.int64)
+        for comp in an.companions:
+            sel = np.isin(comp.origin, dead_arr)
+            if sel.any():
+                edits.append((tensors[comp.param], comp.dim, comp.index[sel]))
+    else:
+        for u in chosen:
+            edits.append((tensors[an.consumers[u.layer].weight], 1, u.rows))
+            result.setdefault(an.consumers[u.layer].weight, []).append(u.channel)
+    _zero(edits)
     return {k: sorted(v) for k, v in sorted(result.items())}
+
+
+def _zero(edits: list[tuple[torch.Tensor, int, np.ndarray]]) -> None:
+    """Zero each (tensor, dim, index) slice, all or none: on any error (an interrupt included)
+    the slices zeroed so far are put back. Saving only those slices, not the whole model, keeps
+    mask() from doubling a large model's memory."""
+    done: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        try:
+            for t, dim, index in edits:
+                idx = torch.as_tensor(np.asarray(index, dtype=np.int64), device=t.device)
+                done.append((t, dim, idx, t.index_select(dim, idx)))
+                t.index_fill_(dim, idx, 0)
+        except BaseException:
+            for t, dim, idx, old in reversed(done):
+                t.index_copy_(dim, idx, old)
+            raise

@@ -10,6 +10,7 @@ cheapest exact bridge: nothing, a slice (a view), an index_select, or a zero pad
 from __future__ import annotations
 
 import operator
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,13 +47,30 @@ class RewriteResult:
     demand: dict[str, object] = field(default_factory=dict)  # original node -> demanded channels
 
 
+class OwnedGraph(fx.Graph):
+    """An fx graph that refers to its GraphModule weakly.
+
+    fx's graph holds its module strongly, so every GraphModule sits in a reference cycle and its
+    weights outlive ``del`` until a full garbage collection, which may come many exports later.
+    A weak back-reference frees a dropped pruned model at once."""
+
+    @property
+    def owning_module(self):  # type: ignore[override]
+        ref = self._owning_module
+        return ref() if isinstance(ref, weakref.ref) else ref
+
+    @owning_module.setter
+    def owning_module(self, mod) -> None:
+        self._owning_module = None if mod is None else weakref.ref(mod)
+
+
 class Rewriter:
     def __init__(self, analysis: ChannelAnalysis, live: Liveness, policy) -> None:
         self.analysis = analysis
         self.capture = analysis.capture
         self.live = live
         self.policy = policy
-        self.graph = fx.Graph()
+        self.graph = OwnedGraph()
         self.env: dict[str, object] = {}
         self.lay: dict[str, object] = {}
         self.state: dict[str, torch.Tensor] = {}
