@@ -1,7 +1,10 @@
 """The export contract: a new module, original untouched, trainable, saveable, any batch size."""
 
+import copy
+import gc
 import io
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -138,10 +141,6 @@ def test_input_side_masks_consumer_columns():
 def test_a_dropped_export_frees_its_weights_without_a_garbage_collection():
     """fx graphs hold their module strongly; ours weakly, so ``del`` frees the weights at once
     (export pauses the cyclic GC, which would otherwise keep a dropped model through the next)."""
-    import copy
-    import gc
-    import weakref
-
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
     x = torch.randn(2, 3, 8, 8)
     chanprune.mask(model, x, amount=0.5)

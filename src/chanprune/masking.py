@@ -252,16 +252,15 @@ def _apply(an: ChannelAnalysis, chosen: list[Unit], side: str) -> dict[str, list
     result: dict[str, list[int]] = {}
     edits: list[tuple[torch.Tensor, int, np.ndarray]] = []
     if side == "output":
-        for u in chosen:
-            result.setdefault(an.producers[u.layer].weight, []).append(u.channel)
         dead = []
-        for p in an.producers:
-            rows = np.array(sorted(result.get(p.weight, ())), dtype=np.int64)
-            if len(rows):
-                edits.append((tensors[p.weight], 0, rows))
-                if p.bias is not None:
-                    edits.append((tensors[p.bias], 0, rows))
-                dead.append(p.first + rows)
+        for li, us in _group(chosen, key=lambda u: u.layer).items():
+            p = an.producers[li]
+            rows = np.array(sorted(u.channel for u in us), dtype=np.int64)
+            edits.append((tensors[p.weight], 0, rows))
+            if p.bias is not None:
+                edits.append((tensors[p.bias], 0, rows))
+            dead.append(p.first + rows)
+            result.setdefault(p.weight, []).extend(rows.tolist())
         dead_arr = np.sort(np.concatenate(dead)) if dead else np.zeros(0, dtype=np.int64)
         for comp in an.companions:
             sel = np.isin(comp.origin, dead_arr)
