@@ -15,10 +15,15 @@ size it times these contenders, interleaved in a per-round shuffled order:
   copy-free physical limit of those layer sizes);
 - ``upscale`` / ``upscale_base``: apple-upscale 0.1.1's own reorder and baseline exports of
   its own masks (input side, L2, unconstrained, local) at the same amount, where it runs;
-- ``reorder_upm`` / ``baseline_upm``: chanprune's reorder and baseline exports of
-  apple-upscale's masked model (the same masks as ``upscale``: the like-for-like comparison);
+- ``reorder_upm`` / ``baseline_upm`` / ``ideal_upm``: chanprune's reorder and baseline exports
+  of apple-upscale's masked model and the ideal of those sizes (the same masks as ``upscale``:
+  the like-for-like comparison);
 - ``ort_unpruned`` / ``ort_baseline`` / ``ort_reorder``: the unpruned model and the two
   chanprune exports run in ONNX Runtime (CPU, same thread count; ``--no-ort`` skips them).
+
+Every ratio in the report is paired: the median over rounds of the two contenders' times in
+the same round, so a machine that speeds up or slows down between rounds (shared VMs swing by
+20-40%) moves both sides of each ratio alike. Medians of the raw times are reported as well.
 
 Writes ``<out>/latency.md``, ``<out>/latency.png`` and ``<out>/latency.json`` (raw numbers).
 The markdown is rewritten after every model, labelled PARTIAL until the run completes.
@@ -69,6 +74,7 @@ CONTENDERS = [
     "upscale_base",
     "reorder_upm",
     "baseline_upm",
+    "ideal_upm",
 ]
 ORT = ["ort_unpruned", "ort_baseline", "ort_reorder"]  # ONNX Runtime runs of the same modules
 WARMUP = 3
@@ -106,9 +112,9 @@ def _fmt(v, spec=".2f", none="—"):
     return format(v, spec)
 
 
-def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict:
-    """Median wall time (ms) per contender: warm-up, then ``reps`` interleaved rounds
-    in an order shuffled per round with ``random.Random(round)``."""
+def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict[str, list[float]]:
+    """Wall times (ms) per contender and round: warm-up, then ``reps`` interleaved rounds in
+    an order shuffled per round with ``random.Random(round)``."""
     names = list(contenders)
     times = {n: [] for n in names}
     with torch.inference_mode():
@@ -122,7 +128,7 @@ def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict:
                 t0 = time.perf_counter()
                 contenders[n](x)
                 times[n].append((time.perf_counter() - t0) * 1e3)
-    return {n: statistics.median(t) for n, t in times.items()}
+    return times
 
 
 # --------------------------------------------------------------------------- one model
@@ -140,7 +146,7 @@ def bench_model(name: str, args) -> dict:
     first = True
 
     for amount in args.amounts:
-        row = {"sizes": {}, "export": {}, "latency": {}, "upscale_status": None}
+        row = {"sizes": {}, "export": {}, "latency": {}, "rounds": {}, "upscale_status": None}
         mods = {"unpruned": unpruned}
         masking = dict(amount=amount, heuristic="l2", scope="local", side="input")
 
@@ -213,6 +219,7 @@ def bench_model(name: str, args) -> dict:
                         warnings.simplefilter("ignore")
                         mods["reorder_upm"] = chanprune.export(up["masked"], x1)
                         mods["baseline_upm"] = chanprune.export(up["masked"], x1, method="baseline")
+                    mods["ideal_upm"] = chanprune.ideal(mods["reorder_upm"])
                 row["export"]["upscale_s"] = up.get("reorder_export_s")
                 row["export"]["upscale_base_s"] = up.get("baseline_export_s")
                 if up["status"] == "ok":
@@ -239,8 +246,9 @@ def bench_model(name: str, args) -> dict:
         for b in args.batches:
             xb = torch.randn(b, 3, args.size, args.size)
             t0 = time.perf_counter()
-            row["latency"][str(b)] = measure({c: mods[c] for c in order}, xb, args.reps)
-            lat = row["latency"][str(b)]
+            rounds = measure({c: mods[c] for c in order}, xb, args.reps)
+            row["rounds"][str(b)] = rounds
+            row["latency"][str(b)] = lat = {c: statistics.median(t) for c, t in rounds.items()}
             _log(
                 f"{name} @{amount} b{b}: "
                 + ", ".join(f"{c} {lat[c]:.1f}" for c in order)
@@ -255,6 +263,19 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _paired(row: dict, b: str):
+    """``ratio(x, y)`` for one row and batch: the median over rounds of x's time / y's time in
+    the same round (the ratio of medians where a run kept no rounds, as older JSON did)."""
+    rounds, lat = row.get("rounds", {}).get(b), row["latency"].get(b, {})
+
+    def ratio(x: str, y: str):
+        if rounds and x in rounds and y in rounds:
+            return statistics.median(a / c for a, c in zip(rounds[x], rounds[y], strict=True))
+        return _ratio(lat.get(x), lat.get(y))
+
+    return ratio
+
+
 def _speedup_table(results: list, batches: list[str]) -> list[str]:
     """Speed-up of reorder over baseline, chanprune vs apple-upscale, and over which baseline.
 
@@ -262,26 +283,29 @@ def _speedup_table(results: list, batches: list[str]) -> list[str]:
     apple-upscale's baseline is slower than chanprune's (it gathers by advanced indexing with a
     Python list, chanprune by index_select), which inflates its own ratio. So besides each
     one's own ratio the table gives that baseline gap, the ceiling of chanprune's own ratio
-    (baseline/ideal: no export of these sizes copies less than none) and both reorder exports
-    against one common baseline, apple-upscale's, on apple-upscale's masks.
+    (baseline/ideal: no export of these sizes copies less than none), both reorder exports
+    against one common baseline, apple-upscale's, on apple-upscale's masks, and both against
+    the copy-free ideal of those masks.
     """
     L = [
         "## Speed-up of reorder over baseline: own baselines, and one common baseline",
         "",
-        "own = each exporter's baseline / its reorder (its own masks); ceiling = chanprune "
-        "baseline / ideal (the most any reorder of chanprune's baseline could gain: ideal has "
-        "no copies at all); common = apple-upscale's baseline / a reorder export of "
-        "apple-upscale's masks (chanprune's reorder_upm; for apple-upscale this is its own "
-        "ratio); baseline gap = apple-upscale's baseline / chanprune's baseline on the same "
-        "(apple-upscale's) masks: both gather per consumer and the layer sizes agree to within "
-        "1% (chanprune also drops channels it proves zero), so this is mostly the cost of the "
-        "gather itself; chanprune own, upscale's masks = chanprune's baseline / reorder on "
-        "those masks.",
+        "All ratios paired per round (see the header). own = each exporter's baseline / its "
+        "reorder (its own masks); ceiling = chanprune baseline / ideal (the most any reorder of "
+        "chanprune's baseline could gain: ideal has no copies at all); baseline gap = "
+        "apple-upscale's baseline / chanprune's baseline on the same (apple-upscale's) masks: "
+        "both gather per consumer and the layer sizes agree to within 1% (chanprune also drops "
+        "channels it proves zero), so this is mostly the cost of the gather itself; common = "
+        "apple-upscale's baseline / chanprune's reorder export of apple-upscale's masks (for "
+        "apple-upscale its own ratio); upscale / chanprune = apple-upscale's reorder / "
+        "chanprune's reorder on the same masks (>= 1: chanprune's speed-up over the common "
+        "baseline is at least apple-upscale's); x / ideal = each reorder export of "
+        "apple-upscale's masks against the copy-free ideal of those sizes.",
         "",
-        "| batch | model | amount | chanprune own | ceiling | upscale own (= common) | "
-        "baseline gap | chanprune own, upscale's masks | chanprune, common baseline | "
-        "chanprune >= upscale (common) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|:-:|",
+        "| batch | model | amount | chanprune own | ceiling | upscale own | baseline gap | "
+        "chanprune, common baseline | upscale / chanprune, same masks | "
+        "chanprune >= upscale (common) | upscale / ideal | chanprune / ideal |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|",
     ]
     wins = {}
     for b in batches:
@@ -290,25 +314,38 @@ def _speedup_table(results: list, batches: list[str]) -> list[str]:
                 lat = row["latency"].get(b, {})
                 if "upscale" not in lat:
                     continue
-                common_cp = _ratio(lat.get("upscale_base"), lat.get("reorder_upm"))
-                common_up = _ratio(lat.get("upscale_base"), lat.get("upscale"))
-                ok = None if common_cp is None else common_cp >= common_up
-                wins.setdefault(b, []).append(ok)
+                r = _paired(row, b)
+                same = r("upscale", "reorder_upm")
+                ok = None if same is None else same >= 1.0
+                wins.setdefault(b, []).append((ok, same, res["model"], amount))
+                cells = (
+                    r("baseline", "reorder"),
+                    r("baseline", "ideal"),
+                    r("upscale_base", "upscale"),
+                    r("upscale_base", "baseline_upm"),
+                    r("upscale_base", "reorder_upm"),
+                    same,
+                )
                 L.append(
                     f"| {b} | {res['model']} | {amount} | "
-                    f"{_fmt(_ratio(lat.get('baseline'), lat.get('reorder')), '.3f')} | "
-                    f"{_fmt(_ratio(lat.get('baseline'), lat.get('ideal')), '.3f')} | "
-                    f"{_fmt(common_up, '.3f')} | "
-                    f"{_fmt(_ratio(lat.get('upscale_base'), lat.get('baseline_upm')), '.3f')} | "
-                    f"{_fmt(_ratio(lat.get('baseline_upm'), lat.get('reorder_upm')), '.3f')} | "
-                    f"{_fmt(common_cp, '.3f')} | "
-                    f"{'—' if ok is None else 'yes' if ok else 'no'} |"
+                    + " | ".join(_fmt(v, ".3f") for v in cells)
+                    + f" | {'—' if ok is None else 'yes' if ok else 'no'} | "
+                    f"{_fmt(r('upscale', 'ideal_upm'), '.3f')} | "
+                    f"{_fmt(r('reorder_upm', 'ideal_upm'), '.3f')} |"
                 )
     L.append("")
     for b, oks in wins.items():
+        vals = [o for o in oks if o[1] is not None]
+        worst = min(vals, key=lambda o: o[1]) if vals else None
         L.append(
             f"**Batch {b}:** against the common baseline chanprune's reorder export is at least "
-            f"as fast as apple-upscale's in {sum(bool(o) for o in oks)} of {len(oks)} cells."
+            f"as fast as apple-upscale's in {sum(bool(o[0]) for o in oks)} of {len(oks)} cells"
+            + (
+                f" (median upscale / chanprune {statistics.median(o[1] for o in vals):.3f}, "
+                f"lowest {worst[1]:.3f}: {worst[2]} @{worst[3]})."
+                if worst
+                else "."
+            )
         )
     L.append("")
     return L
@@ -335,6 +372,7 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
     L.append(
         f"- input {args.size}x{args.size}; warm-up {WARMUP}, then {args.reps} interleaved rounds "
         f"(order shuffled per round with random.Random(round)); median per contender, ms; "
+        "every ratio is paired: the median over rounds of the two times in the same round; "
         "torch.inference_mode"
     )
     L.append(
@@ -376,9 +414,12 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
                     cells += [_fmt(lat["upscale"]), _fmt(lat.get("upscale_base"))]
                 else:
                     cells += [up_missing or "n/a", "n/a"]
-                r_ideal = _ratio(lat.get("reorder"), lat.get("ideal"))
-                r_base = _ratio(lat.get("baseline"), lat.get("reorder"))
-                r_up = _ratio(lat.get("upscale_base"), lat.get("upscale"))
+                r = _paired(row, b)
+                r_ideal, r_base, r_up = (
+                    r("reorder", "ideal"),
+                    r("baseline", "reorder"),
+                    r("upscale_base", "upscale"),
+                )
                 summary.setdefault((b, amount), []).append((res["model"], r_ideal, r_base, r_up))
                 L.append(
                     f"| {res['model']} | {amount} | "
@@ -387,9 +428,9 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
                     + " | ".join(_fmt(v, ".3f") for v in (r_ideal, r_base, r_up))
                     + " | "
                     + " | ".join(_fmt(lat.get(c)) for c in ORT)
-                    + f" | {_fmt(_ratio(lat.get('ort_baseline'), lat.get('ort_reorder')), '.3f')}"
+                    + f" | {_fmt(r('ort_baseline', 'ort_reorder'), '.3f')}"
                     + f" | {_fmt(lat.get('reorder_upm'))}"
-                    + f" | {_fmt(_ratio(lat.get('upscale'), lat.get('reorder_upm')), '.3f')} |"
+                    + f" | {_fmt(r('upscale', 'reorder_upm'), '.3f')} |"
                 )
         L.append("")
         for (bb, amount), vals in summary.items():
