@@ -47,3 +47,36 @@ def test_ideal_keeps_the_sizes_and_drops_the_gathers(masked):
     assert not any("index_select" in op for op in ops)  # ... the ideal model does not
     assert chanprune.count_params(ideal) == chanprune.count_params(exported)
     assert ideal(torch.randn(3, 3, 32, 32)).shape == (3, 1000)
+
+
+def _channel_copies(module: torch.nn.Module, x: torch.Tensor) -> list[str]:
+    """The channel copies ``module`` makes: gathers and pads, and the copies a convolution makes
+    of a strided input (seen by the profiler, which sees ops that kernels call, unlike a
+    dispatch mode)."""
+    from torch.profiler import profile
+
+    with torch.inference_mode(), profile() as prof:
+        module(x)
+    out = []
+    for e in prof.events():
+        parents, p = [], e.cpu_parent
+        while p is not None:
+            parents.append(p.name)
+            p = p.cpu_parent
+        if e.name in ("aten::index_select", "aten::constant_pad_nd") or (
+            e.name == "aten::copy_" and "aten::convolution" in parents
+        ):
+            out.append(e.name)
+    return out
+
+
+def test_ideal_copies_nothing_at_any_batch_size(masked):
+    """Past batch 1 a channel slice is strided and a convolution copies it before it runs, so
+    the reorder export still copies there; the ideal reads prefix views and copies nothing."""
+    model, x = masked
+    exported = chanprune.export(model, x, method="reorder")
+    ideal = chanprune.ideal(exported)
+    xb = torch.randn(3, 3, 32, 32)
+    assert _channel_copies(exported, xb)
+    assert _channel_copies(ideal, xb) == []
+    assert ideal(xb).shape == exported(xb).shape

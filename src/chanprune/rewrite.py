@@ -23,6 +23,7 @@ from .batch import per_sample
 from .liveness import Liveness
 
 aten = torch.ops.aten
+READ_VIEW = "chanprune_read_view"  # node.meta key marking the slices align() emits
 
 
 @dataclass
@@ -175,7 +176,9 @@ class Rewriter:
         idx = np.array([where.get(int(p), -1) for p in to.tolist()], dtype=np.int64)
         if (idx >= 0).all():
             if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
-                return self.call(aten.slice.Tensor, (new, dim, int(idx[0]), int(idx[0] + len(idx))))
+                view = self.call(aten.slice.Tensor, (new, dim, int(idx[0]), int(idx[0] + len(idx))))
+                view.meta[READ_VIEW] = True  # for ideal(): a read of a subset, not a model op
+                return view
             out = self.call(aten.index_select.default, (new, dim, self.index(idx)))
             self._record(out, source, "gather", to, idx)
             return out
