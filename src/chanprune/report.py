@@ -2,10 +2,11 @@
 
 For each amount the model is masked twice from its original weights: constrained (coupled
 layers together, exported without copies) and unconstrained (exported as ``baseline`` and
-``reorder``, plus ``ideal``: the reorder export with every channel read a contiguous view, copying nothing). All of
-them, and the unpruned model, are timed side by side (interleaved, medians). At one chosen
-amount the report also keeps the channels per layer and the export plans (copies per segment).
-Plain data out, so the HTML renderer (``report_html.py``) needs no torch.
+``reorder``, plus ``ideal``: the reorder export with every channel read a contiguous view,
+copying nothing). All of them, and the unpruned model, are timed side by side (interleaved,
+medians). At one chosen amount the report also keeps the channels per layer and the export
+plans (copies per segment). Plain data out, so the HTML renderer (``report_html.py``)
+needs no torch.
 """
 
 from __future__ import annotations

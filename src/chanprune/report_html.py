@@ -63,8 +63,8 @@ def render(data: ReportData) -> str:
         "<p class='muted'><b>constrained</b>: coupled layers pruned together (no copies); "
         "<b>baseline</b>: unconstrained masks, original channel order, consumers gather their "
         "channels; <b>reorder</b>: the same masks, channel order solved so reads are slices "
-        "(UPSCALE); <b>ideal</b>: reorder with every channel read a contiguous view, copying nothing (the "
-        "limit for these layer sizes; its outputs are meaningless).</p>",
+        "(UPSCALE); <b>ideal</b>: reorder with every channel read a contiguous view, copying "
+        "nothing (the limit for these layer sizes; its outputs are meaningless).</p>",
         _img(_latency_plot(data), "latency per method against the pruning amount"),
         _summary_table(data),
         f"<h2>Kept channels per layer (amount {data.detail_amount}, reorder export)</h2>",
