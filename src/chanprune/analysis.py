@@ -305,7 +305,11 @@ def node_shape(node: object) -> tuple[int, ...] | None:
     """The concrete shape of a node's value (symbolic sizes replaced by their example hints)."""
     if not isinstance(node, fx.Node):
         return None
-    val = node.meta.get("val")
+    return value_shape(node.meta.get("val"))
+
+
+def value_shape(val: object) -> tuple[int, ...] | None:
+    """The concrete shape of a (fake) tensor, symbolic sizes replaced by their example hints."""
     if not isinstance(val, torch.Tensor):
         return None
     return tuple(_hint(s) for s in val.shape)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from ..analysis import Axis, FlowState, node_shape
+from ..analysis import Axis, FlowState, node_shape, value_shape
 from . import register
 from .base import Rule
 
@@ -126,8 +126,46 @@ class Cat(Rule):
                 rw.align(n, ax.dim, lay, target, t)
                 for t, n, lay in zip(tensors, news, layouts, strict=True)
             ]
-        args = (news, *node.args[1:])
-        rw.set(node, rw.call(node.target, args, dict(node.kwargs)), target)
+        out = rw.call(node.target, (news, *node.args[1:]), dict(node.kwargs))
+        if mode == "channels":
+            out, target = _drop_unread(node, rw, out, target, ax.dim)
+        rw.set(node, out, target)
+
+
+def _drop_unread(node: fx.Node, rw, out: fx.Node, layout: np.ndarray, dim: int):
+    """Narrow a concatenation to the channels read after it, where that moves a copy, not adds one.
+
+    The output holds every channel its inputs hold, and an input read by several
+    concatenations (DenseNet: each layer's features go into every later layer's input) holds
+    the union of what they read. When this concatenation feeds a single consumer through
+    channelwise ops (BatchNorm, ReLU), that consumer would gather its channels anyway; gathering
+    them here instead lets those ops run on the read channels only, with the same copy.
+    """
+    keep = np.isin(layout, rw.live.kept(node))
+    if keep.all() or not _feeds_one_consumer(node, rw.analysis):
+        return out, layout
+    narrowed = layout[keep]
+    return rw.align(out, dim, layout, narrowed, node), narrowed
+
+
+def _feeds_one_consumer(node: fx.Node, analysis) -> bool:
+    """``node`` reaches one consumer through a chain of single-user ops on the same channels
+    and the same shape (so the gather moved up copies no more elements than where it was)."""
+    consumers = {c.node for c in analysis.consumers}
+    ids, shape = analysis.axes[node.name].ids, node_shape(node)
+    while len(node.users) == 1:
+        (node,) = node.users
+        if node.name in consumers:
+            return True
+        ax, val = analysis.axes.get(node.name), node.meta.get("val")
+        if isinstance(ax, list):  # a tuple result (BatchNorm's): its first tensor
+            ax = ax[0] if ax else None
+            val = val[0] if isinstance(val, list | tuple) and val else None
+        if not isinstance(ax, Axis) or not np.array_equal(ax.ids, ids):
+            return False
+        if value_shape(val) != shape:
+            return False
+    return False
 
 
 class Split(Rule):
