@@ -1,12 +1,13 @@
 """The "ideal" reference: the pruned model's layer sizes with every run-time copy removed.
 
-Each gather (``index_select``) in an exported module, each pad-and-gather and each slice the
-exporter emitted to read a subset of channels becomes a *prefix view*: the first elements of the
-source's storage seen as a contiguous tensor of the read's shape. So the model keeps exactly the
-pruned channel counts and copies nothing at any batch size. A plain channel slice would not do:
-past batch 1 it is strided, and a convolution copies a strided input to a contiguous one before
-it runs (``aten::contiguous`` inside ``mkldnn_convolution``). Its numbers are meaningless; its
-latency is the physical limit a copy-free export of the same masks could reach.
+Each gather (``index_select`` or ``gather``) in an exported module, each pad-and-gather and each
+slice the exporter emitted to read a subset of channels becomes a *prefix view*: the first
+elements of the source's storage seen as a contiguous tensor of the read's shape. So the model
+keeps exactly the pruned channel counts and copies nothing at any batch size. A plain channel
+slice would not do: past batch 1 it is strided, and a convolution copies a strided input to a
+contiguous one before it runs (``aten::contiguous`` inside ``mkldnn_convolution``). Its numbers
+are meaningless; its latency is the physical limit a copy-free export of the same masks could
+reach.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def ideal(exported: fx.GraphModule) -> fx.GraphModule:
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
-        if node.target is aten.index_select.default:
+        if node.target in (aten.index_select.default, aten.gather.default):
             src, dim, idx = node.args
+            if node.target is aten.gather.default:  # index: expand(buffer, sizes)
+                idx = idx.args[0]
             k = int(_index(gm, idx).numel())
             if src.op == "call_function" and src.target is aten.constant_pad_nd.default:
                 src = src.args[0]

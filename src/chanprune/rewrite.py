@@ -4,7 +4,8 @@ Each tensor of the new graph carries a *layout*: the positions of the original c
 holds, in physical order. The invariant every rule keeps: a channel present in a layout has
 exactly the masked model's value; a channel absent from it is zero or needed by nobody. Where two
 layouts must meet (a residual add, a consumer reading a subset) :meth:`Rewriter.align` emits the
-cheapest exact bridge: nothing, a slice (a view), an index_select, or a zero pad.
+cheapest exact bridge: nothing, a slice (a view), a gather (``index_select``, or ``gather``
+along the last dimension), or a zero pad.
 """
 
 from __future__ import annotations
@@ -132,11 +133,13 @@ class Rewriter:
             return self._attrs[name]
         return self.put(name, self.capture.tensors[name])
 
-    def index(self, idx: np.ndarray) -> fx.Node:
-        key = np.asarray(idx, dtype=np.int64).tobytes()
+    def index(self, idx: np.ndarray, rank: int = 1) -> fx.Node:
+        """A buffer of gather indices (shaped ``1 x ... x k`` for a last-dimension ``gather``)."""
+        key = np.asarray(idx, dtype=np.int64).tobytes() + bytes([rank])
         if key not in self._index:
             name = f"chanprune_index.i{len(self._index)}"
-            self.state[name] = torch.from_numpy(np.asarray(idx, dtype=np.int64).copy())
+            t = torch.from_numpy(np.asarray(idx, dtype=np.int64).copy())
+            self.state[name] = t.view(*([1] * (rank - 1)), -1)
             self._index[key] = self.graph.get_attr(name)
         return self._index[key]
 
@@ -179,7 +182,7 @@ class Rewriter:
                 view = self.call(aten.slice.Tensor, (new, dim, int(idx[0]), int(idx[0] + len(idx))))
                 view.meta[READ_VIEW] = True  # for ideal(): a read of a subset, not a model op
                 return view
-            out = self.call(aten.index_select.default, (new, dim, self.index(idx)))
+            out = self.gather(new, dim, idx, source)
             self._record(out, source, "gather", to, idx)
             return out
         rank = self._rank(source)
@@ -187,9 +190,25 @@ class Rewriter:
         padded = self.call(aten.constant_pad_nd.default, (new, pad, 0.0))
         missing = idx < 0
         idx[missing] = len(frm)
-        out = self.call(aten.index_select.default, (padded, dim, self.index(idx)))
+        out = self.gather(padded, dim, idx, source)
         self._record(out, source, "pad", to, np.where(missing, -1, idx))
         return out
+
+    def gather(self, new: object, dim: int, idx: np.ndarray, source: fx.Node | None) -> fx.Node:
+        """Channels ``idx`` of ``new`` along ``dim``, copied once.
+
+        ``index_select`` copies whole runs of the inner dimensions, but along the last dimension
+        (the features of a Linear, channels-last tensors) it copies element by element and ran
+        5-8x slower than ``gather`` with a broadcast index (which copies the same elements): e.g.
+        8x56x56x96 -> 72 channels, 9.5 ms against 1.2 ms (a contiguous slice copy: 0.35 ms)."""
+        val = source.meta.get("val") if source is not None else None
+        rank = val.dim() if isinstance(val, torch.Tensor) else None
+        if rank is None or dim != rank - 1:
+            return self.call(aten.index_select.default, (new, dim, self.index(idx)))
+        shaped = self.index(idx, rank)
+        sizes = [self.call(aten.sym_size.int, (new, d)) for d in range(dim)] + [len(idx)]
+        index = self.call(aten.expand.default, (shaped, sizes))
+        return self.call(aten.gather.default, (new, dim, index))
 
     def _rank(self, source: fx.Node | None) -> int:
         val = source.meta.get("val") if source is not None else None
