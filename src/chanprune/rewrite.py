@@ -185,7 +185,9 @@ class Rewriter:
             out = self.gather(new, dim, idx, source)
             self._record(out, source, "gather", to, idx)
             return out
-        rank = self._rank(source)
+        rank = _rank(source)
+        if rank is None:
+            raise RuntimeError("cannot pad a tensor of unknown rank")
         pad = [0, 0] * (rank - 1 - dim) + [0, 1]
         padded = self.call(aten.constant_pad_nd.default, (new, pad, 0.0))
         missing = idx < 0
@@ -198,23 +200,17 @@ class Rewriter:
         """Channels ``idx`` of ``new`` along ``dim``, copied once.
 
         ``index_select`` copies whole runs of the inner dimensions, but along the last dimension
-        (the features of a Linear, channels-last tensors) it copies element by element and ran
-        5-8x slower than ``gather`` with a broadcast index (which copies the same elements): e.g.
-        8x56x56x96 -> 72 channels, 9.5 ms against 1.2 ms (a contiguous slice copy: 0.35 ms)."""
-        val = source.meta.get("val") if source is not None else None
-        rank = val.dim() if isinstance(val, torch.Tensor) else None
+        (the features of a Linear, channels-last tensors) it copies element by element, several
+        times slower than ``gather`` with a broadcast index, which copies the same elements
+        (``benchmarks/gather.py``, ``benchmarks/results/gather.md``). Inner runs longer than one
+        element keep ``index_select``, which is faster there."""
+        rank = _rank(source)
         if rank is None or dim != rank - 1:
             return self.call(aten.index_select.default, (new, dim, self.index(idx)))
         shaped = self.index(idx, rank)
         sizes = [self.call(aten.sym_size.int, (new, d)) for d in range(dim)] + [len(idx)]
         index = self.call(aten.expand.default, (shaped, sizes))
         return self.call(aten.gather.default, (new, dim, index))
-
-    def _rank(self, source: fx.Node | None) -> int:
-        val = source.meta.get("val") if source is not None else None
-        if isinstance(val, torch.Tensor):
-            return val.dim()
-        raise RuntimeError("cannot pad a tensor of unknown rank")
 
     def cover(self, node: fx.Node, layout: np.ndarray, need: np.ndarray) -> np.ndarray:
         """A layout holding at least ``need``: ``layout`` itself when it already does."""
@@ -226,6 +222,12 @@ class Rewriter:
         """Copy an op unchanged, giving it its tracked inputs at full width."""
         new = self.graph.node_copy(node, lambda a: self.full(a))
         self.set(node, new, None)
+
+
+def _rank(source: fx.Node | None) -> int | None:
+    """The rank of an original node's value, where its capture recorded one."""
+    val = source.meta.get("val") if source is not None else None
+    return val.dim() if isinstance(val, torch.Tensor) else None
 
 
 def rewrite(analysis: ChannelAnalysis, live: Liveness, policy) -> RewriteResult:
