@@ -1,11 +1,12 @@
 """CPU latency of chanprune exports against the copy-free limit and apple-upscale.
 
     python benchmarks/latency.py [--models ...] [--amounts 0.25 0.5] [--batches 1 8]
-                                 [--reps 15] [--threads 2] [--size 224] [--out benchmarks/results]
+                                 [--reps 20] [--threads 2] [--size 224] [--out benchmarks/results]
     python benchmarks/latency.py --quick      # smoke test: 2 models, 64x64, 3 reps
 
 For each torchvision model (random init, eval, ``torch.manual_seed(0)``), amount and batch
-size it times these contenders, interleaved in a per-round shuffled order:
+size it times these contenders, interleaved in a per-round shuffled order that keeps the
+contenders of each reported ratio adjacent (``GROUPS``):
 
 - ``unpruned``: the model itself;
 - ``constrained``: constrained masks (coupled layers pruned together), baseline export;
@@ -23,7 +24,10 @@ size it times these contenders, interleaved in a per-round shuffled order:
 
 Every ratio in the report is paired: the median over rounds of the two contenders' times in
 the same round, so a machine that speeds up or slows down between rounds (shared VMs swing by
-20-40%) moves both sides of each ratio alike. Medians of the raw times are reported as well.
+20-40%) moves both sides of each ratio alike; the contenders of a ratio run next to each other
+(a slow spell on a shared VM lasts seconds). Medians of the raw times are reported as well,
+and reorder/ideal with its distribution-free 95% interval (``timing.median_ci``), so a worst
+cell can be told from noise.
 
 Writes ``<out>/latency.md``, ``<out>/latency.png`` and ``<out>/latency.json`` (raw numbers).
 The markdown is rewritten after every model, labelled PARTIAL until the run completes.
@@ -37,7 +41,6 @@ import datetime
 import json
 import os
 import platform
-import random
 import shlex
 import statistics
 import sys
@@ -50,6 +53,7 @@ import torchvision
 
 import chanprune
 import chanprune.deploy
+from chanprune.timing import median_ci, round_order
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _upscale_shim
@@ -77,6 +81,12 @@ CONTENDERS = [
     "ideal_upm",
 ]
 ORT = ["ort_unpruned", "ort_baseline", "ort_reorder"]  # ONNX Runtime runs of the same modules
+# contenders a reported ratio pairs: each group runs adjacent in every round (timing.round_order)
+GROUPS = [
+    ("baseline", "reorder", "ideal"),
+    ("upscale", "upscale_base", "reorder_upm", "baseline_upm", "ideal_upm"),
+    ("ort_baseline", "ort_reorder"),
+]
 WARMUP = 3
 
 
@@ -114,17 +124,17 @@ def _fmt(v, spec=".2f", none="—"):
 
 def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict[str, list[float]]:
     """Wall times (ms) per contender and round: warm-up, then ``reps`` interleaved rounds in
-    an order shuffled per round with ``random.Random(round)``."""
+    the order ``round_order(groups, round)``: groups shuffled, each kept adjacent."""
     names = list(contenders)
+    groups = [[n for n in g if n in contenders] for g in GROUPS]
+    groups += [[n] for n in names if not any(n in g for g in GROUPS)]
     times = {n: [] for n in names}
     with torch.inference_mode():
         for n in names:
             for _ in range(WARMUP):
                 contenders[n](x)
         for r in range(reps):
-            order = names[:]
-            random.Random(r).shuffle(order)
-            for n in order:
+            for n in round_order(groups, r):
                 t0 = time.perf_counter()
                 contenders[n](x)
                 times[n].append((time.perf_counter() - t0) * 1e3)
@@ -276,6 +286,18 @@ def _paired(row: dict, b: str):
     return ratio
 
 
+def _paired_ci(row: dict, b: str, x: str, y: str) -> tuple[float, float] | None:
+    """95% interval of the paired median ratio x/y (``timing.median_ci``); None without rounds."""
+    rounds = row.get("rounds", {}).get(b) or {}
+    if x not in rounds or y not in rounds:
+        return None
+    return median_ci([a / c for a, c in zip(rounds[x], rounds[y], strict=True)])
+
+
+def _fmt_ci(ci) -> str:
+    return "—" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
+
+
 def _speedup_table(results: list, batches: list[str]) -> list[str]:
     """Speed-up of reorder over baseline, chanprune vs apple-upscale, and over which baseline.
 
@@ -371,7 +393,8 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
     L.append(f"- command: `{cmdline}`")
     L.append(
         f"- input {args.size}x{args.size}; warm-up {WARMUP}, then {args.reps} interleaved rounds "
-        f"(order shuffled per round with random.Random(round)); median per contender, ms; "
+        "(order per round: timing.round_order(GROUPS, round), the contenders of each ratio "
+        "adjacent); median per contender, ms; "
         "every ratio is paired: the median over rounds of the two times in the same round; "
         "torch.inference_mode"
     )
@@ -398,11 +421,12 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
         L.append("")
         L.append(
             "| model | amount | unpruned | constrained | baseline | reorder | ideal | upscale | "
-            "upscale base | reorder/ideal | baseline/reorder | upscale base/upscale "
+            "upscale base | reorder/ideal | reorder/ideal 95% CI | baseline/reorder "
+            "| upscale base/upscale "
             "| ort unpruned | ort baseline | ort reorder | ort baseline/reorder "
             "| reorder of upscale's masks | upscale/reorder, same masks |"
         )
-        L.append("|---|---|" + "---:|" * 16)
+        L.append("|---|---|" + "---:|" * 17)
         for res in results:
             for amount, row in res["amounts"].items():
                 lat = row["latency"].get(b, {})
@@ -420,12 +444,15 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
                     r("baseline", "reorder"),
                     r("upscale_base", "upscale"),
                 )
-                summary.setdefault((b, amount), []).append((res["model"], r_ideal, r_base, r_up))
+                ci = _paired_ci(row, b, "reorder", "ideal")
+                summary.setdefault((b, amount), []).append(
+                    (res["model"], r_ideal, r_base, r_up, ci)
+                )
                 L.append(
                     f"| {res['model']} | {amount} | "
                     + " | ".join(cells)
-                    + " | "
-                    + " | ".join(_fmt(v, ".3f") for v in (r_ideal, r_base, r_up))
+                    + f" | {_fmt(r_ideal, '.3f')} | {_fmt_ci(ci)} | "
+                    + " | ".join(_fmt(v, ".3f") for v in (r_base, r_up))
                     + " | "
                     + " | ".join(_fmt(lat.get(c)) for c in ORT)
                     + f" | {_fmt(r('ort_baseline', 'ort_reorder'), '.3f')}"
@@ -436,14 +463,16 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
         for (bb, amount), vals in summary.items():
             if bb != b:
                 continue
-            ri = [(m, v) for m, v, _, _ in vals if v is not None]
-            rb = [(m, v) for m, _, v, _ in vals if v is not None]
+            ri = [(m, v, ci) for m, v, _, _, ci in vals if v is not None]
+            rb = [(m, v) for m, _, v, _, _ in vals if v is not None]
             if ri:
                 worst = max(ri, key=lambda t: t[1])
+                above = [m for m, _, ci in ri if ci and ci[0] > 1.10]
                 L.append(
                     f"**Summary batch {b}, amount {amount}:** median over models of reorder/ideal "
-                    f"= {statistics.median(v for _, v in ri):.3f} "
-                    f"(worst {worst[1]:.3f}, {worst[0]}); "
+                    f"= {statistics.median(v for _, v, _ in ri):.3f} "
+                    f"(worst {worst[1]:.3f}, {worst[0]}, 95% CI {_fmt_ci(worst[2])}; "
+                    f"cells whose whole interval lies above 1.10: {', '.join(above) or 'none'}); "
                     f"median baseline/reorder = {statistics.median(v for _, v in rb):.3f} "
                     f"(min {min(v for _, v in rb):.3f}, max {max(v for _, v in rb):.3f})"
                 )
@@ -567,7 +596,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--amounts", nargs="+", type=float, default=[0.25, 0.5])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--out", default="benchmarks/results")
