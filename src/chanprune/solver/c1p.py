@@ -138,6 +138,14 @@ class ConstrainedFamily:
         self.sets.append(members)
         return True
 
+    def fits(self, members: Sequence[int]) -> bool:
+        """Whether ``members`` could be added; the family is left as it was either way."""
+        if not self.add(members):
+            return False
+        self.sets.pop()
+        self._rebuild()
+        return True
+
     def order(self) -> list[int]:
         """A frontier honouring every direction; free choices follow the element numbering.
 

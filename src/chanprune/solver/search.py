@@ -19,6 +19,12 @@ every conflict must lose at least one member.
   is feasible. Any feasible drop set must hit every conflict found, and each member's charges
   never exceed its weight, so the sum of the ``d`` is a lower bound. The removed sets are also a
   feasible drop set, which often improves the upper bound.
+* Reduction (:meth:`_BranchAndBound.reduce`), before the search: a set heavier than the
+  greedy solution's whole cost is kept by every optimal solution (dropping it alone costs
+  more), so these *core* sets are forced; any other set that does not fit with the core alone
+  is dropped by every optimal solution, so its full weight is certain. A concatenation's block
+  sets are such a core, and a DenseNet layer reading part of three or more of its inputs such
+  a certain drop: the search and its bound then work on what is left, which is small.
 * Branch and bound (:meth:`_BranchAndBound.explore`): take the first conflict of the bound;
   branch i drops its i-th free member and keeps (forces) members 1..i-1, so no drop set is
   visited twice; prune when cost so far + bound >= best. Forced sets count as infinitely
@@ -134,16 +140,36 @@ class _BranchAndBound:
         self.root_bound = 0.0
         self._root_done = False
         self._partial = 0.0  # bound accumulated so far by the running bound() call
+        self._base = 0.0  # weight of the drops every optimal solution makes (reduce)
+        self._base_count = 0
 
     def run(self) -> bool:
         """Search until done (True) or out of time (False)."""
         try:
-            self.explore([], frozenset(), 0.0)
+            core, certain = self.reduce()
+            self.explore(certain, core, self._base)
         except _Timeout:
-            if not self._root_done:
-                self.root_bound = self._partial  # the root bound was cut short: use its part
+            if not self._root_done:  # the root bound was cut short: use its part
+                self.root_bound = self._base + self._partial
             return False
         return True
+
+    def reduce(self) -> tuple[frozenset[int], list[int]]:
+        """(core, certain drops): see the module docstring. Sound because an optimal solution
+        costs at most the greedy one, so it never drops a set weighing more than that. Not
+        counted against ``max_work``: like greedy it is one pass over the sets."""
+        limit = self.best_cost - _tolerance(self.best_cost)
+        core = [i for i in self.items if self.weights[i] > limit]
+        if not core:
+            return frozenset(), []
+        family = self._family()  # unbudgeted, like greedy: one PQ-tree operation per set
+        for i in core:
+            if not family.add(self.sets[i]):  # cannot happen: the greedy solution keeps them
+                return frozenset(), []
+        certain = [i for i in self.items if i not in core and not family.fits(self.sets[i])]
+        self._base = sum(self.weights[i] for i in certain)
+        self._base_count = len(certain)
+        return frozenset(core), certain
 
     def offer(self, drop: Sequence[int], cost: float) -> None:
         """Record a feasible drop set if it is cheaper than the best one."""
@@ -154,14 +180,14 @@ class _BranchAndBound:
     def explore(self, dropped: list[int], forced: frozenset[int], cost: float) -> None:
         """Search below the node that drops ``dropped`` and must keep ``forced``."""
         self._tick()
-        if len(dropped) > _MAX_DEPTH:
+        if len(dropped) - self._base_count > _MAX_DEPTH:
             raise _Timeout  # give up as if out of time: the result is then a heuristic one
         gone = set(dropped)
         remaining = [i for i in self.items if i in forced]
         remaining += [i for i in self.items if i not in forced and i not in gone]
         bound, first, spare = self.bound(remaining, forced)
         if not self._root_done:
-            self.root_bound, self._root_done = bound, True
+            self.root_bound, self._root_done = cost + bound, True
         if first is None:
             self.offer(dropped, cost)
             return
