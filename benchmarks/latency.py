@@ -141,7 +141,7 @@ def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict[str, list[floa
     return times
 
 
-def gather_ms(module: torch.fx.GraphModule, x: torch.Tensor, reps: int) -> float | None:
+def gather_ms(module: torch.fx.GraphModule, x: torch.Tensor, reps: int) -> float:
     """Median ms of replaying, alone, every gather of ``module``'s forward on ``x``.
 
     Why: the ideal differs from the reorder export by these gathers (and by strided slices past

@@ -37,9 +37,7 @@ def measure_latency(
             for _ in range(warmup):
                 contenders[n](*inputs)
         for r in range(max(runs, 1)):
-            order = names[:]
-            random.Random(r).shuffle(order)
-            for n in order:
+            for n in round_order([[n] for n in names], r):
                 t0 = time.perf_counter()
                 contenders[n](*inputs)
                 times[n].append((time.perf_counter() - t0) * 1e3)

@@ -158,14 +158,14 @@ class _BranchAndBound:
         """(core, certain drops): see the module docstring. Sound because an optimal solution
         costs at most the greedy one, so it never drops a set weighing more than that. Not
         counted against ``max_work``: like greedy it is one pass over the sets."""
-        limit = self.best_cost - _tolerance(self.best_cost)
+        limit = self.best_cost + _tolerance(self.best_cost)  # a tie may be dropped: not core
         core = [i for i in self.items if self.weights[i] > limit]
         if not core:
             return frozenset(), []
         family = self._family()  # unbudgeted, like greedy: one PQ-tree operation per set
         for i in core:
-            if not family.add(self.sets[i]):  # cannot happen: the greedy solution keeps them
-                return frozenset(), []
+            fits = family.add(self.sets[i])
+            assert fits, "the greedy solution keeps every core set, so they fit together"
         certain = [i for i in self.items if i not in core and not family.fits(self.sets[i])]
         self._base = sum(self.weights[i] for i in certain)
         self._base_count = len(certain)
