@@ -53,6 +53,7 @@ import torchvision
 
 import chanprune
 import chanprune.deploy
+from chanprune.rewrite import gather_rows
 from chanprune.timing import median_ci, round_order
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -148,7 +149,7 @@ def gather_ms(module: torch.fx.GraphModule, x: torch.Tensor, reps: int) -> float
     batch 1), so ``1 + gather_ms / ideal`` is what reorder/ideal would be if copies cost only
     their own time: the share of the gap that no layout removes where the plan is minimal."""
     aten = torch.ops.aten
-    kinds = (aten.index_select.default, aten.gather.default)
+    kinds = (aten.index_select.default, aten.gather.default, gather_rows)
     calls = []
 
     class Recorder(torch.fx.Interpreter):

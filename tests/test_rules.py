@@ -636,3 +636,60 @@ def test_a_last_dimension_gather_is_a_broadcast_gather_and_any_batch_works(metho
     ideal = chanprune.ideal(pruned)
     assert all(n.target is not torch.ops.aten.gather.default for n in ideal.graph.nodes)
     assert ideal(x7).shape == (7, 5, 3)
+
+
+class ConvFan(nn.Module):
+    """TokenFan's reads on NCHW feature maps: the gathers run along dim 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 1)
+        self.a, self.b, self.c = nn.Conv2d(12, 3, 1), nn.Conv2d(12, 3, 1), nn.Conv2d(12, 3, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return self.a(y) + self.b(y) + self.c(y)
+
+
+@pytest.mark.parametrize("min_bytes", [0, None])
+def test_a_large_channel_read_copies_rows_and_any_batch_works(monkeypatch, min_bytes):
+    """A read copying at least ROWS_MIN_BYTES per sample becomes ``gather_rows`` (index_select
+    along dim 0 of the flattened map, faster there); a smaller one keeps ``index_select``. Both
+    are exact at any batch size, the ideal drops both, and ``torch.export`` traces both."""
+    from chanprune import rewrite
+    from chanprune.saving import to_program
+
+    if min_bytes is not None:
+        monkeypatch.setattr(rewrite, "ROWS_MIN_BYTES", min_bytes)
+    model = ConvFan().eval()
+    x = torch.randn(1, 3, 6, 6)
+    reads = {"a.weight": [0, 2, 4, 6], "b.weight": [2, 4, 8], "c.weight": [0, 4, 6, 8, 10]}
+    with torch.no_grad():  # no order makes all three contiguous
+        for name, keep in reads.items():
+            w = model.get_parameter(name)
+            w[:, [i for i in range(12) if i not in keep]] = 0
+    pruned, _ = prune_and_check(model, x, method="reorder")
+    targets = [n.target for n in pruned.graph.nodes if n.op == "call_function"]
+    assert pruned.chanprune_copies
+    rows = rewrite.gather_rows in targets
+    assert rows == (min_bytes == 0)
+    assert (torch.ops.aten.index_select.default in targets) == (not rows)
+    with torch.no_grad():
+        x5 = torch.randn(5, 3, 6, 6)
+        assert torch.allclose(pruned(x5), model(x5), atol=1e-5)
+        program = to_program(pruned, x)
+        assert torch.allclose(program.module()(x5), model(x5), atol=1e-5)
+    ideal = chanprune.ideal(pruned)
+    kinds = {n.target for n in ideal.graph.nodes}
+    assert rewrite.gather_rows not in kinds and torch.ops.aten.index_select.default not in kinds
+    assert ideal(x5).shape == (5, 3, 6, 6)
+
+
+def test_gather_rows_equals_index_select():
+    from chanprune.rewrite import gather_rows
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(1, 7, 3), (4, 9, 2, 5), (3, 5, 1, 1, 2)]:
+        x = torch.randn(shape, generator=g)
+        idx = torch.randperm(shape[1], generator=g)[: shape[1] - 2]  # unsorted on purpose
+        assert torch.equal(gather_rows(x, idx), x.index_select(1, idx))

@@ -1,8 +1,9 @@
 """The "ideal" reference: the pruned model's layer sizes with every run-time copy removed.
 
-Each gather (``index_select`` or ``gather``) in an exported module, each pad-and-gather and each
-slice the exporter emitted to read a subset of channels becomes a *prefix view*: the first
-elements of the source's storage seen as a contiguous tensor of the read's shape. So the model
+Each gather (``index_select``, ``gather`` or ``gather_rows``) in an exported module, each
+pad-and-gather and each slice the exporter emitted to read a subset of channels becomes a
+*prefix view*: the first elements of the source's storage seen as a contiguous tensor of the
+read's shape. So the model
 keeps exactly the pruned channel counts and copies nothing at any batch size. A plain channel
 slice would not do: past batch 1 it is strided, and a convolution copies a strided input to a
 contiguous one before it runs (``aten::contiguous`` inside ``mkldnn_convolution``). Its numbers
@@ -18,7 +19,7 @@ import math
 import torch
 from torch import fx
 
-from .rewrite import READ_VIEW
+from .rewrite import READ_VIEW, gather_rows
 
 aten = torch.ops.aten
 
@@ -37,6 +38,9 @@ def ideal(exported: fx.GraphModule) -> fx.GraphModule:
             k = int(_index(gm, idx).numel())
             if src.op == "call_function" and src.target is aten.constant_pad_nd.default:
                 src = src.args[0]
+        elif node.target is gather_rows:  # channels (dim 1) copied as rows
+            src, idx = node.args
+            dim, k = 1, int(_index(gm, idx).numel())
         elif node.target is aten.slice.Tensor and node.meta.get(READ_VIEW):
             src, dim, start, end = node.args[:4]
             k = end - start
