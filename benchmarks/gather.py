@@ -95,7 +95,8 @@ def measure(reps: int) -> list[dict]:
                     times[name].append(time.perf_counter() - t)
         med = {n: statistics.median(v) * 1e6 for n, v in times.items()}
         inner = x[(0,) * (dim + 1)].numel() if dim + 1 < x.dim() else 1
-        rows.append(dict(shape=shape, dim=dim, inner=inner, k=len(idx), us=med))
+        per_sample = x[0].numel() // c * len(idx) * x.element_size()  # the read's output
+        rows.append(dict(shape=shape, dim=dim, inner=inner, k=len(idx), bytes=per_sample, us=med))
     return rows
 
 
@@ -124,7 +125,7 @@ def main() -> None:
         us = r["us"]
         rows_us = f"{us['rows']:.0f}" if "rows" in us else ""
         ratio = f"{us['rows'] / us['index_select']:.2f}" if "rows" in us else ""
-        per_sample = r["k"] * r["inner"] * 4
+        per_sample = r["bytes"]
         L.append(
             f"| {'x'.join(map(str, r['shape']))} | {r['dim']} | {r['inner']} | {r['k']} "
             f"| {per_sample:,} | {us['index_select']:.0f} | {us['gather']:.0f} | {rows_us} "

@@ -381,11 +381,11 @@ def _speedup_table(results: list, batches: list[str]) -> list[str]:
 
     The two exporters' baselines differ: on the same masks, with the same gathers,
     apple-upscale's baseline is slower than chanprune's (it gathers by advanced indexing with a
-    Python list, chanprune by index_select or gather), which inflates its own ratio. So besides each
-    one's own ratio the table gives that baseline gap, the ceiling of chanprune's own ratio
-    (baseline/ideal: no export of these sizes copies less than none), both reorder exports
-    against one common baseline, apple-upscale's, on apple-upscale's masks, and both against
-    the copy-free ideal of those masks.
+    Python list, chanprune by index_select, gather or gather_rows), which inflates its own
+    ratio. So besides each one's own ratio the table gives that baseline gap, the ceiling of
+    chanprune's own ratio (baseline/ideal: no export of these sizes copies less than none),
+    both reorder exports against one common baseline, apple-upscale's, on apple-upscale's
+    masks, and both against the copy-free ideal of those masks.
     """
     L = [
         "## Speed-up of reorder over baseline: own baselines, and one common baseline",
