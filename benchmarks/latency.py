@@ -41,6 +41,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import sys
@@ -125,21 +126,37 @@ def _fmt(v, spec=".2f", none="—"):
 
 def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict[str, list[float]]:
     """Wall times (ms) per contender and round: warm-up, then ``reps`` interleaved rounds in
-    the order ``round_order(groups, round)``: groups shuffled, each kept adjacent."""
+    the order ``round_order(groups, round)``: groups shuffled, each kept adjacent. The minor
+    page faults of each call go to ``FAULTS`` (see :func:`_faults`)."""
     names = list(contenders)
     groups = [[n for n in g if n in contenders] for g in GROUPS]
     groups += [[n] for n in names if not any(n in g for g in GROUPS)]
     times = {n: [] for n in names}
+    FAULTS.clear()
+    FAULTS.update({n: [] for n in names})
     with torch.inference_mode():
         for n in names:
             for _ in range(WARMUP):
                 contenders[n](x)
         for r in range(reps):
             for n in round_order(groups, r):
+                f0 = _faults()
                 t0 = time.perf_counter()
                 contenders[n](x)
                 times[n].append((time.perf_counter() - t0) * 1e3)
+                FAULTS[n].append(_faults() - f0)
     return times
+
+
+FAULTS: dict[str, list[int]] = {}  # per contender, minor page faults per call (last measure)
+
+
+def _faults() -> int:
+    """Minor page faults of this process so far. Why: glibc returns freed memory of large
+    buffers to the kernel, and a forward that allocates more fresh buffers (an export's gather
+    outputs) pays a zeroed page per 4 KiB touched; on this VM that is part of a gap to the
+    ideal that the gathers' own copy time does not explain (docs/design.md)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def gather_ms(module: torch.fx.GraphModule, x: torch.Tensor, reps: int) -> float:
@@ -289,6 +306,9 @@ def bench_model(name: str, args) -> dict:
             t0 = time.perf_counter()
             rounds = measure({c: mods[c] for c in order}, xb, args.reps)
             row["rounds"][str(b)] = rounds
+            row.setdefault("faults", {})[str(b)] = {
+                c: statistics.median(f) for c, f in FAULTS.items()
+            }
             row["latency"][str(b)] = lat = {c: statistics.median(t) for c, t in rounds.items()}
             if "reorder" in mods:
                 row.setdefault("gathers_ms", {})[str(b)] = _safe(
@@ -335,13 +355,20 @@ def _gather_bound(row: dict, b: str) -> float | None:
     return None if g is None or not ideal else 1 + g / ideal
 
 
+def _fault_note(f: dict) -> str:
+    """Median minor page faults per forward, reorder against ideal, where measured."""
+    if "reorder" not in f or "ideal" not in f:
+        return ""
+    return f"; page faults per forward {f['reorder']:,.0f} against the ideal's {f['ideal']:,.0f}"
+
+
 def _fmt_ci(ci) -> str:
     return "—" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
 def _overall(results: list, batches: list[str]) -> list[str]:
     """The issue's latency targets over the whole benchmark set (every model, amount, batch)."""
-    cells = []
+    cells, faults = [], {}
     for b in batches:
         for res in results:
             for amount, row in res["amounts"].items():
@@ -349,6 +376,7 @@ def _overall(results: list, batches: list[str]) -> list[str]:
                 if v is not None:
                     ci = _paired_ci(row, b, "reorder", "ideal")
                     cells.append((v, ci, _gather_bound(row, b), res["model"], amount, b))
+                    faults[(res["model"], amount, b)] = row.get("faults", {}).get(b, {})
     if not cells:
         return []
     over = sorted((c for c in cells if c[0] > 1.10), reverse=True)
@@ -360,7 +388,8 @@ def _overall(results: list, batches: list[str]) -> list[str]:
         "- cells above 1.10 (target: none): "
         + (
             "; ".join(
-                f"{m} @{a} b{b} {v:.3f} (95% CI {_fmt_ci(ci)}; 1 + gathers/ideal {_fmt(g, '.3f')})"
+                f"{m} @{a} b{b} {v:.3f} (95% CI {_fmt_ci(ci)}; 1 + gathers/ideal {_fmt(g, '.3f')}"
+                f"{_fault_note(faults.get((m, a, b), {}))})"
                 for v, ci, g, m, a, b in over
             )
             if over
@@ -469,6 +498,11 @@ def write_report(results: list, args, cmdline: str, done: bool, started: float) 
         f"wall time {(time.time() - started) / 60:.1f} min"
     )
     L.append(f"- command: `{cmdline}`")
+    tuned = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    L.append(
+        "- allocator: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(tuned.items())) or "glibc defaults")
+    )
     L.append(
         f"- input {args.size}x{args.size}; warm-up {WARMUP}, then {args.reps} interleaved rounds "
         "(order per round: timing.round_order(GROUPS, round), the contenders of each ratio "
