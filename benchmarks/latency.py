@@ -152,10 +152,11 @@ FAULTS: dict[str, list[int]] = {}  # per contender, minor page faults per call (
 
 
 def _faults() -> int:
-    """Minor page faults of this process so far. Why: glibc returns freed memory of large
-    buffers to the kernel, and a forward that allocates more fresh buffers (an export's gather
-    outputs) pays a zeroed page per 4 KiB touched; on this VM that is part of a gap to the
-    ideal that the gathers' own copy time does not explain (docs/design.md)."""
+    """Minor page faults of this process so far. Why: under glibc's defaults freed large
+    buffers go back to the kernel, so every forward pays freshly zeroed pages again (about
+    20,000 per DenseNet-121 forward at batch 8 here), a cost and a source of noise shared by
+    all contenders; counting them tells whether a gap to the ideal comes from there
+    (docs/design.md)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
