@@ -3,12 +3,11 @@
 Each gather (``index_select``, ``gather`` or ``gather_rows``) in an exported module, each
 pad-and-gather and each slice the exporter emitted to read a subset of channels becomes a
 *prefix view*: the first elements of the source's storage seen as a contiguous tensor of the
-read's shape. So the model
-keeps exactly the pruned channel counts and copies nothing at any batch size. A plain channel
-slice would not do: past batch 1 it is strided, and a convolution copies a strided input to a
-contiguous one before it runs (``aten::contiguous`` inside ``mkldnn_convolution``). Its numbers
-are meaningless; its latency is the physical limit a copy-free export of the same masks could
-reach.
+read's shape. So the model keeps exactly the pruned channel counts and copies nothing at any
+batch size. A plain channel slice would not do: past batch 1 it is strided, and a convolution
+copies a strided input to a contiguous one before it runs (``aten::contiguous`` inside
+``mkldnn_convolution``). Its numbers are meaningless; its latency is the physical limit a
+copy-free export of the same masks could reach.
 """
 
 from __future__ import annotations

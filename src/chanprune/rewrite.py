@@ -224,8 +224,8 @@ class Rewriter:
         """Whether :func:`gather_rows` beats ``index_select``: the source is contiguous and the
         read copies at least ``ROWS_MIN_BYTES`` per sample. Below that its extra small ops (the
         row index, the reshapes) cost about what the faster copy saves
-        (``benchmarks/results/gather.md``: batch 8 gains from 75 KB, batch 1 breaks even near
-        600 KB and loses a few microseconds at 150 KB)."""
+        (``benchmarks/results/gather.md``: at batch 8 it gains from 150 KB and loses at 75 KB;
+        at batch 1 it gains from 600 KB and loses a few microseconds at 150 KB)."""
         val = source.meta.get("val") if source is not None else None
         if not isinstance(val, torch.Tensor) or not val.is_contiguous():
             return False
@@ -248,7 +248,8 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
     Why: ``index_select`` along dim 0 of a contiguous tensor copies each row in one block, in
     parallel, while along dim 1 it walks the batch in an inner loop; for large feature maps the
-    rows form is 1.2-1.7x faster past batch 1, close to a plain copy (``benchmarks/gather.py``).
+    rows form takes 0.53-0.95 of its time at batch 8, close to a plain copy
+    (``benchmarks/gather.py``).
     Building the row index costs a few small ops, so the exporter uses it only for large reads,
     and at batch 1 the channel index is the row index. (``guard_or_false`` keeps that shortcut
     out of a ``torch.export`` trace, which must hold for every batch size.)"""
