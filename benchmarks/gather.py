@@ -125,10 +125,9 @@ def main() -> None:
         us = r["us"]
         rows_us = f"{us['rows']:.0f}" if "rows" in us else ""
         ratio = f"{us['rows'] / us['index_select']:.2f}" if "rows" in us else ""
-        per_sample = r["bytes"]
         L.append(
             f"| {'x'.join(map(str, r['shape']))} | {r['dim']} | {r['inner']} | {r['k']} "
-            f"| {per_sample:,} | {us['index_select']:.0f} | {us['gather']:.0f} | {rows_us} "
+            f"| {r['bytes']:,} | {us['index_select']:.0f} | {us['gather']:.0f} | {rows_us} "
             f"| {us['slice copy']:.0f} | {us['index_select'] / us['gather']:.2f} | {ratio} |"
         )
     os.makedirs(a.out, exist_ok=True)

@@ -124,16 +124,15 @@ def _fmt(v, spec=".2f", none="—"):
     return format(v, spec)
 
 
-def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict[str, list[float]]:
-    """Wall times (ms) per contender and round: warm-up, then ``reps`` interleaved rounds in
-    the order ``round_order(groups, round)``: groups shuffled, each kept adjacent. The minor
-    page faults of each call go to ``FAULTS`` (see :func:`_faults`)."""
+def measure(contenders: dict, x: torch.Tensor, reps: int) -> tuple[dict, dict]:
+    """(wall times in ms, minor page faults) per contender and round: warm-up, then ``reps``
+    interleaved rounds in the order ``round_order(groups, round)``: groups shuffled, each kept
+    adjacent. Faults: see :func:`_faults`."""
     names = list(contenders)
     groups = [[n for n in g if n in contenders] for g in GROUPS]
     groups += [[n] for n in names if not any(n in g for g in GROUPS)]
     times = {n: [] for n in names}
-    FAULTS.clear()
-    FAULTS.update({n: [] for n in names})
+    faults = {n: [] for n in names}
     with torch.inference_mode():
         for n in names:
             for _ in range(WARMUP):
@@ -144,11 +143,8 @@ def measure(contenders: dict, x: torch.Tensor, reps: int) -> dict[str, list[floa
                 t0 = time.perf_counter()
                 contenders[n](x)
                 times[n].append((time.perf_counter() - t0) * 1e3)
-                FAULTS[n].append(_faults() - f0)
-    return times
-
-
-FAULTS: dict[str, list[int]] = {}  # per contender, minor page faults per call (last measure)
+                faults[n].append(_faults() - f0)
+    return times, faults
 
 
 def _faults() -> int:
@@ -305,10 +301,10 @@ def bench_model(name: str, args) -> dict:
         for b in args.batches:
             xb = torch.randn(b, 3, args.size, args.size)
             t0 = time.perf_counter()
-            rounds = measure({c: mods[c] for c in order}, xb, args.reps)
+            rounds, faults = measure({c: mods[c] for c in order}, xb, args.reps)
             row["rounds"][str(b)] = rounds
             row.setdefault("faults", {})[str(b)] = {
-                c: statistics.median(f) for c, f in FAULTS.items()
+                c: statistics.median(f) for c, f in faults.items()
             }
             row["latency"][str(b)] = lat = {c: statistics.median(t) for c, t in rounds.items()}
             if "reorder" in mods:
