@@ -107,3 +107,55 @@ def test_exact_search_matches_subset_enumeration(seed):
     plan = solve_layout(problem, time_limit=10.0)
     check_plan(problem, plan)
     assert plan.optimal and math.isclose(plan.cost, best, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(instances)
+def test_the_search_pools_only_true_conflicts_and_feasible_families(instance):
+    n, sets, weights = instance
+    weights = weights[: len(sets)]
+    search = _search(n, sets, weights)
+    search.offer(list(search.items), sum(weights))  # the trivial upper bound: drop everything
+    assert search.run()
+    assert math.isclose(search.best_cost, _optimum(n, sets, weights), abs_tol=1e-9)
+    for bits, found in search._conflicts:
+        assert bits == search._mask(found)
+        assert not valid_orders(range(n), [sets[i] for i in found])
+    for bits in search._feasible:
+        members = [i for i in search.items if bits >> search.place[i] & 1]
+        assert valid_orders(range(n), [sets[i] for i in members])
+
+
+def _medium_instance(seed):
+    rng = random.Random(seed)
+    n, m = 24, 10
+    hidden = rng.sample(range(n), n)
+    sets = []
+    for _ in range(m):
+        if rng.random() < 0.6:
+            a, b = sorted(rng.sample(range(n + 1), 2))
+            sets.append(sorted(hidden[a : max(b, a + 2)]))
+        else:
+            sets.append(sorted(rng.sample(range(n), rng.randint(2, n - 2))))
+    return n, sets, [rng.uniform(0.5, 3) for _ in range(m)]
+
+
+def test_known_conflicts_save_pq_tree_work_below_the_root(monkeypatch):
+    """The pools change how much work the search does, never its answer."""
+
+    def solve(n, sets, weights):
+        search = _search(n, sets, weights)
+        calls = []
+        fits = search._fits
+        search._fits = lambda family, i: calls.append(i) or fits(family, i)
+        _, dropped = greedy(n, (), sets, search.items)
+        search.offer(dropped, sum(weights[i] for i in dropped))
+        assert search.run()
+        return search.best_cost, len(calls)
+
+    pooled = [solve(*_medium_instance(seed)) for seed in range(12)]
+    unpooled = lambda self, active: self.conflict(active)  # noqa: E731
+    monkeypatch.setattr(_BranchAndBound, "known_conflict", unpooled)
+    plain = [solve(*_medium_instance(seed)) for seed in range(12)]
+    assert [c for c, _ in pooled] == pytest.approx([c for c, _ in plain])
+    assert sum(w for _, w in pooled) < 0.8 * sum(w for _, w in plain)
