@@ -116,11 +116,16 @@ class Rewriter:
     def call(self, target: object, args: tuple, kwargs: dict | None = None) -> fx.Node:
         return self.graph.call_function(target, tuple(args), kwargs or {})
 
-    def put(self, qualified: str, tensor: torch.Tensor) -> fx.Node:
-        """A get_attr for a (possibly sliced) parameter, buffer or constant, under its own name."""
+    def put(self, qualified: str, tensor: torch.Tensor, fresh: bool = False) -> fx.Node:
+        """A get_attr for a (possibly sliced) parameter, buffer or constant, under its own name.
+
+        The tensor is copied so the result shares no memory with the model, unless the caller
+        vouches that it is ``fresh`` (a contiguous tensor it just made, e.g. by index_select)."""
         if qualified in self._attrs:
             raise RuntimeError(f"parameter {qualified} emitted twice")
-        tensor = tensor.detach().clone().contiguous()
+        tensor = tensor.detach()
+        if not (fresh and tensor.is_contiguous() and tensor._base is None):
+            tensor = tensor.clone().contiguous()
         if qualified in self.capture.parameter_names:
             tensor = torch.nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
         self.state[qualified] = tensor

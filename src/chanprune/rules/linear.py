@@ -70,12 +70,15 @@ class Dense(Rule):
         st.producers.append(Producer(node.name, wname, bname, out.ids, first, where))
         st.axes[node.name] = out
 
-    def _nonzero(self, node: fx.Node, lv) -> torch.Tensor:
+    def _nonzero(self, node: fx.Node, lv) -> np.ndarray:
         """(out, in) mask of weight entries that are not all zero."""
         key = ("nz", node.name)
         if key not in lv.cache:
             w = lv.t(node.args[1])
-            lv.cache[key] = w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(-1).numpy()
+            w = w.reshape(w.shape[0], w.shape[1], -1)
+            # a 1x1 kernel or a linear needs no reduction over the kernel (a pass saved)
+            nz = w[..., 0].ne(0) if w.shape[2] == 1 else w.abs().amax(-1).ne(0)
+            lv.cache[key] = nz.numpy()
         return lv.cache[key]
 
     def zeros(self, node: fx.Node, lv) -> None:
@@ -85,7 +88,7 @@ class Dense(Rule):
             return GROUPED.zeros(node, lv)
         nz = self._nonzero(node, lv)
         zin = lv.zero_of(node.args[0]) if lv.axis(node.args[0]) is not None else None
-        live = nz if zin is None else nz[:, ~zin]
+        live = nz if zin is None else nz & ~zin  # columns of zero inputs do not count
         zero = ~live.any(1)
         b = lv.t(_bias(node))
         if b is not None:
@@ -122,10 +125,10 @@ class Dense(Rule):
             w = w.index_select(0, torch.from_numpy(out))
         wname = rw.capture.state_names[w_arg.name]
         args = list(node.args)
-        args[0], args[1] = xn, rw.put(wname, w)
+        args[0], args[1] = xn, rw.put(wname, w, fresh=True)
         if b_arg is not None:
             bias = lv.t(b_arg).index_select(0, torch.from_numpy(out))
-            args[2] = rw.put(rw.capture.state_names[b_arg.name], bias)
+            args[2] = rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
         rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), out)
 
 
