@@ -91,10 +91,13 @@ def _group(nodes: Sequence[Node]) -> Node | None:
 class _Pertinent:
     """The pertinent subtree of one reduction: its nodes bottom-up and their pertinent kids."""
 
-    __slots__ = ("details", "kids", "labels", "order", "root")
+    __slots__ = ("details", "kids", "labels", "n_leaves", "order", "root")
 
-    def __init__(self, order: list[Node], kids: dict[Node, list[Node]], root: Node) -> None:
-        self.order = order  # children before parents, ends with the pertinent root
+    def __init__(
+        self, order: list[Node], kids: dict[Node, list[Node]], root: Node, n_leaves: int
+    ) -> None:
+        self.order = order  # the leaves, then parents after children, ends with the root
+        self.n_leaves = n_leaves
         self.kids = kids  # node -> its pertinent children
         self.root = root  # the deepest node whose subtree holds every element of the set
         self.labels: dict[Node, int] = {}
@@ -143,36 +146,46 @@ class PQTree:
         and stopping at a parent already seen (its ancestors are recorded). Then count the
         set's leaves under each node from the bottom (a node is ready once all its pertinent
         children are): the first node whose count is the whole set is the pertinent root.
+        The leaves (at least two) come first in the order; the hot loops touch each leaf once.
         """
         kids: dict[Node, list[Node]] = {}
         for leaf in leaves:
-            node = leaf
-            while node.parent is not None:
-                seen = kids.get(node.parent)
-                kids.setdefault(node.parent, []).append(node)
-                if seen is not None:
+            node, parent = leaf, leaf.parent
+            while parent is not None:
+                siblings = kids.get(parent)
+                if siblings is not None:
+                    siblings.append(node)
                     break
-                node = node.parent
-        count = dict.fromkeys(leaves, 1)
-        done: dict[Node, int] = {}
-        queue, order = deque(leaves), []
+                kids[parent] = [node]
+                node, parent = parent, parent.parent
+        pending = {node: len(children) for node, children in kids.items()}
+        count: dict[Node, int] = {}
+        queue: deque[Node] = deque()
+        for leaf in leaves:
+            parent = leaf.parent
+            count[parent] = count.get(parent, 0) + 1
+            left = pending[parent] - 1
+            pending[parent] = left
+            if not left:
+                queue.append(parent)
+        order, total = list(leaves), len(leaves)
         while True:
             node = queue.popleft()
             order.append(node)
-            if count[node] == len(leaves):
-                return _Pertinent(order, kids, node)
+            here = count[node]
+            if here == total:
+                return _Pertinent(order, kids, node, total)
             parent = node.parent
-            count[parent] = count.get(parent, 0) + count[node]
-            done[parent] = done.get(parent, 0) + 1
-            if done[parent] == len(kids[parent]):
+            count[parent] = count.get(parent, 0) + here
+            left = pending[parent] - 1
+            pending[parent] = left
+            if not left:
                 queue.append(parent)
 
     def _classify(self, pert: _Pertinent) -> bool:
         """Label every pertinent node and check that its template applies (no changes)."""
-        for node in pert.order:
-            if node.kind == LEAF:
-                pert.labels[node] = _FULL
-                continue
+        pert.labels = dict.fromkeys(pert.order[: pert.n_leaves], _FULL)
+        for node in pert.order[pert.n_leaves :]:
             full, partial = pert.split(node)
             if len(full) == len(node.children):
                 pert.labels[node] = _FULL
@@ -195,7 +208,7 @@ class PQTree:
     def _apply(self, pert: _Pertinent) -> None:
         """Rewrite the pertinent subtree bottom-up with the templates chosen by _classify."""
         spliced: dict[Node, list[Node]] = {}  # partial non-root node -> its new child sequence
-        for node in pert.order:
+        for node in pert.order[pert.n_leaves :]:  # leaves are full: unchanged
             if pert.labels[node] == _FULL:
                 continue  # a full node is unchanged (a full root means nothing to do)
             if node is pert.root:

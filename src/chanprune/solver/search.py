@@ -11,8 +11,9 @@ every conflict must lose at least one member.
   family stays feasible, drop it otherwise. Always run; it gives the first upper bound.
 * Conflicts (:meth:`_BranchAndBound.conflict`): add sets one by one until the family fails;
   the failing set is in a conflict. Then repeatedly rebuild from the conflict found so far and
-  re-add the earlier sets, the first one that fails joins the conflict, until the conflict
-  alone fails. The result is a minimal conflict (every member is needed).
+  re-add the earlier sets, the first one that fails joins the conflict, until no earlier set
+  is left or the conflict alone fails. The result is a minimal conflict (every member is
+  needed).
 * Lower bound (:meth:`_BranchAndBound.bound`, local ratio): find a conflict, charge its
   smallest residual weight ``d`` to the bound and subtract ``d`` from all its members, remove
   members whose residual hit zero and look for the next conflict among the rest, until the rest
@@ -276,7 +277,9 @@ class _BranchAndBound:
                 break
         else:
             return None
-        while True:
+        while True:  # invariant: found + candidates is infeasible, each of found is needed
+            if not candidates:
+                return found
             family = self._family()
             if not all(self._fits(family, i) for i in found):
                 return found
