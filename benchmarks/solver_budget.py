@@ -1,6 +1,6 @@
 """What the layout solver's work budget buys: proofs, bytes and planning time per budget.
 
-    python benchmarks/solver_budget.py [--models ...] [--budgets 80000 800000] [--reps 3]
+    python benchmarks/solver_budget.py [--models ...] [--budgets 80000 300000 800000] [--reps 3]
 
 For each torchvision model (random init, ``torch.manual_seed(0)``, masked 0.25 unconstrained,
 input side, L2, local, as ``latency.py``) the capture, analysis and liveness are built once;
@@ -34,7 +34,7 @@ def main() -> None:
         nargs="+",
         default=["resnet50", "efficientnet_v2_s", "regnet_y_800mf", "convnext_tiny", "densenet121"],
     )
-    ap.add_argument("--budgets", nargs="+", type=int, default=[80_000, 800_000])
+    ap.add_argument("--budgets", nargs="+", type=int, default=[80_000, 300_000, 800_000])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
