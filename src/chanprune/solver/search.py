@@ -26,16 +26,16 @@ every conflict must lose at least one member.
   is dropped by every optimal solution, so its full weight is certain. A concatenation's block
   sets are such a core, and a DenseNet layer reading part of three or more of its inputs such
   a certain drop: the search and its bound then work on what is left, which is small.
-* Branch and bound (:meth:`_BranchAndBound.explore`): take the first conflict of the bound;
-  branch i drops its i-th free member and keeps (forces) members 1..i-1, so no drop set is
-  visited twice; prune when cost so far + bound >= best. Forced sets count as infinitely
-  heavy in the bound. Every conflict found joins a pool, and so does every family found
-  feasible: a node's bound first uses pooled conflicts that lie within it and skips the test of
-  a family inside a pooled feasible one, so nodes below the root cost little PQ-tree work
-  (about 0.6x the operations on the medium test instances). The clock is checked before each
-  PQ-tree operation; on timeout the best solution so far is returned with the root bound (or
-  the part of it computed in time). A branch dropping more than 400 sets also stops the search
-  (Python's recursion limit).
+* Branch and bound (:meth:`_BranchAndBound.explore`): take the bound's conflict with the fewest
+  free members; branch i drops its i-th free member and keeps (forces) members 1..i-1, so no
+  drop set is visited twice; prune when cost so far + bound >= best. Forced sets count as
+  infinitely heavy in the bound. Every conflict found joins a pool, and so does every family
+  found feasible: a node's bound first uses pooled conflicts that lie within it and skips the
+  test of a family inside a pooled feasible one, so nodes below the root cost little PQ-tree
+  work (about 0.6x the operations on the medium test instances). The clock is checked before
+  each PQ-tree operation; on timeout the best solution so far is returned with the root bound
+  (or the part of it computed in time). A branch dropping more than 400 sets also stops the
+  search (Python's recursion limit).
 """
 
 from __future__ import annotations
