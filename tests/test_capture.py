@@ -1,5 +1,6 @@
 """Capture's fast path (functional.py) against run_decompositions, and the union-find it feeds."""
 
+import contextlib
 import random
 
 import numpy as np
@@ -196,3 +197,24 @@ def test_segments_group_roots_that_share_a_tensor():
             if ax is not None and len(ax):
                 assert len({where[int(r)] for r in an.root[ax.ids]}) == 1
     assert all(list(s) == sorted(s) for s in segments)
+
+
+def test_capture_generates_no_code_for_graphs_it_only_reads(monkeypatch):
+    """torch.export's passes recompile every intermediate graph (six times on a ResNet); the
+    capture only reads the graph, so it makes them lazy (the code is generated on first call)."""
+    calls = []
+    recompile = torch.fx.GraphModule.recompile
+
+    def counted(self):
+        calls.append(type(self).__name__)
+        return recompile(self)
+
+    monkeypatch.setattr(torch.fx.GraphModule, "recompile", counted)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 32, 32)
+    capture_mod._capture(model, (x,), True, True)
+    assert len(calls) <= 1, calls
+    calls.clear()
+    monkeypatch.setattr(capture_mod, "_lazy_graph_modules", contextlib.nullcontext)
+    capture_mod._capture(model, (x,), True, True)
+    assert len(calls) >= 4  # the test sees recompiles when they happen
