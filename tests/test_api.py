@@ -41,6 +41,25 @@ def test_parameter_names_follow_the_original(pruned):
     assert exported.get_parameter("c1.0.weight").shape[0] == 8
 
 
+@pytest.mark.parametrize("method", ["reorder", "baseline"])
+def test_the_export_shares_no_memory_with_the_model(method):
+    """Every tensor of the export is its own copy (also those sliced without a second copy),
+    so training the export leaves the original untouched."""
+    model = Net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.mask(model, x, amount=0.5)
+    exported = chanprune.export(model, x, method=method)
+    original = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+    for name, t in exported.state_dict().items():
+        assert t.untyped_storage().data_ptr() not in original, name
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), name  # no base
+    before = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in exported.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_any_batch_size(pruned):
     model, exported, _ = pruned
     for n in (1, 3, 7):
