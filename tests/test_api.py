@@ -41,14 +41,26 @@ def test_parameter_names_follow_the_original(pruned):
     assert exported.get_parameter("c1.0.weight").shape[0] == 8
 
 
+class Scaled(Net):
+    """Net with a parameter the exporter keeps whole (a scalar gain on the output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((1,), 2.0))
+
+    def forward(self, x):
+        return super().forward(x) * self.scale
+
+
 @pytest.mark.parametrize("method", ["reorder", "baseline"])
 def test_the_export_shares_no_memory_with_the_model(method):
     """Every tensor of the export is its own copy (also those sliced without a second copy),
     so training the export leaves the original untouched."""
-    model = Net().eval()
+    model = Scaled().eval()
     x = torch.randn(2, 3, 8, 8)
     chanprune.mask(model, x, amount=0.5)
     exported = chanprune.export(model, x, method=method)
+    assert exported.get_parameter("scale").shape == (1,)  # kept whole: not sliced on the way
     original = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
     for name, t in exported.state_dict().items():
         assert t.untyped_storage().data_ptr() not in original, name
