@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chanprune.solver import LayoutProblem, has_consecutive_ones, solve_layout
+from chanprune.solver import search as search_mod
 from chanprune.solver.c1p import ConstrainedFamily
 from chanprune.solver.search import _BranchAndBound, greedy, greedy_rank, select_family
 from solver_brute import brute_optimum, check_plan, valid_orders
@@ -140,22 +142,56 @@ def _medium_instance(seed):
     return n, sets, [rng.uniform(0.5, 3) for _ in range(m)]
 
 
+def _solve_counting(n, sets, weights):
+    """(optimum, PQ-tree additions) of a full search, started from the greedy solution."""
+    search = _search(n, sets, weights)
+    calls = []
+    fits = search._fits
+    search._fits = lambda family, i: calls.append(i) or fits(family, i)
+    _, dropped = greedy(n, (), sets, search.items)
+    search.offer(dropped, sum(weights[i] for i in dropped))
+    assert search.run()
+    return search.best_cost, len(calls)
+
+
 def test_known_conflicts_save_pq_tree_work_below_the_root(monkeypatch):
     """The pools change how much work the search does, never its answer."""
-
-    def solve(n, sets, weights):
-        search = _search(n, sets, weights)
-        calls = []
-        fits = search._fits
-        search._fits = lambda family, i: calls.append(i) or fits(family, i)
-        _, dropped = greedy(n, (), sets, search.items)
-        search.offer(dropped, sum(weights[i] for i in dropped))
-        assert search.run()
-        return search.best_cost, len(calls)
-
-    pooled = [solve(*_medium_instance(seed)) for seed in range(12)]
+    monkeypatch.setattr(search_mod, "_SEED_MAX_ITEMS", 0)  # the pools alone
+    pooled = [_solve_counting(*_medium_instance(seed)) for seed in range(12)]
     unpooled = lambda self, active: self.conflict(active)  # noqa: E731
     monkeypatch.setattr(_BranchAndBound, "known_conflict", unpooled)
-    plain = [solve(*_medium_instance(seed)) for seed in range(12)]
+    plain = [_solve_counting(*_medium_instance(seed)) for seed in range(12)]
     assert [c for c, _ in pooled] == pytest.approx([c for c, _ in plain])
     assert sum(w for _, w in pooled) < 0.8 * sum(w for _, w in plain)
+
+
+def test_the_triple_table_matches_brute_force():
+    """Three sets' fit depends only on which Venn regions are non-empty: all 128 patterns."""
+    for pattern in itertools.product([False, True], repeat=7):
+        regions = [r for r, on in zip(search_mod._REGIONS, pattern, strict=True) if on]
+        sets = [[k for k, r in enumerate(regions) if s in r] for s in range(3)]
+        assert search_mod._triple_fits(pattern) == bool(valid_orders(range(len(regions)), sets)), (
+            pattern
+        )
+
+
+@settings(max_examples=150, deadline=None)
+@given(instances)
+def test_seeded_triples_are_exactly_the_triples_that_cannot_be_consecutive(instance):
+    n, sets, weights = instance
+    weights = weights[: len(sets)]
+    search = _search(n, sets, weights)
+    search.seed_triples(search.items)
+    pooled = {frozenset(found) for _, found in search._conflicts}
+    for triple in itertools.combinations(search.items, 3):
+        infeasible = not valid_orders(range(n), [sets[i] for i in triple])
+        assert (frozenset(triple) in pooled) == infeasible, triple
+
+
+def test_seeded_triples_save_pq_tree_work(monkeypatch):
+    """Seeding changes how much work the search does, never its answer."""
+    seeded = [_solve_counting(*_medium_instance(seed)) for seed in range(12)]
+    monkeypatch.setattr(search_mod, "_SEED_MAX_ITEMS", 0)
+    plain = [_solve_counting(*_medium_instance(seed)) for seed in range(12)]
+    assert [c for c, _ in seeded] == pytest.approx([c for c, _ in plain])
+    assert sum(w for _, w in seeded) < 0.8 * sum(w for _, w in plain)
