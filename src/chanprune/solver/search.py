@@ -29,8 +29,8 @@ every conflict must lose at least one member.
 * Triples (:meth:`_BranchAndBound.seed_triples`), before the search, without fixed pairs and
   for at most 40 sets: every conflict of three sets joins the pool (below) up front, decided
   from which of the triple's seven Venn regions are non-empty, without PQ-tree work. The
-  conflicts of the zoo's hard segments are mostly triples: this cut efficientnet_v2_s's hardest
-  segment from about 1,000,000 units of work to about 80,000.
+  conflicts of the zoo's hard segments are mostly triples, so the search then rarely needs the
+  PQ-tree to find one.
 * Branch and bound (:meth:`_BranchAndBound.explore`): take the bound's conflict with the fewest
   free members; branch i drops its i-th free member and keeps (forces) members 1..i-1, so no
   drop set is visited twice; prune when cost so far + bound >= best. Forced sets count as
