@@ -186,8 +186,11 @@ class Rewriter:
         frm, to = np.asarray(frm, dtype=np.int64), np.asarray(to, dtype=np.int64)
         if np.array_equal(frm, to):
             return new
-        where = {int(p): i for i, p in enumerate(frm.tolist())}
-        idx = np.array([where.get(int(p), -1) for p in to.tolist()], dtype=np.int64)
+        # position of each wanted channel in ``frm`` (-1: absent), by a lookup table
+        lo = min(frm.min(initial=0), to.min(initial=0))
+        where = np.full(max(frm.max(initial=0), to.max(initial=0)) - lo + 1, -1, dtype=np.int64)
+        where[frm - lo] = np.arange(len(frm), dtype=np.int64)
+        idx = where[to - lo]
         if (idx >= 0).all():
             if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
                 view = self.call(aten.slice.Tensor, (new, dim, int(idx[0]), int(idx[0] + len(idx))))
