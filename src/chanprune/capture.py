@@ -130,9 +130,10 @@ def _lean_tracing() -> Iterator[None]:
 
     * A Python stack trace per node (10-30% of its time): nothing here reads them (error
       messages name the module path from ``nn_module_stack``).
-    * Python code for each intermediate GraphModule: its passes recompile the graph six times
-      on resnet50 (about 0.1 s), but the captured graph is only read, never called. Lazy graph
-      modules (torch.fx's own, used by torch.compile) generate the code on first call instead.
+    * Python code for each intermediate GraphModule: its passes recompile the graph several
+      times (tests/test_capture.py counts them), but the captured graph is only read, never
+      called. Lazy graph modules (torch.fx's own, used by torch.compile) generate the code on
+      first call instead.
       Private API: without it the capture just runs as before.
     """
     config = torch.fx.config

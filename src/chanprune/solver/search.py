@@ -37,7 +37,7 @@ every conflict must lose at least one member.
   infinitely heavy in the bound. Every conflict found joins a pool, and so does every family
   found feasible: a node's bound first uses pooled conflicts that lie within it and skips the
   test of a family inside a pooled feasible one, so nodes below the root cost little PQ-tree
-  work (about 0.6x the operations on the medium test instances). The clock is checked before
+  work (tests/solver/test_solver_search.py checks the saving). The clock is checked before
   each PQ-tree operation; on timeout the best solution so far is returned with the root bound
   (or the part of it computed in time). A branch dropping more than 400 sets also stops the
   search (Python's recursion limit).
@@ -175,7 +175,8 @@ class _BranchAndBound:
         """Search until done (True) or out of time (False)."""
         try:
             core, certain = self.reduce()
-            self.seed_triples([i for i in self.items if i not in set(certain)])
+            gone = set(certain)
+            self.seed_triples([i for i in self.items if i not in gone])
             self.explore(certain, core, self._base)
         except _Timeout:
             if not self._root_done:  # the root bound was cut short: use its part
