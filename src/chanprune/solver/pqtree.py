@@ -100,7 +100,7 @@ class _Pertinent:
         self.n_leaves = n_leaves
         self.kids = kids  # node -> its pertinent children
         self.root = root  # the deepest node whose subtree holds every element of the set
-        self.labels: dict[Node, int] = {}
+        self.labels: dict[Node, int] = dict.fromkeys(order[:n_leaves], _FULL)  # leaves: full
         self.details: dict[Node, tuple[int, int, bool]] = {}
 
     def split(self, node: Node) -> tuple[list[Node], list[Node]]:
@@ -184,8 +184,7 @@ class PQTree:
 
     def _classify(self, pert: _Pertinent) -> bool:
         """Label every pertinent node and check that its template applies (no changes)."""
-        pert.labels = dict.fromkeys(pert.order[: pert.n_leaves], _FULL)
-        for node in pert.order[pert.n_leaves :]:
+        for node in pert.order[pert.n_leaves :]:  # the leaves are labelled full already
             full, partial = pert.split(node)
             if len(full) == len(node.children):
                 pert.labels[node] = _FULL
