@@ -22,6 +22,7 @@ from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
 from .analysis import ABSORBED, Axis, ChannelAnalysis
 from .batch import per_sample
+from .inplace import inplace_activations
 from .liveness import Liveness
 
 aten = torch.ops.aten
@@ -297,6 +298,7 @@ def rewrite(analysis: ChannelAnalysis, live: Liveness, policy) -> RewriteResult:
         else:
             raise RuntimeError(f"unsupported node {node.format_node()}")
     rw.graph.eliminate_dead_code()
+    inplace_activations(rw.graph, producers=(gather_rows,))
     rw.graph._codegen = _PyTreeCodeGen(
         _PyTreeInfo([n for n in cap.user_inputs], cap.in_spec, cap.out_spec)
     )
