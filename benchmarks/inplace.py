@@ -1,21 +1,20 @@
-"""What in-place activations and adds save an exported model (``chanprune/inplace.py``).
+"""What in-place activations save an exported model (``chanprune/inplace.py``).
 
     python benchmarks/inplace.py [--models ...] [--amount 0.25] [--batches 1 8] [--reps 20]
                                  [--threads 2] [--out benchmarks/results]
 
 For each torchvision model (random init, ``torch.manual_seed(0)``), masked as in
-``latency.py`` (unconstrained, side="input", l2, local), it times three modules, interleaved
-(the order rotates per round), under ``torch.inference_mode()``:
+``latency.py`` (unconstrained, side="input", l2, local), it times two modules, interleaved
+(the order alternates per round), under ``torch.inference_mode()``:
 
-- ``in place``: ``chanprune.export(model, x)`` as it is (activations and residual adds in
-  place where the pass proves it private);
-- ``activations``: the same module with its adds made functional again;
-- ``functional``: the same module with everything made functional again (what the export was
-  before the pass).
+- ``in place``: ``chanprune.export(model, x)`` as it is (activations in place where the pass
+  proves it private);
+- ``functional``: the same module with every in-place activation made functional again (what
+  the export was before the pass).
 
-Reports median ms of each, and the paired ratios functional / in place and activations /
-in place (median over rounds of the two times of the same round), the first with its
-distribution-free 95% interval. Writes ``<out>/inplace.md``.
+Reports median ms of each, and the paired ratio functional / in place (median over rounds of
+the two times of the same round) with its distribution-free 95% interval. Writes
+``<out>/inplace.md``.
 """
 
 from __future__ import annotations
@@ -49,10 +48,9 @@ MODELS = [
 ]
 
 
-def functional(gm: torch.fx.GraphModule, activations: bool = True) -> torch.fx.GraphModule:
-    """A copy of ``gm`` with its in-place adds, and ``activations`` too, functional again."""
-    undo = {v: k for k, v in INPLACE.items()} if activations else {}
-    undo[torch.ops.aten.add_.Tensor] = torch.ops.aten.add.Tensor
+def functional(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A copy of ``gm`` with every in-place activation functional again (the pass undone)."""
+    undo = {v: k for k, v in INPLACE.items()}
     gm = copy.deepcopy(gm)
     for n in gm.graph.nodes:
         if n.op == "call_function" and n.target in undo:
@@ -72,36 +70,26 @@ def bench(name: str, amount: float, batches: list[int], reps: int, size: int) ->
     acts = [n for n in exported.graph.nodes if n.op == "call_function"]
     done = sum(n.target in INPLACE.values() for n in acts)
     left = sum(n.target in INPLACE for n in acts)
-    adds = sum(n.target is torch.ops.aten.add_.Tensor for n in acts)
-    adds_left = sum(n.target is torch.ops.aten.add.Tensor for n in acts)
-    mods = {
-        "in place": exported,
-        "activations": functional(exported, activations=False),
-        "functional": functional(exported),
-    }
-    row = dict(model=name, inplace=done, left=left, adds=adds, adds_left=adds_left, batches={})
+    mods = {"in place": exported, "functional": functional(exported)}
+    row = {"model": name, "inplace": done, "functional_left": left, "batches": {}}
     for b in batches:
         x = torch.randn(b, 3, size, size)
         times = {k: [] for k in mods}
         with torch.inference_mode():
-            ref = mods["functional"](x)
-            assert all(torch.equal(ref, m(x)) for m in mods.values())
+            assert torch.equal(mods["in place"](x), mods["functional"](x))
             for m in mods.values():
                 for _ in range(3):
                     m(x)
-            names = list(mods)
             for r in range(reps):
-                for k in names[r % 3 :] + names[: r % 3]:
+                for k in list(mods)[:: 1 if r % 2 else -1]:
                     t0 = time.perf_counter()
                     mods[k](x)
                     times[k].append((time.perf_counter() - t0) * 1e3)
         ratios = [f / i for f, i in zip(times["functional"], times["in place"], strict=True)]
-        acts = [f / i for f, i in zip(times["activations"], times["in place"], strict=True)]
         row["batches"][b] = dict(
             ms={k: statistics.median(v) for k, v in times.items()},
             ratio=statistics.median(ratios),
             ci=median_ci(ratios),
-            acts=statistics.median(acts),
         )
         print(f"{name} b{b}: {row['batches'][b]}", file=sys.stderr, flush=True)
     return row
@@ -122,7 +110,7 @@ def main(argv=None) -> None:
     rows = [bench(m, a.amount, a.batches, a.reps, a.size) for m in a.models]
     cmd = " ".join(["python benchmarks/inplace.py"] + (argv if argv is not None else sys.argv[1:]))
     L = [
-        "# In-place activations and adds in the export",
+        "# In-place activations in the export",
         "",
         f"- torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"{platform.machine()}, threads {a.threads}, "
@@ -130,27 +118,24 @@ def main(argv=None) -> None:
         f"wall time {(time.perf_counter() - started) / 60:.1f} min",
         f"- command: `{cmd}`",
         f"- masks: unconstrained, side=input, l2, local, amount {a.amount}; reorder export; "
-        f"input {a.size}x{a.size}; 3 warm-up calls each, then {a.reps} rounds; "
-        "`torch.inference_mode()`",
-        "- in place = the export as it is; activations = the same module with its in-place adds "
-        "made functional; functional = everything made functional (the export before "
-        "`chanprune/inplace.py`); the order of the three rotates per round; ratios = median "
-        "over rounds of the two times in the same round (functional / in place with its 95% "
-        "interval)",
+        f"input {a.size}x{a.size}; 3 warm-up calls each, then {a.reps} rounds, the order "
+        "alternating; `torch.inference_mode()`",
+        "- in place = the export as it is; functional = the same module with its in-place "
+        "activations made functional (the export before `chanprune/inplace.py`); "
+        "ratio = median over rounds of functional / in place in the same round, with its "
+        "95% interval",
         "",
-        "| model | activations in place (left) | adds in place (left) | batch | functional ms "
-        "| activations ms | in place ms | functional / in place | 95% CI "
-        "| activations / in place |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| model | activations in place | left functional | batch | functional ms "
+        "| in place ms | functional / in place | 95% CI |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         for b, v in r["batches"].items():
             ci = "-".join(f"{c:.3f}" for c in v["ci"]) if v["ci"] else ""
-            ms = v["ms"]
             L.append(
-                f"| {r['model']} | {r['inplace']} ({r['left']}) | {r['adds']} ({r['adds_left']}) "
-                f"| {b} | {ms['functional']:.2f} | {ms['activations']:.2f} | {ms['in place']:.2f} "
-                f"| {v['ratio']:.3f} | {ci} | {v['acts']:.3f} |"
+                f"| {r['model']} | {r['inplace']} | {r['functional_left']} | {b} "
+                f"| {v['ms']['functional']:.2f} | {v['ms']['in place']:.2f} "
+                f"| {v['ratio']:.3f} | {ci} |"
             )
     for b in a.batches:
         med = statistics.median(r["batches"][b]["ratio"] for r in rows)

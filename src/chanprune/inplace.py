@@ -1,16 +1,13 @@
-"""Activations and residual adds in place: the export's last pass (a graph in, edited).
+"""Activations in place: the export's last pass (a graph in, the same graph edited).
 
-Capture makes the graph functional, so every ``ReLU(inplace=True)`` and ``out += identity`` of
-the model comes back out of place, and the exported module allocates and writes a new tensor
-for each where eager PyTorch overwrites one it has. On CPU past batch 1 that costs time: fresh
-buffers of that size are fresh pages from the kernel (``benchmarks/inplace.py``). This pass
-makes such an op in-place again where nothing can observe the difference:
+Capture makes the graph functional, so every ``ReLU(inplace=True)`` of the model comes back as
+an out-of-place ``relu`` and the exported module allocates and writes a new tensor per
+activation where eager PyTorch overwrites its input. On CPU past batch 1 that costs a small
+model a noticeable share of its time (``benchmarks/inplace.py``). This pass turns an activation
+back into its in-place form where nothing can observe the difference:
 
-- the operand it overwrites is the result of an op in :data:`PRODUCERS`: a new tensor that
-  aliases nothing;
-- the op is that result's only reader;
-- for ``add``, the rewriter vouched (node meta :data:`SAME_SHAPE`) that the operand has the
-  result's shape and dtype at every batch size, so nothing broadcasts into it;
+- its input is the result of an op in :data:`PRODUCERS`: a new tensor that aliases nothing;
+- the activation is that result's only reader;
 - the producer's backward does not read its own result (that is why the list is explicit and
   not "any op whose schema returns a fresh tensor": ``sigmoid``'s backward reads its result),
   so an export stays trainable as well as exact. Were it otherwise autograd would raise, not
@@ -42,14 +39,9 @@ INPLACE = {
     aten.tanh.default: aten.tanh_.default,
 }
 
-#: node meta key: indices of an ``add``'s operands with the result's shape and dtype
-SAME_SHAPE = "chanprune_same_shape"
-
-#: ops whose result is a new tensor that their backward does not read (``add_`` only where this
-#: pass made it, into such a tensor)
+#: ops whose result is a new tensor that their backward does not read
 PRODUCERS = frozenset(
     {
-        aten.add_.Tensor,
         aten.conv1d.default,
         aten.conv2d.default,
         aten.conv3d.default,
@@ -100,44 +92,21 @@ def _fresh_norm(node: object) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" and node.target in NORMS
 
 
-def _private(x: object, node: fx.Node, extra: frozenset) -> bool:
-    """``x`` is a fresh tensor that only ``node`` reads, and reads once."""
-    if not _fresh(x, extra) or len(x.users) != 1:
-        return False
-    return sum(a is x for a in node.args) == 1 and x not in node.kwargs.values()
-
-
-def _add_in_place(node: fx.Node, extra: frozenset) -> bool:
-    """``add(a, b)`` -> ``add_(a, b)``, or ``add_(b, a)`` (exact: addition commutes, alpha is
-    1), where the overwritten operand is private and vouched for by :data:`SAME_SHAPE`."""
-    for i in node.meta.get(SAME_SHAPE, ()):
-        if i not in (0, 1) or not _private(node.args[i], node, extra):
-            continue
-        if i == 1:
-            if node.kwargs.get("alpha", 1) != 1 or len(node.args) != 2:
-                continue
-            node.args = (node.args[1], node.args[0])
-        node.target = aten.add_.Tensor
-        return True
-    return False
-
-
 def inplace_activations(graph: fx.Graph, producers: Iterable[object] = ()) -> int:
-    """Make each activation, and each vouched-for add, whose overwritten operand is a private,
-    fresh tensor in-place; returns how many.
+    """Make each activation whose input is a private, fresh tensor in-place; returns how many.
 
     ``producers``: further call targets known to return a new tensor whose backward does not
     read it (the exporter's own ``gather_rows``)."""
     extra = frozenset(producers)
     done = 0
-    for node in graph.nodes:  # in order: an add made in-place may then feed an activation
-        if node.op != "call_function":
+    for node in graph.nodes:
+        twin = INPLACE.get(node.target) if node.op == "call_function" else None
+        if twin is None or not node.args:
             continue
-        if node.target is aten.add.Tensor:
-            done += _add_in_place(node, extra)
+        x = node.args[0]
+        if not _fresh(x, extra) or len(x.users) != 1:
             continue
-        twin = INPLACE.get(node.target)
-        if twin is None or not node.args or not _private(node.args[0], node, extra):
+        if any(a is x for a in node.args[1:]) or x in node.kwargs.values():
             continue
         node.target = twin
         done += 1

@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import fx
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ..analysis import Axis, Companion, FlowState, node_shape
-from ..inplace import SAME_SHAPE
 from . import register
 from .base import Rule
 
@@ -23,24 +21,6 @@ aten = torch.ops.aten
 
 def _operands(node: fx.Node) -> list[object]:
     return list(node.args[:2])
-
-
-def _same_shape(a: object, node: fx.Node, capture) -> bool:
-    """``a`` has ``node``'s shape and dtype at every batch size, so after alignment (a tracked
-    operand takes the result's layout) its new tensor can hold the new result (inplace.py).
-    Symbolic sizes must be the same expression; a trace at a marker batch (never 1) tells a
-    batch-1 operand that broadcasts from one that grows with the batch, a plain static trace at
-    batch 1 does not."""
-    va = a.meta.get("val") if isinstance(a, fx.Node) else None
-    vo = node.meta.get("val")
-    if not isinstance(va, torch.Tensor) or not isinstance(vo, torch.Tensor):
-        return False
-    if va.dtype != vo.dtype or va.dim() != vo.dim():
-        return False
-    if not all(statically_known_true(x == y) for x, y in zip(va.shape, vo.shape, strict=True)):
-        return False
-    general = capture.marker is not None or capture.dynamic_batch
-    return general or all(statically_known_true(s != 1) for s in vo.shape)
 
 
 _VIEWS = ("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "_to_copy", "clone", "alias")
@@ -254,11 +234,7 @@ class Binary(Rule):
                 and all(i != j for j, _ in info["consts"])
             ):
                 args[i] = rw.map_arg(a)
-        new = rw.call(node.target, tuple(args), dict(node.kwargs))
-        if node.target is aten.add.Tensor:  # operands an in-place add may overwrite
-            same = tuple(i for i in info["tracked"] if _same_shape(ops[i], node, rw.capture))
-            new.meta[SAME_SHAPE] = same
-        rw.set(node, new, target)
+        rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), target)
 
     def _scatter_add(self, node: fx.Node, rw, info: dict, target: np.ndarray) -> bool:
         """Reorder export: ``a + b`` where ``b`` holds a subset of ``a``'s channels becomes one
