@@ -20,7 +20,6 @@ the two times of the same round) with its distribution-free 95% interval. Writes
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import os
 import platform
@@ -33,30 +32,11 @@ import torch
 import torchvision
 
 import chanprune
-from chanprune.inplace import INPLACE
+from chanprune.inplace import INPLACE, undo_inplace
 from chanprune.timing import median_ci
 
-MODELS = [
-    "resnet18",
-    "resnet50",
-    "densenet121",
-    "mobilenet_v2",
-    "mobilenet_v3_large",
-    "efficientnet_v2_s",
-    "regnet_y_800mf",
-    "convnext_tiny",
-]
-
-
-def functional(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """A copy of ``gm`` with every in-place activation functional again (the pass undone)."""
-    undo = {v: k for k, v in INPLACE.items()}
-    gm = copy.deepcopy(gm)
-    for n in gm.graph.nodes:
-        if n.op == "call_function" and n.target in undo:
-            n.target = undo[n.target]
-    gm.recompile()
-    return gm
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from latency import MODELS  # the latency benchmark's set
 
 
 def bench(name: str, amount: float, batches: list[int], reps: int, size: int) -> dict:
@@ -70,7 +50,7 @@ def bench(name: str, amount: float, batches: list[int], reps: int, size: int) ->
     acts = [n for n in exported.graph.nodes if n.op == "call_function"]
     done = sum(n.target in INPLACE.values() for n in acts)
     left = sum(n.target in INPLACE for n in acts)
-    mods = {"in place": exported, "functional": functional(exported)}
+    mods = {"in place": exported, "functional": undo_inplace(exported)}
     row = {"model": name, "inplace": done, "functional_left": left, "batches": {}}
     for b in batches:
         x = torch.randn(b, 3, size, size)

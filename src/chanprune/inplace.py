@@ -2,9 +2,9 @@
 
 Capture makes the graph functional, so every ``ReLU(inplace=True)`` of the model comes back as
 an out-of-place ``relu`` and the exported module allocates and writes a new tensor per
-activation where eager PyTorch overwrites its input. On CPU past batch 1 that costs a small
-model a noticeable share of its time (``benchmarks/inplace.py``). This pass turns an activation
-back into its in-place form where nothing can observe the difference:
+activation where eager PyTorch overwrites its input. On CPU that costs time (resnet50 at batch
+8 ran 1.22x slower without this pass: ``benchmarks/results/inplace.md``). This pass turns an
+activation back into its in-place form where nothing can observe the difference:
 
 - its input is the result of an op in :data:`PRODUCERS`: a new tensor that aliases nothing;
 - the activation is that result's only reader;
@@ -16,6 +16,7 @@ back into its in-place form where nothing can observe the difference:
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Iterable
 
@@ -84,12 +85,8 @@ def _fresh(node: object, extra: frozenset) -> bool:
         return True
     if node.target is operator.getitem:
         src, i = node.args
-        return i == 0 and _fresh_norm(src)
+        return i == 0 and isinstance(src, fx.Node) and src.target in NORMS
     return False
-
-
-def _fresh_norm(node: object) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in NORMS
 
 
 def inplace_activations(graph: fx.Graph, producers: Iterable[object] = ()) -> int:
@@ -111,3 +108,15 @@ def inplace_activations(graph: fx.Graph, producers: Iterable[object] = ()) -> in
         node.target = twin
         done += 1
     return done
+
+
+def undo_inplace(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm`` with its in-place activations functional again: the pass undone, to
+    measure what it saves (``benchmarks/inplace.py``) and to check it changes no gradient."""
+    functional = {v: k for k, v in INPLACE.items()}
+    gm = copy.deepcopy(gm)
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in functional:
+            n.target = functional[n.target]
+    gm.recompile()
+    return gm
