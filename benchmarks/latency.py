@@ -3,6 +3,7 @@
     python benchmarks/latency.py [--models ...] [--amounts 0.25 0.5] [--batches 1 8]
                                  [--reps 20] [--threads 2] [--size 224] [--out benchmarks/results]
     python benchmarks/latency.py --quick      # smoke test: 2 models, 64x64, 3 reps
+    python benchmarks/latency.py --report-from benchmarks/results/latency.json  # no timing
 
 For each torchvision model (random init, eval, ``torch.manual_seed(0)``), amount and batch
 size it times these contenders, interleaved in a per-round shuffled order that keeps the
@@ -26,8 +27,8 @@ Every ratio in the report is paired: the median over rounds of the two contender
 the same round, so a machine that speeds up or slows down between rounds (shared VMs swing by
 20-40%) moves both sides of each ratio alike; the contenders of a ratio run next to each other
 (a slow spell on a shared VM lasts seconds). Medians of the raw times are reported as well,
-and reorder/ideal with its distribution-free 95% interval (``timing.median_ci``), so a worst
-cell can be told from noise.
+and reorder/ideal and apple-upscale/chanprune with their distribution-free 95% intervals
+(``timing.median_ci``), so a worst cell can be told from noise.
 
 Writes ``<out>/latency.md``, ``<out>/latency.png`` and ``<out>/latency.json`` (raw numbers).
 The markdown is rewritten after every model, labelled PARTIAL until the run completes.
@@ -430,8 +431,9 @@ def _speedup_table(results: list, batches: list[str]) -> list[str]:
         "",
         "| batch | model | amount | chanprune own | ceiling | upscale own | baseline gap | "
         "chanprune, common baseline | upscale / chanprune, same masks | "
+        "upscale / chanprune 95% CI | "
         "chanprune >= upscale (common) | upscale / ideal | chanprune / ideal |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|:-:|---:|---:|",
     ]
     wins = {}
     for b in batches:
@@ -443,7 +445,8 @@ def _speedup_table(results: list, batches: list[str]) -> list[str]:
                 r = _paired(row, b)
                 same = r("upscale", "reorder_upm")
                 ok = None if same is None else same >= 1.0
-                wins.setdefault(b, []).append((ok, same, res["model"], amount))
+                ci = _paired_ci(row, b, "upscale", "reorder_upm")
+                wins.setdefault(b, []).append((ok, same, res["model"], amount, ci, b))
                 cells = (
                     r("baseline", "reorder"),
                     r("baseline", "ideal"),
@@ -455,7 +458,7 @@ def _speedup_table(results: list, batches: list[str]) -> list[str]:
                 L.append(
                     f"| {b} | {res['model']} | {amount} | "
                     + " | ".join(_fmt(v, ".3f") for v in cells)
-                    + f" | {'—' if ok is None else 'yes' if ok else 'no'} | "
+                    + f" | {_fmt_ci(ci)} | {'—' if ok is None else 'yes' if ok else 'no'} | "
                     f"{_fmt(r('upscale', 'ideal_upm'), '.3f')} | "
                     f"{_fmt(r('reorder_upm', 'ideal_upm'), '.3f')} |"
                 )
@@ -473,33 +476,53 @@ def _speedup_table(results: list, batches: list[str]) -> list[str]:
                 else "."
             )
         )
+    every = [o for oks in wins.values() for o in oks]
+    slower = [o for o in every if o[4] and o[4][1] < 1.0]
+    faster = [o for o in every if o[4] and o[4][0] > 1.0]
+    if every:
+        L += [
+            "",
+            f"**Beyond noise (whole 95% interval of upscale / chanprune on one side of 1), over "
+            f"all {len(every)} cells:** chanprune's reorder export faster in {len(faster)}, "
+            "slower in "
+            + (", ".join(f"{m} @{a} b{b} ({_fmt_ci(ci)})" for *_, m, a, ci, b in slower) or "none")
+            + "; the rest are within noise.",
+        ]
     L.append("")
     return L
 
 
-def write_report(results: list, args, cmdline: str, done: bool, started: float) -> None:
+def run_info(args, cmdline: str, started: float) -> dict:
+    """Where and how the timings were taken: the report's header, kept in the JSON too so a
+    report rewritten later (``--report-from``) still names the run it shows."""
+    tuned = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    return {
+        "machine": f"`{platform.processor() or platform.machine()}` ({platform.platform()}), "
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"threads {args.threads}",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "wall_min": round((time.time() - started) / 60, 1),
+        "command": cmdline,
+        "allocator": ", ".join(f"{k}={v}" for k, v in sorted(tuned.items())) or "glibc defaults",
+    }
+
+
+def write_report(results: list, args, run: dict, done: bool, rewritten: str = "") -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latency.json"), "w") as f:
-        json.dump({"args": vars(args), "complete": done, "results": results}, f, indent=1)
+        json.dump(
+            {"args": vars(args), "run": run, "complete": done, "results": results}, f, indent=1
+        )
 
     L = []
     L.append("# chanprune CPU latency" + ("" if done else " — PARTIAL (run not finished)"))
     L.append("")
-    L.append(
-        f"- machine: `{platform.processor() or platform.machine()}` "
-        f"({platform.platform()}), torch {torch.__version__}, "
-        f"torchvision {torchvision.__version__}, threads {args.threads}"
-    )
-    L.append(
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; "
-        f"wall time {(time.time() - started) / 60:.1f} min"
-    )
-    L.append(f"- command: `{cmdline}`")
-    tuned = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-    L.append(
-        "- allocator: "
-        + (", ".join(f"{k}={v}" for k, v in sorted(tuned.items())) or "glibc defaults")
-    )
+    L.append(f"- machine: {run['machine']}")
+    L.append(f"- date: {run['date']}; wall time {run['wall_min']:.1f} min")
+    L.append(f"- command: `{run['command']}`")
+    if rewritten:
+        L.append(f"- report rewritten from that run's JSON by `{rewritten}` (same timings)")
+    L.append(f"- allocator: {run['allocator']}")
     L.append(
         f"- input {args.size}x{args.size}; warm-up {WARMUP}, then {args.reps} interleaved rounds "
         "(order per round: timing.round_order(GROUPS, round), the contenders of each ratio "
@@ -700,6 +723,21 @@ def _plot(results: list, args) -> None:
     plt.close(fig)
 
 
+def rewrite_report(path: str, out: str) -> int:
+    """The report of an earlier run, from its JSON: for a change to the report alone, which
+    should not cost a 40-minute rerun (nor pass off new timings as the old run's)."""
+    with open(path) as f:
+        saved = json.load(f)
+    if "run" not in saved:
+        print(f"{path} has no 'run' header (written before --report-from existed)", file=sys.stderr)
+        return 2
+    args = argparse.Namespace(**{**saved["args"], "out": out})
+    cmd = "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    write_report(saved["results"], args, saved["run"], saved["complete"], rewritten=cmd)
+    _log(f"rewrote {out}/latency.md, latency.png, latency.json from {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
@@ -720,7 +758,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-upscale", action="store_true", help="skip apple-upscale")
     ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime contenders")
     ap.add_argument("--note", default="", help="free text added to the markdown header")
+    ap.add_argument(
+        "--report-from",
+        metavar="JSON",
+        help="time nothing: rewrite the report (markdown, plot, JSON) into --out from a "
+        "latency.json a run wrote",
+    )
     args = ap.parse_args(argv)
+    if args.report_from:
+        return rewrite_report(args.report_from, args.out)
     if args.quick:
         args.models, args.amounts, args.batches = ["resnet18", "mobilenet_v2"], [0.5], [1]
         args.reps, args.size = 3, 64
@@ -744,8 +790,8 @@ def main(argv=None) -> int:
                 {"model": name, "amounts": {}, "errors": [f"{name}: {type(e).__name__}: {e}"]}
             )
         _log(f"== {name} done in {time.perf_counter() - t0:.0f}s")
-        write_report(results, args, cmdline, done=False, started=started)
-    write_report(results, args, cmdline, done=True, started=started)
+        write_report(results, args, run_info(args, cmdline, started), done=False)
+    write_report(results, args, run_info(args, cmdline, started), done=True)
     errors = [e for r in results for e in r["errors"]]
     minutes = (time.time() - started) / 60
     _log(f"wrote {args.out}/latency.md, latency.png, latency.json in {minutes:.1f} min")
