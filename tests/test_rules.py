@@ -9,6 +9,7 @@ from torch import nn
 import chanprune
 from chanprune.analysis import analyze
 from chanprune.capture import capture
+from chanprune.rules import linear as linear_rules
 from helpers import prune_and_check
 
 MASKINGS = [
@@ -221,7 +222,8 @@ def test_squeeze_excite_gate_joins_the_gated_segment():
     assert an.dependent[gate.first : gate.first + gate.channels].all()
 
 
-def test_grouped_conv_channels_are_prunable_with_per_group_padding():
+def test_grouped_conv_channels_are_prunable_with_per_group_padding(monkeypatch):
+    monkeypatch.setattr(linear_rules, "GROUP_QUANTUM", 1)  # exact per-group counts
     model = randomise_bn(Grouped()).eval()
     x = torch.randn(2, 3, 8, 8)
     masks = chanprune.mask(model, x, amount=0.5)
@@ -239,6 +241,42 @@ def test_grouped_conv_channels_are_prunable_with_per_group_padding():
     chanprune.apply_masks(model, x, {"gc.0.weight": [0, 1, 2]})
     exported, _ = prune_and_check(model, x, method="baseline")
     assert tuple(exported.get_parameter("gc.0.weight").shape) == (16, 4, 3, 3)
+
+
+class WideGroups(nn.Module):
+    """Two groups of 16 channels, RegNet-like: 1x1, grouped 3x3, 1x1."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = cbr(3, 32, 1)
+        self.gc = cbr(32, 32, 3, groups=2)
+        self.out = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        return self.out(self.gc(self.a(x)))
+
+
+@pytest.mark.parametrize(
+    "pruned_rows, quantum, per_group",
+    [
+        (3, 8, 16),  # 13 kept rows per group: rounded up to the whole group of 16
+        (9, 8, 8),  # 7 kept: rounded up to 8
+        (8, 8, 8),  # 8 kept: already a multiple
+        (3, 1, 13),  # no rounding: the fullest group's count
+    ],
+)
+def test_grouped_conv_groups_round_up_to_the_quantum(monkeypatch, pruned_rows, quantum, per_group):
+    """oneDNN's grouped kernels are fast for 8 or 16 channels a group and up to 3x slower for
+    13 or 15 (benchmarks/results/group_quantum.md): the rounded conv must still be exact."""
+    monkeypatch.setattr(linear_rules, "GROUP_QUANTUM", quantum)
+    model = randomise_bn(WideGroups()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    rows = [g * 16 + i for g in range(2) for i in range(pruned_rows)]
+    chanprune.apply_masks(model, x, {"gc.0.weight": rows})
+    for method in ("reorder", "baseline"):
+        exported, _ = prune_and_check(model, x, method=method)
+        w = exported.get_parameter("gc.0.weight")
+        assert tuple(w.shape) == (2 * per_group, 16, 3, 3), method
 
 
 def test_layer_and_group_norm_keep_their_channels_prunable():

@@ -143,6 +143,14 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
     return DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(node.args[0])
 
 
+GROUP_QUANTUM = 8
+
+
+def _rounded(n: int, full: int) -> int:
+    q = GROUP_QUANTUM
+    return min(full, -(-n // q) * q) if q > 1 else n
+
+
 class Grouped(Rule):
     """Grouped conv. Depthwise (one input channel per group, same count out) is channelwise.
 
@@ -236,8 +244,8 @@ class Grouped(Rule):
             rows.append(r[kept[r]])
             reads = (nz[rows[-1]].any(0) if len(rows[-1]) else np.zeros(per_in, bool)) & ~zin[g]
             cols.append(np.flatnonzero(reads))
-        n_rows = max(1, max(len(r) for r in rows))
-        n_cols = max(1, max(len(c) for c in cols))
+        n_rows = _rounded(max(1, max(len(r) for r in rows)), per_out)
+        n_cols = _rounded(max(1, max(len(c) for c in cols)), per_in)
         for g in range(groups):
             base = np.arange(g * per_out, (g + 1) * per_out)
             spare = [i for i in np.argsort(~zero_out[base], kind="stable") if not kept[base[i]]]
