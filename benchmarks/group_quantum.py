@@ -3,14 +3,16 @@
     python benchmarks/group_quantum.py [--models regnet_y_800mf resnext50_32x4d] [--reps 12]
 
 The exporter gives every group of a grouped convolution the same channel count, the fullest
-group's (``rules/linear.py``). On this CPU (AVX-512, oneDNN) a grouped 3x3 convolution of 16
-channels a group is up to 3x faster than one of 13 or 15, so a pruned RegNet could run slower
-than the unpruned one. The exporter therefore rounds the per-group count up to a multiple of
-``GROUP_QUANTUM`` (8; never above the group's original size), the extra slots filled with
-zero-weight rows as before. This script times both settings on the same masks (chanprune's:
-input side, L2, unconstrained, local), each against the unpruned model, in interleaved rounds
-(order shuffled per round) after a warm-up; paired ratios with distribution-free 95% intervals
-(``timing.median_ci``). Writes ``<out>/group_quantum.md``.
+group's (``rules/linear.py``), and rounds it up to a multiple of ``GROUP_QUANTUM`` (8; never
+above the group's original size), the extra slots filled with zero-weight rows. Two tables:
+
+- kernels: one grouped 3x3 convolution at RegNet-Y-800MF's shapes (batch 8) with 16 channels a
+  group (unpruned) and with fewer, time relative to 16: why the rounding exists;
+- models: the reorder export with quantum 1 and 8 from the same masks (chanprune's: input side,
+  L2, unconstrained, local), each against the unpruned model.
+
+Interleaved rounds (order shuffled per round) after a warm-up; paired ratios with
+distribution-free 95% intervals (``timing.paired_ratio``). Writes ``<out>/group_quantum.md``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import random
 import statistics
 import sys
@@ -30,7 +33,7 @@ import torchvision
 
 import chanprune
 from chanprune.rules import linear as linear_rules
-from chanprune.timing import median_ci
+from chanprune.timing import paired_ratio
 
 RESULTS = Path(__file__).parent / "results"
 QUANTA = (1, 8)
@@ -52,27 +55,46 @@ def _exports(name: str, amount: float, x: torch.Tensor) -> dict[str, torch.nn.Mo
     return mods
 
 
-def _rounds(mods: dict, x: torch.Tensor, reps: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {k: [] for k in mods}
+def _rounds(calls: dict, reps: int) -> dict:
+    """ms per round of each zero-argument call: 2 warm-up runs, then interleaved rounds."""
+    times: dict = {k: [] for k in calls}
     with torch.inference_mode():
-        for m in mods.values():
+        for call in calls.values():
             for _ in range(2):
-                m(x)
+                call()
         for r in range(reps):
-            order = list(mods)
+            order = list(calls)
             random.Random(r).shuffle(order)
             for k in order:
                 t0 = time.perf_counter()
-                mods[k](x)
+                calls[k]()
                 times[k].append((time.perf_counter() - t0) * 1e3)
     return times
 
 
 def _ratio(times: dict, a: str, b: str) -> str:
-    r = [x / y for x, y in zip(times[a], times[b], strict=True)]
-    ci = median_ci(r)
-    tail = "" if ci is None else f" ({ci[0]:.3f}-{ci[1]:.3f})"
-    return f"{statistics.median(r):.3f}{tail}"
+    r, ci = paired_ratio(times[a], times[b])
+    return f"{r:.3f}" + ("" if ci is None else f" ({ci[0]:.3f}-{ci[1]:.3f})")
+
+
+KERNEL_SHAPES = ((4, 56), (9, 28), (20, 14))  # (groups, size): RegNet-Y-800MF's 3x3 stages
+WIDTHS = (16, 15, 13, 12, 8)  # channels a group, in and out
+
+
+def _kernels(reps: int) -> list[str]:
+    """Per-group width against time, one grouped convolution at a time (batch 8)."""
+    rows = []
+    for groups, size in KERNEL_SHAPES:
+        calls = {}
+        for w in WIDTHS:
+            conv = torch.nn.Conv2d(groups * w, groups * w, 3, padding=1, groups=groups).eval()
+            calls[w] = functools.partial(conv, torch.randn(8, groups * w, size, size))
+        times = _rounds(calls, reps)
+        cells = [f"{statistics.median(times[w]):.2f}" for w in WIDTHS]
+        cells += [_ratio(times, w, 16) for w in WIDTHS[1:]]
+        rows.append(f"| {groups} | {size}x{size} | " + " | ".join(cells) + " |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     started = time.time()
     x1 = torch.randn(1, 3, 224, 224)
+    kernels = _kernels(args.reps)
     lines = []
     for name in args.models:
         for amount in args.amounts:
             mods = _exports(name, amount, x1)
             params = {k: sum(p.numel() for p in m.parameters()) for k, m in mods.items()}
             for b in args.batches:
-                times = _rounds(mods, torch.randn(b, 3, 224, 224), args.reps)
+                x = torch.randn(b, 3, 224, 224)
+                times = _rounds({k: functools.partial(m, x) for k, m in mods.items()}, args.reps)
                 med = {k: statistics.median(v) for k, v in times.items()}
                 lines.append(
                     f"| {name} | {amount} | {b} | {med['unpruned']:.1f} | "
@@ -118,6 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         f"export with `GROUP_QUANTUM` 1 and 8 from the same masked model; {args.reps} interleaved "
         "rounds after 2 warm-up runs; medians (ms); ratios paired per round, 95% interval in "
         "brackets",
+        "",
+        "## Kernels: one grouped 3x3 convolution, batch 8, channels a group in and out",
+        "",
+        "| groups | size | "
+        + " | ".join(f"{w} a group (ms)" for w in WIDTHS)
+        + " | "
+        + " | ".join(f"{w} / 16" for w in WIDTHS[1:])
+        + " |",
+        "|---|---|" + "---:|" * (2 * len(WIDTHS) - 1),
+        *kernels,
+        "",
+        "## Models: reorder exports with and without the rounding",
         "",
         "| model | amount | batch | unpruned | quantum 1 | quantum 8 | q8 / q1 | q1 / unpruned "
         "| q8 / unpruned | params q1 (M) | params q8 (M) |",

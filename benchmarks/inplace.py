@@ -33,7 +33,7 @@ import torchvision
 
 import chanprune
 from chanprune.inplace import INPLACE, undo_inplace
-from chanprune.timing import median_ci
+from chanprune.timing import paired_ratio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from latency import MODELS  # the latency benchmark's set
@@ -65,11 +65,9 @@ def bench(name: str, amount: float, batches: list[int], reps: int, size: int) ->
                     t0 = time.perf_counter()
                     mods[k](x)
                     times[k].append((time.perf_counter() - t0) * 1e3)
-        ratios = [f / i for f, i in zip(times["functional"], times["in place"], strict=True)]
+        ratio, ci = paired_ratio(times["functional"], times["in place"])
         row["batches"][b] = dict(
-            ms={k: statistics.median(v) for k, v in times.items()},
-            ratio=statistics.median(ratios),
-            ci=median_ci(ratios),
+            ms={k: statistics.median(v) for k, v in times.items()}, ratio=ratio, ci=ci
         )
         print(f"{name} b{b}: {row['batches'][b]}", file=sys.stderr, flush=True)
     return row

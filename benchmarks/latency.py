@@ -56,7 +56,7 @@ import torchvision
 import chanprune
 import chanprune.deploy
 from chanprune.rewrite import gather_rows
-from chanprune.timing import median_ci, round_order
+from chanprune.timing import paired_ratio, round_order
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _upscale_shim
@@ -333,7 +333,7 @@ def _paired(row: dict, b: str):
 
     def ratio(x: str, y: str):
         if rounds and x in rounds and y in rounds:
-            return statistics.median(a / c for a, c in zip(rounds[x], rounds[y], strict=True))
+            return paired_ratio(rounds[x], rounds[y])[0]
         return _ratio(lat.get(x), lat.get(y))
 
     return ratio
@@ -344,7 +344,7 @@ def _paired_ci(row: dict, b: str, x: str, y: str) -> tuple[float, float] | None:
     rounds = row.get("rounds", {}).get(b) or {}
     if x not in rounds or y not in rounds:
         return None
-    return median_ci([a / c for a, c in zip(rounds[x], rounds[y], strict=True)])
+    return paired_ratio(rounds[x], rounds[y])[1]
 
 
 def _gather_bound(row: dict, b: str) -> float | None:
@@ -723,7 +723,7 @@ def _plot(results: list, args) -> None:
     plt.close(fig)
 
 
-def rewrite_report(path: str, out: str) -> int:
+def rewrite_report(path: str, out: str, cmdline: str) -> int:
     """The report of an earlier run, from its JSON: for a change to the report alone, which
     should not cost a 40-minute rerun (nor pass off new timings as the old run's)."""
     with open(path) as f:
@@ -732,8 +732,7 @@ def rewrite_report(path: str, out: str) -> int:
         print(f"{path} has no 'run' header (written before --report-from existed)", file=sys.stderr)
         return 2
     args = argparse.Namespace(**{**saved["args"], "out": out})
-    cmd = "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
-    write_report(saved["results"], args, saved["run"], saved["complete"], rewritten=cmd)
+    write_report(saved["results"], args, saved["run"], saved["complete"], rewritten=cmdline)
     _log(f"rewrote {out}/latency.md, latency.png, latency.json from {path}")
     return 0
 
@@ -765,13 +764,15 @@ def main(argv=None) -> int:
         "latency.json a run wrote",
     )
     args = ap.parse_args(argv)
+    cmdline = "python " + shlex.join(
+        [os.path.relpath(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)]
+    )
     if args.report_from:
-        return rewrite_report(args.report_from, args.out)
+        return rewrite_report(args.report_from, args.out, cmdline)
     if args.quick:
         args.models, args.amounts, args.batches = ["resnet18", "mobilenet_v2"], [0.5], [1]
         args.reps, args.size = 3, 64
     torch.set_num_threads(args.threads)
-    cmdline = "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     started = time.time()
     _log(
         f"torch {torch.__version__}, {args.threads} threads, models {args.models}, "

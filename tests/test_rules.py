@@ -266,8 +266,8 @@ class WideGroups(nn.Module):
     ],
 )
 def test_grouped_conv_groups_round_up_to_the_quantum(monkeypatch, pruned_rows, quantum, per_group):
-    """oneDNN's grouped kernels are fast for 8 or 16 channels a group and up to 3x slower for
-    13 or 15 (benchmarks/results/group_quantum.md): the rounded conv must still be exact."""
+    """oneDNN's grouped kernels are fastest at 8 or 16 channels a group (kernels table of
+    benchmarks/results/group_quantum.md): the rounded conv must have those and stay exact."""
     monkeypatch.setattr(linear_rules, "GROUP_QUANTUM", quantum)
     model = randomise_bn(WideGroups()).eval()
     x = torch.randn(2, 3, 8, 8)

@@ -43,3 +43,13 @@ def test_the_median_interval_covers_the_median_as_often_as_it_claims():
     # and it is not trivially wide: the bounds are inner order statistics
     lo, hi = median_ci(list(range(15)))
     assert (lo, hi) == (3, 11)
+
+
+def test_a_paired_ratio_is_the_median_of_the_per_round_ratios():
+    from chanprune.timing import paired_ratio
+
+    # a slow spell in rounds 3-4 doubles both times: the per-round ratio stays 1.5
+    a = [3.0, 3.0, 6.0, 6.0, 3.0, 3.0, 3.0, 3.0]
+    b = [2.0, 2.0, 4.0, 4.0, 2.0, 2.0, 2.0, 2.0]
+    assert paired_ratio(a, b) == (1.5, (1.5, 1.5))
+    assert paired_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 1.0]) == (2.0, None)  # too few for 95%

@@ -77,5 +77,14 @@ def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float,
     return None if best is None else (xs[best - 1], xs[n - best])
 
 
+def paired_ratio(
+    a: Sequence[float], b: Sequence[float]
+) -> tuple[float, tuple[float, float] | None]:
+    """Median over rounds of ``a[i] / b[i]`` (two contenders' times in the same round) and its
+    95% interval (:func:`median_ci`): a slow spell moves both times of a round alike."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return statistics.median(ratios), median_ci(ratios)
+
+
 def fmt_ms(values: Iterable[float]) -> list[str]:
     return [f"{v:.1f}" if v >= 10 else f"{v:.2f}" for v in values]

@@ -143,12 +143,12 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
     return DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(node.args[0])
 
 
-GROUP_QUANTUM = 8
+GROUP_QUANTUM = 8  # per-group counts round up to a multiple of this (docs/design.md); 1: none
 
 
 def _rounded(n: int, full: int) -> int:
-    q = GROUP_QUANTUM
-    return min(full, -(-n // q) * q) if q > 1 else n
+    """``n`` rounded up to a multiple of GROUP_QUANTUM, at most ``full`` (the group's size)."""
+    return min(full, -(-n // GROUP_QUANTUM) * GROUP_QUANTUM)
 
 
 class Grouped(Rule):
