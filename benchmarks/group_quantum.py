@@ -3,8 +3,9 @@
     python benchmarks/group_quantum.py [--models regnet_y_800mf resnext50_32x4d] [--reps 12]
 
 The exporter gives every group of a grouped convolution the same channel count, the fullest
-group's (``rules/linear.py``), and rounds it up to a multiple of ``GROUP_QUANTUM`` (8; never
-above the group's original size), the extra slots filled with zero-weight rows. Two tables:
+group's (``rules/linear.py``), and rounds it up to a multiple of ``export``'s ``group_quantum``
+(default 8; never above the group's original size), the extra slots filled with zero-weight
+rows. Two tables:
 
 - kernels: one grouped 3x3 convolution at RegNet-Y-800MF's shapes (batch 8) with 16 channels a
   group (unpruned) and with fewer, time relative to 16: why the rounding exists;
@@ -32,7 +33,6 @@ import torch
 import torchvision
 
 import chanprune
-from chanprune.rules import linear as linear_rules
 from chanprune.timing import paired_ratio
 
 RESULTS = Path(__file__).parent / "results"
@@ -45,13 +45,8 @@ def _exports(name: str, amount: float, x: torch.Tensor) -> dict[str, torch.nn.Mo
     unpruned = copy.deepcopy(model)
     chanprune.mask(model, x, amount=amount, heuristic="l2", side="input")
     mods = {"unpruned": unpruned}
-    old = linear_rules.GROUP_QUANTUM
-    try:
-        for q in QUANTA:
-            linear_rules.GROUP_QUANTUM = q
-            mods[f"quantum {q}"] = chanprune.export(model, x)
-    finally:
-        linear_rules.GROUP_QUANTUM = old
+    for q in QUANTA:
+        mods[f"quantum {q}"] = chanprune.export(model, x, group_quantum=q)
     return mods
 
 
@@ -139,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         f"wall time {(time.time() - started) / 60:.1f} min",
         f"- command: `python benchmarks/group_quantum.py {' '.join(sys.argv[1:])}`".rstrip(),
         f"- input 224x224; chanprune's masks (input side, L2, unconstrained, local); reorder "
-        f"export with `GROUP_QUANTUM` 1 and 8 from the same masked model; {args.reps} interleaved "
+        f"export with `group_quantum` 1 and 8 from the same masked model; {args.reps} interleaved "
         "rounds after 2 warm-up runs; medians (ms); ratios paired per round, 95% interval in "
         "brackets",
         "",

@@ -3,6 +3,7 @@
 import torch
 
 import chanprune
+from chanprune.rewrite import GROUP_QUANTUM
 
 
 def outputs_match(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -10,13 +11,13 @@ def outputs_match(a: torch.Tensor, b: torch.Tensor) -> bool:
     return float((a - b).abs().max()) <= 1e-4 * max(float(a.abs().max()), 1e-6)
 
 
-def prune_and_check(model, x, method="baseline", **mask_kwargs):
+def prune_and_check(model, x, method="baseline", group_quantum=GROUP_QUANTUM, **mask_kwargs):
     """Mask, export, and assert the exported model reproduces the masked one (independently
     of export's own check). Returns (exported, masks)."""
     model.eval()
     masks = chanprune.mask(model, x, **mask_kwargs) if mask_kwargs else {}
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    exported = chanprune.export(model, x, method=method)
+    exported = chanprune.export(model, x, method=method, group_quantum=group_quantum)
     for k, v in model.state_dict().items():  # export leaves the model as it was
         assert torch.equal(v, before[k]), k
     with torch.no_grad():

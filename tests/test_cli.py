@@ -38,6 +38,18 @@ def test_bad_amount_is_a_clear_error():
     assert r.returncode == 2 and "amount must be" in r.stderr
 
 
+def test_group_quantum_reaches_the_export_and_its_spec(tmp_path):
+    import json
+
+    spec = tmp_path / "regnet.json"
+    args = ("prune", "regnet_y_400mf", "--input-size", "32", "--runs", "0", "--quiet")
+    r = run(*args, "--amount", "0.5", "--group-quantum", "1", "--out", str(spec))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(spec.read_text())["group_quantum"] == 1
+    r = run(*args, "--group-quantum", "0")
+    assert r.returncode == 2 and "--group-quantum: expected a positive integer" in r.stderr
+
+
 def test_unwritable_output_path():
     r = run("prune", "resnet18", "--out", "/nonexistent/dir/m.pt2")
     assert r.returncode == 2 and "does not exist" in r.stderr

@@ -55,6 +55,15 @@ def test_unknown_export_method():
         chanprune.export(Net(), X, method="fastest")
 
 
+@pytest.mark.parametrize("quantum", [0, -8, 2.5, True, "8"])
+def test_group_quantum_must_be_a_positive_integer(quantum):
+    for call in (chanprune.export, chanprune.plan):
+        with pytest.raises(
+            InputError, match=f"group_quantum must be a positive integer, got {quantum!r}"
+        ):
+            call(Net(), X, group_quantum=quantum)
+
+
 def test_wrong_input_shape_names_the_shape():
     model = Net()
     state = snapshot(model)

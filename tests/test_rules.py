@@ -9,7 +9,6 @@ from torch import nn
 import chanprune
 from chanprune.analysis import analyze
 from chanprune.capture import capture
-from chanprune.rules import linear as linear_rules
 from helpers import prune_and_check
 
 MASKINGS = [
@@ -222,8 +221,7 @@ def test_squeeze_excite_gate_joins_the_gated_segment():
     assert an.dependent[gate.first : gate.first + gate.channels].all()
 
 
-def test_grouped_conv_channels_are_prunable_with_per_group_padding(monkeypatch):
-    monkeypatch.setattr(linear_rules, "GROUP_QUANTUM", 1)  # exact per-group counts
+def test_grouped_conv_channels_are_prunable_with_per_group_padding():
     model = randomise_bn(Grouped()).eval()
     x = torch.randn(2, 3, 8, 8)
     masks = chanprune.mask(model, x, amount=0.5)
@@ -232,14 +230,14 @@ def test_grouped_conv_channels_are_prunable_with_per_group_padding(monkeypatch):
     with torch.no_grad():
         model.load_state_dict(randomise_bn(Grouped()).state_dict())
     chanprune.apply_masks(model, x, {"gc.0.weight": [0, 5, 10, 15], "pw2.0.weight": [0, 1]})
-    exported, _ = prune_and_check(model, x, method="reorder")
+    exported, _ = prune_and_check(model, x, method="reorder", group_quantum=1)  # exact counts
     gc = exported.get_parameter("gc.0.weight")
     assert tuple(gc.shape) == (12, 4, 3, 3)  # 3 kept rows per group
     # uneven: group 0 loses three rows, the others none -> every group keeps 4 slots
     with torch.no_grad():
         model.load_state_dict(randomise_bn(Grouped()).state_dict())
     chanprune.apply_masks(model, x, {"gc.0.weight": [0, 1, 2]})
-    exported, _ = prune_and_check(model, x, method="baseline")
+    exported, _ = prune_and_check(model, x, method="baseline", group_quantum=1)
     assert tuple(exported.get_parameter("gc.0.weight").shape) == (16, 4, 3, 3)
 
 
@@ -265,18 +263,18 @@ class WideGroups(nn.Module):
         (3, 1, 13),  # no rounding: the fullest group's count
     ],
 )
-def test_grouped_conv_groups_round_up_to_the_quantum(monkeypatch, pruned_rows, quantum, per_group):
+def test_grouped_conv_groups_round_up_to_the_quantum(pruned_rows, quantum, per_group):
     """oneDNN's grouped kernels are fastest at 8 or 16 channels a group (kernels table of
     benchmarks/results/group_quantum.md): the rounded conv must have those and stay exact."""
-    monkeypatch.setattr(linear_rules, "GROUP_QUANTUM", quantum)
     model = randomise_bn(WideGroups()).eval()
     x = torch.randn(2, 3, 8, 8)
     rows = [g * 16 + i for g in range(2) for i in range(pruned_rows)]
     chanprune.apply_masks(model, x, {"gc.0.weight": rows})
     for method in ("reorder", "baseline"):
-        exported, _ = prune_and_check(model, x, method=method)
+        exported, _ = prune_and_check(model, x, method=method, group_quantum=quantum)
         w = exported.get_parameter("gc.0.weight")
         assert tuple(w.shape) == (2 * per_group, 16, 3, 3), method
+        assert exported.chanprune_group_quantum == quantum
 
 
 def test_layer_and_group_norm_keep_their_channels_prunable():

@@ -57,6 +57,88 @@ def test_spec_round_trip_rebuilds_the_same_pruned_model(tmp_path, side, method):
             assert outputs_match(model(xb), loaded(xb))
 
 
+class GroupedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 32, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.gc = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=2), nn.BatchNorm2d(32))
+        self.out = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.gc(self.a(x))))
+
+
+def masked_grouped_net():
+    """13 of 16 rows kept in both groups of ``gc``: 13 a group at quantum 1, 16 at 8."""
+    model = GroupedNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.apply_masks(model, x, {"gc.0.weight": [0, 1, 2, 16, 17, 18]})
+    return model, x
+
+
+@pytest.mark.parametrize("quantum, rows", [(1, 26), (8, 32)])
+def test_spec_records_the_group_quantum(tmp_path, quantum, rows):
+    model, x = masked_grouped_net()
+    pruned = chanprune.export(model, x, group_quantum=quantum)
+    assert pruned.get_parameter("gc.0.weight").shape[0] == rows
+    save_pruned(pruned, model, x, tmp_path / "g.json")
+    assert read_spec(tmp_path / "g.json")["group_quantum"] == quantum
+    loaded = load_pruned(GroupedNet(), tmp_path / "g.json")
+    assert loaded.chanprune_group_quantum == quantum
+    state, got = pruned.state_dict(), loaded.state_dict()
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in got.items()}
+    with torch.no_grad():
+        assert outputs_match(pruned(x), loaded(x))
+
+
+@pytest.mark.parametrize("quantum", [1, 8])
+def test_grouped_spec_round_trip_keeps_fine_tuned_fillers(tmp_path, quantum):
+    """Uneven groups (11 and 13 kept rows): group 0 gets filler rows, and every group reads its
+    own inputs. Fine-tuning makes the fillers non-zero; the spec must still reproduce it."""
+    model, x = masked_grouped_net()
+    chanprune.apply_masks(model, x, {"gc.0.weight": [3, 4]})
+    pruned = chanprune.export(model, x, group_quantum=quantum)
+    opt = torch.optim.SGD(pruned.parameters(), lr=0.1)
+    pruned(x).square().mean().backward()
+    opt.step()
+    save_pruned(pruned, model, x, tmp_path / "g.json")
+    keep = read_spec(tmp_path / "g.json")["tensors"]["gc.0.weight"]["keep"]
+    assert len(keep[0]) == {1: 26, 8: 32}[quantum] and len(keep[1]["groups"]) == 2
+    loaded = load_pruned(GroupedNet(), tmp_path / "g.json")
+    with torch.no_grad():
+        assert outputs_match(pruned(x), loaded(x))
+        assert not outputs_match(model(x), loaded(x))  # really the tuned weights
+
+
+def test_malformed_grouped_entry_names_the_tensor(tmp_path):
+    model, x = masked_grouped_net()
+    save_pruned(chanprune.export(model, x), model, x, tmp_path / "g.json")
+    doc = json.loads((tmp_path / "g.json").read_text())
+    doc["tensors"]["gc.0.weight"]["keep"][1] = {"groups": [[0, 1]] * 3}  # 3 blocks of 32 rows
+    (tmp_path / "g.json").write_text(json.dumps(doc))
+    with pytest.raises(chanprune.InputError, match=r"gc\.0\.weight: dim 1 is a malformed"):
+        load_pruned(GroupedNet(), tmp_path / "g.json")
+
+
+def test_spec_without_a_group_quantum_loads_with_none(tmp_path):
+    """Specs written before the field existed: quantum 1 (the fewest parameters), still exact,
+    whatever quantum they were saved with."""
+    model, x = masked_grouped_net()
+    pruned = chanprune.export(model, x)  # quantum 8: 16 a group
+    save_pruned(pruned, model, x, tmp_path / "g.json")
+    doc = json.loads((tmp_path / "g.json").read_text())
+    del doc["group_quantum"]
+    (tmp_path / "g.json").write_text(json.dumps(doc))
+    loaded = load_pruned(GroupedNet(), tmp_path / "g.json")
+    assert loaded.get_parameter("gc.0.weight").shape[0] == 26
+    with torch.no_grad():
+        assert outputs_match(pruned(x), loaded(x))
+    doc["group_quantum"] = 0
+    (tmp_path / "g.json").write_text(json.dumps(doc))
+    with pytest.raises(chanprune.InputError, match=r"g\.json: group_quantum must be a positive"):
+        load_pruned(GroupedNet(), tmp_path / "g.json")
+
+
 def test_spec_lists_kept_indices_in_physical_order(tmp_path):
     model, pruned, x = pruned_net("output")
     save_pruned(pruned, model, x, tmp_path / "net.json")

@@ -1,4 +1,5 @@
-"""Every save format round-trips on real architectures (residual, dense concat, SE + depthwise).
+"""Every save format round-trips on real architectures (residual, dense concat, SE + depthwise,
+grouped convs).
 
 One masked model and one export per architecture, shared by the format tests (module scope).
 """
@@ -14,7 +15,7 @@ from chanprune.saving import load_program, load_pruned, save_program, save_prune
 from helpers import outputs_match
 
 torchvision = pytest.importorskip("torchvision")
-ARCHS = ["resnet50", "densenet121", "efficientnet_v2_s"]
+ARCHS = ["resnet50", "densenet121", "efficientnet_v2_s", "regnet_y_400mf"]
 pytestmark = pytest.mark.slow
 
 

@@ -17,7 +17,7 @@ from .analysis import Axis, analyze
 from .capture import as_input_tuple, capture, gc_paused
 from .layout import SolvedOrder
 from .liveness import liveness
-from .rewrite import Copy, rewrite
+from .rewrite import GROUP_QUANTUM, Copy, rewrite
 
 
 @dataclass
@@ -86,15 +86,22 @@ class Plan:
 
 
 @gc_paused
-def plan(model: torch.nn.Module, example_inputs: object, method: str = "reorder") -> Plan:
-    from .api import check_method, policy_for
+def plan(
+    model: torch.nn.Module,
+    example_inputs: object,
+    method: str = "reorder",
+    group_quantum: int = GROUP_QUANTUM,
+) -> Plan:
+    """What ``export`` with the same arguments would keep and copy, per segment."""
+    from .api import check_group_quantum, check_method, policy_for
 
     check_method(method)
+    check_group_quantum(group_quantum)
     inputs = as_input_tuple(example_inputs)
     an = analyze(capture(model, inputs))
     live = liveness(an)
     policy = policy_for(method, an, live)
-    result = rewrite(an, live, policy)
+    result = rewrite(an, live, policy, group_quantum)
     segments = an.segments()
     seg_of = {r: i for i, seg in enumerate(segments) for r in seg.tolist()}
     nodes = {n.name: n for n in an.capture.graph.nodes}

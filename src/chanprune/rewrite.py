@@ -28,6 +28,8 @@ from .liveness import Liveness
 aten = torch.ops.aten
 READ_VIEW = "chanprune_read_view"  # node.meta key marking the slices align() emits
 ROWS_MIN_BYTES = 128 * 1024  # per sample: where gather_rows starts to pay (see _rows_pay)
+# grouped convs: per-group counts round up to a multiple of this (docs/design.md); 1: none
+GROUP_QUANTUM = 8
 
 
 @dataclass
@@ -50,6 +52,7 @@ class RewriteResult:
     axes: dict[str, object] = field(default_factory=dict)  # original node name -> Axis (analysis)
     copies: list[Copy] = field(default_factory=list)
     demand: dict[str, object] = field(default_factory=dict)  # original node -> demanded channels
+    selections: dict[str, list] = field(default_factory=dict)  # see Rewriter.selections
 
 
 class OwnedGraph(fx.Graph):
@@ -70,8 +73,11 @@ class OwnedGraph(fx.Graph):
 
 
 class Rewriter:
-    def __init__(self, analysis: ChannelAnalysis, live: Liveness, policy) -> None:
+    def __init__(
+        self, analysis: ChannelAnalysis, live: Liveness, policy, group_quantum: int = GROUP_QUANTUM
+    ) -> None:
         self.analysis = analysis
+        self.group_quantum = group_quantum
         self.capture = analysis.capture
         self.live = live
         self.policy = policy
@@ -82,6 +88,9 @@ class Rewriter:
         self._attrs: dict[str, fx.Node] = {}
         self._index: dict[bytes, fx.Node] = {}
         self.copies: list[Copy] = []
+        # qualified name -> its spec entry (spec.py) for tensors a rule builds that are no plain
+        # index selection of the original: grouped convs' per-group inputs and zero fillers
+        self.selections: dict[str, list] = {}
         self._current: fx.Node | None = None
 
     # values ---------------------------------------------------------------------------------
@@ -276,11 +285,15 @@ def _rank(source: fx.Node | None) -> int | None:
     return val.dim() if isinstance(val, torch.Tensor) else None
 
 
-def rewrite(analysis: ChannelAnalysis, live: Liveness, policy) -> RewriteResult:
-    """Build the pruned GraphModule (parameter names as in the original model)."""
+def rewrite(
+    analysis: ChannelAnalysis, live: Liveness, policy, group_quantum: int = GROUP_QUANTUM
+) -> RewriteResult:
+    """Build the pruned GraphModule (parameter names as in the original model).
+
+    ``group_quantum``: a grouped conv's per-group channel counts round up to a multiple of it."""
     from .rules import rule_for
 
-    rw = Rewriter(analysis, live, policy)
+    rw = Rewriter(analysis, live, policy, group_quantum)
     cap = analysis.capture
     for node in cap.graph.nodes:
         rw._current = node
@@ -307,7 +320,7 @@ def rewrite(analysis: ChannelAnalysis, live: Liveness, policy) -> RewriteResult:
     node_map = {
         k: v.name for k, v in rw.env.items() if isinstance(v, fx.Node) and v.op != "placeholder"
     }
-    return RewriteResult(gm, rw.lay, node_map, analysis.axes, rw.copies, live.demand)
+    return RewriteResult(gm, rw.lay, node_map, analysis.axes, rw.copies, live.demand, rw.selections)
 
 
 def getitem(rw: Rewriter, node: fx.Node) -> None:

@@ -22,10 +22,12 @@ from .capture import as_input_tuple
 from .deps import require
 from .errors import InputError
 from .paths import check_writable
+from .rewrite import GROUP_QUANTUM
 from .spec import check_spec, kept_indices, rebuild
 
 SPEC_FORMAT = "chanprune-spec"
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: group_quantum, and grouped input dims ({"groups": ...}; spec.py)
+READS_VERSIONS = (1, 2)
 
 
 def to_program(module: torch.nn.Module, example_inputs: object) -> torch.export.ExportedProgram:
@@ -77,6 +79,7 @@ def save_pruned(
         "model": model_name,
         "architecture": f"{type(model).__module__}.{type(model).__qualname__}",
         "method": pruned.chanprune_method,
+        "group_quantum": getattr(pruned, "chanprune_group_quantum", GROUP_QUANTUM),
         "inputs": [
             {"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")} for x in inputs
         ],
@@ -96,8 +99,10 @@ def load_pruned(
 
     ``model`` receives the pruned tensors in place (zeros where channels were removed, i.e. the
     masked model) and is exported again; export checks the result. Nothing is unpickled.
+    A spec without ``group_quantum`` (written before it was recorded) loads with 1: the
+    smallest grouped convs; exact under any value, as fillers are zeros of the masked model.
     """
-    from .api import export
+    from .api import check_group_quantum, export
     from .models import load_model
 
     st = require("safetensors.torch", "loading a pruning spec")
@@ -125,7 +130,11 @@ def load_pruned(
             torch.randn(i["shape"], generator=gen, dtype=_dtype(i.get("dtype"), path))
             for i in doc["inputs"]
         )
-    return export(model, example_inputs, method=doc["method"])
+    try:
+        quantum = check_group_quantum(doc.get("group_quantum", 1))
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from e
+    return export(model, example_inputs, method=doc["method"], group_quantum=quantum)
 
 
 def read_spec(path: str | Path) -> dict:
@@ -139,8 +148,11 @@ def read_spec(path: str | Path) -> dict:
         raise InputError(f"{path}: not a chanprune spec (not JSON: {e})") from e
     if not isinstance(doc, dict) or doc.get("format") != SPEC_FORMAT:
         raise InputError(f"{path}: not a chanprune spec (format is not {SPEC_FORMAT!r})")
-    if doc.get("version") != SPEC_VERSION:
-        raise InputError(f"{path}: spec version {doc.get('version')} (this chanprune reads 1)")
+    if doc.get("version") not in READS_VERSIONS:
+        raise InputError(
+            f"{path}: spec version {doc.get('version')!r} (this chanprune reads "
+            f"{', '.join(map(str, READS_VERSIONS))})"
+        )
     w = doc.get("weights")
     if not isinstance(w, str) or Path(w).name != w or not w.endswith(".safetensors"):
         raise InputError(f"{path}: weights must be a .safetensors file next to the spec")

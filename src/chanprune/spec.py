@@ -1,7 +1,10 @@
 """Pruning specs: which original indices each tensor of a pruned model keeps, in which order.
 
 A spec maps every parameter and buffer of the pruned model (original qualified names) to, per
-dimension, the original indices it holds in physical order (``None``: all, in order). With it,
+dimension, the original indices it holds in physical order (``None``: all, in order). A grouped
+conv's input dimension is ``{"groups": [indices of group 0, ...]}`` instead: each block of rows
+(one per group) reads its own in-group indices; its zero filler slots are recorded at original
+indices whose masked value is zero or unneeded. With it,
 a fresh instance of the original architecture can be turned into the pruned model without
 unpickling anything: scatter the pruned tensors back into full-size zero tensors (what the pruned
 model removed is zero or unread, so this is the masked model again) and export that.
@@ -22,10 +25,12 @@ from .analysis import analyze
 from .capture import as_input_tuple, capture, run_model
 from .errors import ExportError, InputError
 from .liveness import liveness
-from .rewrite import rewrite
+from .rewrite import GROUP_QUANTUM, rewrite
 from .verify import compare
 
-Keep = list  # per dimension: list[int] (kept original indices, physical order) or None (all)
+# per dimension: list[int] (kept original indices, physical order), None (all), or, after
+# dimension 0, {"groups": list[list[int]]} (the indices block b of dimension 0 reads)
+Keep = list
 
 
 def kept_indices(
@@ -43,13 +48,15 @@ def kept_indices(
     an = analyze(cap)
     live = liveness(an)
     policy = policy_for(method, an, live)
+    quantum = getattr(pruned, "chanprune_group_quantum", GROUP_QUANTUM)
     probe = {k: _probe(t) for k, t in cap.tensors.items()}
     saved = cap.tensors, live.tensors
     try:
         cap.tensors, live.tensors = probe, probe
-        probed = rewrite(an, live, policy).module.state_dict()
+        result = rewrite(an, live, policy, quantum)
     finally:
         cap.tensors, live.tensors = saved
+    probed = result.module.state_dict()
     owned = own_tensors(model)
     spec: dict[str, Keep] = {}
     for name, t in pruned.state_dict().items():
@@ -60,7 +67,14 @@ def kept_indices(
             if not torch.equal(p, t):
                 raise ExportError(f"{name}: the masked model would now be exported differently")
             continue
-        spec[name] = _decode(name, p, owned[name])
+        if name in result.selections:  # recorded by the rule; its non-zero entries must agree
+            keep = result.selections[name]
+            expected = take(probe[name], keep)
+            if expected.shape != p.shape or not torch.equal(p[p != 0], expected[p != 0]):
+                raise ExportError(f"{name}: its recorded selection does not match the export")
+            spec[name] = keep
+        else:
+            spec[name] = _decode(name, p, owned[name])
     return spec
 
 
@@ -69,10 +83,21 @@ def own_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 
+def _grouped(k: object) -> list | None:
+    """The per-block index lists of a grouped dimension, or None for a plain one."""
+    return k["groups"] if isinstance(k, dict) else None
+
+
 def take(t: torch.Tensor, keep: Keep) -> torch.Tensor:
-    """The pruned tensor: ``t`` with each dimension reduced to its kept indices."""
+    """The pruned tensor: ``t`` with each dimension reduced to its kept indices (what the
+    export holds, except that it zeroes grouped convs' filler slots)."""
     for d, k in enumerate(keep):
-        if k is not None:
+        blocks = _grouped(k)
+        if blocks is not None:
+            parts = t.chunk(len(blocks), 0)
+            idx = [torch.as_tensor(b, dtype=torch.long) for b in blocks]
+            t = torch.cat([x.index_select(d, i) for x, i in zip(parts, idx, strict=True)])
+        elif k is not None:
             t = t.index_select(d, torch.as_tensor(k, dtype=torch.long))
     return t
 
@@ -81,13 +106,19 @@ def place(full_shape: tuple[int, ...], pruned: torch.Tensor, keep: Keep) -> torc
     """The full-size tensor holding ``pruned`` at its kept indices and zero elsewhere."""
     full = torch.zeros(full_shape, dtype=pruned.dtype)
     rank = len(full_shape)
-    index = tuple(
-        torch.as_tensor(k if k is not None else range(n), dtype=torch.long).reshape(
-            [-1 if i == d else 1 for i in range(rank)]
-        )
-        for d, (k, n) in enumerate(zip(keep, full_shape, strict=True))
-    )
-    full[index] = pruned
+    index = []
+    for d, (k, n) in enumerate(zip(keep, full_shape, strict=True)):
+        blocks = _grouped(k)
+        if blocks is None:
+            i = torch.as_tensor(k if k is not None else range(n), dtype=torch.long)
+            index.append(i.reshape([-1 if j == d else 1 for j in range(rank)]))
+            continue
+        table = torch.as_tensor(blocks, dtype=torch.long)  # (blocks, kept per block)
+        rows = pruned.shape[0]
+        per_row = table.repeat_interleave(rows // len(blocks), 0)  # (rows, kept per block)
+        shape = [rows if j == 0 else -1 if j == d else 1 for j in range(rank)]
+        index.append(per_row.reshape(shape))
+    full[tuple(index)] = pruned
     return full
 
 
@@ -96,13 +127,30 @@ def check_shapes(name: str, full_shape: tuple[int, ...], pruned_shape: tuple, ke
     if len(keep) != len(full_shape) or len(pruned_shape) != len(full_shape):
         raise InputError(f"{name}: spec has {len(keep)} dims, model tensor {tuple(full_shape)}")
     for d, (k, n, m) in enumerate(zip(keep, full_shape, pruned_shape, strict=True)):
-        if k is None:
-            k = range(n)
-        if len(k) != m or (len(k) and (min(k) < 0 or max(k) >= n)):
-            raise InputError(
-                f"{name}: dim {d} keeps {len(k)} of {n} indices but the saved tensor has {m} "
-                "(a spec for a different architecture?)"
-            )
+        if isinstance(k, dict):
+            blocks = k.get("groups")
+            if (
+                d == 0
+                or set(k) != {"groups"}
+                or not isinstance(blocks, list)
+                or not blocks
+                or pruned_shape[0] % len(blocks)
+                or not all(isinstance(b, list) for b in blocks)
+            ):
+                raise InputError(
+                    f"{name}: dim {d} is a malformed grouped entry (expected "
+                    f'{{"groups": [...]}}, one list per block of dim 0, after dim 0)'
+                )
+        else:
+            blocks = [range(n) if k is None else k]
+        for b in blocks:
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in b):
+                raise InputError(f"{name}: dim {d} holds something other than indices")
+            if len(b) != m or (len(b) and (min(b) < 0 or max(b) >= n)) or len(set(b)) != len(b):
+                raise InputError(
+                    f"{name}: dim {d} keeps {len(b)} of {n} indices but the saved tensor has "
+                    f"{m} (a spec for a different architecture?)"
+                )
 
 
 def rebuild(
@@ -165,6 +213,8 @@ def _decode(name: str, probe: torch.Tensor, original: torch.Tensor) -> Keep:
         line = c[tuple(slice(None) if i == d else 0 for i in range(c.ndim))]
         if not (c == line.reshape([-1 if i == d else 1 for i in range(c.ndim)])).all():
             raise ExportError(f"{name}: dim {d} is not a selection of original indices")
+        if len(np.unique(line)) != len(line):
+            raise ExportError(f"{name}: dim {d} repeats original indices; it has no index spec")
         natural = len(line) == shape[d] and np.array_equal(line, np.arange(shape[d]))
         keep.append(None if natural else [int(i) for i in line])
     return keep

@@ -125,7 +125,7 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mask_from_args(model, x, args)
-        pruned = export(model, x, method=args.method)
+        pruned = export(model, x, method=args.method, group_quantum=args.group_quantum)
     kind = "constrained" if args.constrained else "unconstrained"
     masked = evaluate(model, test, keep_predictions=True, desc="masked", **kw)
     got = evaluate(pruned, test, keep_predictions=True, desc="pruned", **kw)

@@ -15,6 +15,7 @@ from ..masking import mask, validate
 from ..paths import check_writable
 from ..plan import plan
 from ..progress import Steps
+from ..rewrite import GROUP_QUANTUM
 from ..stats import count_macs, count_params
 from ..timing import measure_latency
 from .source import load_source
@@ -33,12 +34,30 @@ def add_mask_arguments(p: argparse.ArgumentParser, side: str) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
 def add_pruning_arguments(p: argparse.ArgumentParser, amount: float, side: str) -> None:
     """The masking and export options every pruning subcommand shares (defaults differ)."""
     p.add_argument("--amount", type=float, default=amount, help="share of channels to prune")
     add_mask_arguments(p, side)
     p.add_argument("--constrained", action="store_true", help="prune coupled layers together")
     p.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
+    p.add_argument(
+        "--group-quantum",
+        type=positive_int,
+        default=GROUP_QUANTUM,
+        metavar="N",
+        help="grouped convs keep a multiple of N channels a group (faster kernels); 1: fewest "
+        "parameters",
+    )
 
 
 def mask_from_args(model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> dict:
@@ -152,9 +171,9 @@ def prune_command(args: argparse.Namespace) -> int:
         with steps.step("mask (capture, score)"):
             masks = mask_from_args(model, x, args)
         with steps.step(f"export ({args.method}, verify)"):
-            pruned = export(model, x, method=args.method)
+            pruned = export(model, x, method=args.method, group_quantum=args.group_quantum)
         with steps.step("plan copies"):
-            p = plan(model, x, method=args.method)
+            p = plan(model, x, method=args.method, group_quantum=args.group_quantum)
     latency = None
     if args.runs > 0:
         with steps.step("latency"):

@@ -143,12 +143,9 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
     return DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(node.args[0])
 
 
-GROUP_QUANTUM = 8  # per-group counts round up to a multiple of this (docs/design.md); 1: none
-
-
-def _rounded(n: int, full: int) -> int:
-    """``n`` rounded up to a multiple of GROUP_QUANTUM, at most ``full`` (the group's size)."""
-    return min(full, -(-n // GROUP_QUANTUM) * GROUP_QUANTUM)
+def _rounded(n: int, full: int, quantum: int) -> int:
+    """``n`` rounded up to a multiple of ``quantum``, at most ``full`` (the group's size)."""
+    return min(full, -(-n // quantum) * quantum)
 
 
 class Grouped(Rule):
@@ -156,7 +153,8 @@ class Grouped(Rule):
 
     Any other grouping is a producer of its output rows, and its input channels stay prunable:
     the pruned conv keeps the group count and gives every group the largest per-group count
-    of kept rows (and of read inputs), filling the shorter groups with zero-weight slots. The
+    of kept rows (and of read inputs), rounded up to a multiple of the rewriter's
+    ``group_quantum``, filling the shorter groups with zero-weight slots. The
     filler rows are original rows of the same group that are zero (or needed by nobody), so
     every emitted channel is a real one; filler inputs are any channel, read with weight 0.
     """
@@ -244,8 +242,9 @@ class Grouped(Rule):
             rows.append(r[kept[r]])
             reads = (nz[rows[-1]].any(0) if len(rows[-1]) else np.zeros(per_in, bool)) & ~zin[g]
             cols.append(np.flatnonzero(reads))
-        n_rows = _rounded(max(1, max(len(r) for r in rows)), per_out)
-        n_cols = _rounded(max(1, max(len(c) for c in cols)), per_in)
+        q = rw.group_quantum
+        n_rows = _rounded(max(1, max(len(r) for r in rows)), per_out, q)
+        n_cols = _rounded(max(1, max(len(c) for c in cols)), per_in, q)
         for g in range(groups):
             base = np.arange(g * per_out, (g + 1) * per_out)
             spare = [i for i in np.argsort(~zero_out[base], kind="stable") if not kept[base[i]]]
@@ -270,15 +269,21 @@ class Grouped(Rule):
         else:
             full = np.arange(groups * per_in, dtype=np.int64)
             xn = rw.align(xn, 1, full, to, x) if not np.array_equal(to, full) else xn
+        # the weight reads different inputs per group and holds zeros: the spec can't decode it
+        wname = rw.capture.state_names[w_arg.name]
+        groups_in = {"groups": [c.tolist() for c in cols]}
+        rw.selections[wname] = [out.tolist(), groups_in] + [None] * (w.dim() - 2)
         args = list(node.args)
-        args[0], args[1] = xn, rw.put(rw.capture.state_names[w_arg.name], new_w)
+        args[0], args[1] = xn, rw.put(wname, new_w)
         if b_arg is not None:
             b = lv.t(b_arg)
             new_b = torch.zeros(len(out), dtype=b.dtype)
             for g in range(groups):
                 k = real_rows[g]
                 new_b[g * n_rows : g * n_rows + k] = b[torch.from_numpy(rows[g][:k])]
-            args[2] = rw.put(rw.capture.state_names[b_arg.name], new_b)
+            bname = rw.capture.state_names[b_arg.name]
+            rw.selections[bname] = [out.tolist()]
+            args[2] = rw.put(bname, new_b)
         rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), out)
 
 
