@@ -1,4 +1,5 @@
-"""Differential fuzzing: random networks and masks, exported == masked for both methods.
+"""Differential fuzzing: random networks and masks, exported == masked for both methods, and
+every correct export rebuilt from its pruning spec.
 
 CI runs a few hundred cases (75 networks x 4 mask sets); benchmarks/soak.py runs many thousands
 with the same generator. A failure prints the minimal (shrunk) case; rebuild it with
@@ -26,9 +27,10 @@ SETTINGS = settings(
 @SETTINGS
 @given(fuzz.case_strategy(max_ops=8, masksets=4))
 def test_exported_equals_masked(case):
+    """... and every correct export can be saved as a spec that rebuilds it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        outcomes = fuzz.run_case(case)
+        outcomes = fuzz.run_case(case, spec=True)
     for ms, out in zip(case.masksets, outcomes, strict=True):
         assert out.ok, (ms, out.log, out.results)
 
@@ -94,6 +96,26 @@ def test_the_property_catches_a_wrong_export(monkeypatch):
         (out,) = fuzz.run_case(case)
     assert not out.ok
     assert all(r.startswith("mismatch") for r in out.results.values()), out.results
+
+
+def test_the_property_catches_a_wrong_spec(monkeypatch):
+    """Break the spec decoding (kept rows listed in reverse): the spec round trip must fail."""
+    from chanprune import spec as spec_module
+
+    original = spec_module._decode
+
+    def wrong(name, probe, tensor):
+        keep = original(name, probe, tensor)
+        return [keep[0][::-1] if keep[0] else keep[0], *keep[1:]]
+
+    monkeypatch.setattr(spec_module, "_decode", wrong)
+    case = Case(NET, (MaskSet(masks=(MaskSpec("output", 0, "random", 3),)),))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (out,) = fuzz.run_case(case, spec=True)
+    assert out.results["reorder"] == "ok" and out.results["baseline"] == "ok"
+    assert out.results["reorder spec"].startswith("mismatch (spec)"), out.results
+    assert not out.ok
 
 
 @pytest.mark.parametrize("kind", fuzz.MASK_KINDS)

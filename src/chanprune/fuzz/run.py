@@ -111,9 +111,11 @@ def _close(a: Any, b: Any) -> tuple[bool, float]:
     return c.ok, c.max_abs_diff
 
 
-def run_case(case: Case, methods: Sequence[str] = METHODS) -> list[Outcome]:
+def run_case(case: Case, methods: Sequence[str] = METHODS, spec: bool = False) -> list[Outcome]:
     """Per mask set: build, mask, export with each method; compare on the example input and on
-    a batch of another size (the export's dynamic batch)."""
+    a batch of another size (the export's dynamic batch). ``spec``: also read each correct
+    export's pruning spec and rebuild the model from it (``save_pruned``'s round trip, without
+    files), recorded as ``"<method> spec"``."""
     model, x = build(case)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(case.seed + 1)
@@ -121,11 +123,11 @@ def run_case(case: Case, methods: Sequence[str] = METHODS) -> list[Outcome]:
     outcomes = []
     for ms_set in case.masksets:
         model.load_state_dict(initial)
-        outcomes.append(_run_maskset(model, x, x2, ms_set, methods))
+        outcomes.append(_run_maskset(model, x, x2, ms_set, methods, spec))
     return outcomes
 
 
-def _run_maskset(model, x, x2, ms_set: MaskSet, methods: Sequence[str]) -> Outcome:
+def _run_maskset(model, x, x2, ms_set: MaskSet, methods: Sequence[str], spec: bool) -> Outcome:
     import chanprune
 
     out = Outcome()
@@ -159,7 +161,22 @@ def _run_maskset(model, x, x2, ms_set: MaskSet, methods: Sequence[str]) -> Outco
         ok2, d2 = _close(ref2, got2)
         out.results[method] = "ok" if ok1 and ok2 else f"mismatch: max|diff| {d1:.3g}, {d2:.3g}"
         out.removed[method] = total - sum(p.numel() for p in exported.parameters())
+        if spec and ok1 and ok2:
+            out.results[f"{method} spec"] = _spec_round_trip(exported, model, x)
     return out
+
+
+def _spec_round_trip(exported, model, x) -> str:
+    from chanprune.errors import ExportError
+    from chanprune.spec import check_spec, kept_indices
+
+    try:
+        check_spec(exported, model, (x,), kept_indices(exported, model, (x,)))
+    except ExportError as e:  # no spec, or one that does not rebuild the export
+        return f"mismatch (spec): {e}"
+    except Exception as e:
+        return f"crash {type(e).__name__}: {e}\n{traceback.format_exc(limit=-3)}"
+    return "ok"
 
 
 def features(case: Case, ms_set: MaskSet) -> set[str]:
