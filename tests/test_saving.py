@@ -3,6 +3,7 @@
 import io
 import json
 import pickle
+import warnings
 import zipfile
 
 import pytest
@@ -137,6 +138,44 @@ def test_spec_without_a_group_quantum_loads_with_none(tmp_path):
     (tmp_path / "g.json").write_text(json.dumps(doc))
     with pytest.raises(chanprune.InputError, match=r"g\.json: group_quantum must be a positive"):
         load_pruned(GroupedNet(), tmp_path / "g.json")
+
+
+class SharedBlock(nn.Module):
+    def __init__(self, pe):
+        super().__init__()
+        self.pe = pe
+        self.fc = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.fc(torch.relu(x + self.pe(x)))
+
+
+class SharedPE(nn.Module):
+    """One position-encoding conv shared by two blocks (timm's CoaT): its tensors have two
+    names, and the capture may use the alias ``named_parameters()`` leaves out."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        pe = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.blocks = nn.Sequential(SharedBlock(pe), SharedBlock(pe))
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+def test_spec_of_a_shared_module_saved_under_its_alias(tmp_path):
+    model, x = SharedPE().eval(), torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the shared conv is a barrier
+        chanprune.mask(model, x, amount=0.5)
+        pruned = chanprune.export(model, x)
+        save_pruned(pruned, model, x, tmp_path / "s.json")
+        loaded = load_pruned(SharedPE(), tmp_path / "s.json")
+    assert "blocks.1.pe.weight" in read_spec(tmp_path / "s.json")["tensors"]
+    with torch.no_grad():
+        assert outputs_match(pruned(x), loaded(x))
 
 
 def test_spec_lists_kept_indices_in_physical_order(tmp_path):

@@ -79,8 +79,10 @@ def kept_indices(
 
 
 def own_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters and buffers (persistent or not) by qualified name."""
-    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    """Parameters and buffers (persistent or not) by every qualified name: a shared module's
+    tensors under each alias, as the capture may name them by any of them."""
+    params = model.named_parameters(remove_duplicate=False)
+    return {**dict(params), **dict(model.named_buffers(remove_duplicate=False))}
 
 
 def _grouped(k: object) -> list | None:
