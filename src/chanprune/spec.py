@@ -17,8 +17,8 @@ tensor spells out where its entries came from.
 from __future__ import annotations
 
 import copy
+import math
 
-import numpy as np
 import torch
 
 from .analysis import analyze
@@ -203,20 +203,22 @@ def _decode(name: str, probe: torch.Tensor, original: torch.Tensor) -> Keep:
     flat = probe.detach().to(torch.float64)
     if flat.dim() != len(shape) or not torch.equal(flat, flat.round()):
         raise ExportError(f"{name}: the export transforms this tensor; it has no index spec")
-    flat = flat.long().numpy()
-    if flat.size and (flat.min() < 0 or flat.max() >= original.numel()):
+    flat = flat.long()
+    if flat.numel() == 0 or flat.min() < 0 or flat.max() >= original.numel():
         raise ExportError(f"{name}: the export transforms this tensor; it has no index spec")
-    # C-order coordinates by hand: np.unravel_index (numpy 2.4.6) returns wrong coordinates
-    # for arrays with unit dims (conv kernels 1x1) beyond 8192 elements
-    strides = np.cumprod((1, *shape[:0:-1]))[::-1]
+    # each dimension's indices, read off one line of the probe along it; then the whole tensor
+    # must be exactly that selection (sum over dims of index x stride: the probe's own values)
+    rank = len(shape)
+    strides = [math.prod(shape[d + 1 :]) for d in range(rank)]
     keep: Keep = []
+    expected = torch.zeros((), dtype=torch.long)
     for d, stride in enumerate(strides):
-        c = (flat // int(stride)) % shape[d]
-        line = c[tuple(slice(None) if i == d else 0 for i in range(c.ndim))]
-        if not (c == line.reshape([-1 if i == d else 1 for i in range(c.ndim)])).all():
-            raise ExportError(f"{name}: dim {d} is not a selection of original indices")
-        if len(np.unique(line)) != len(line):
+        line = (flat[tuple(slice(None) if i == d else 0 for i in range(rank))] // stride) % shape[d]
+        if len(line.unique()) != len(line):
             raise ExportError(f"{name}: dim {d} repeats original indices; it has no index spec")
-        natural = len(line) == shape[d] and np.array_equal(line, np.arange(shape[d]))
-        keep.append(None if natural else [int(i) for i in line])
+        expected = expected + (line * stride).reshape([-1 if i == d else 1 for i in range(rank)])
+        natural = len(line) == shape[d] and torch.equal(line, torch.arange(shape[d]))
+        keep.append(None if natural else line.tolist())
+    if not torch.equal(expected, flat):
+        raise ExportError(f"{name}: the pruned tensor is not a selection of original indices")
     return keep
