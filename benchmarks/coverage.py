@@ -381,6 +381,12 @@ def _summary(recs: list[dict]) -> list[str]:
         lines.append(
             f"- export time (reorder, incl. verification): median {times[len(times) // 2]} s"
         )
+        specs = sorted((r["spec_s"], r["model"]) for r in ok if "spec_s" in r)
+        if specs:
+            lines.append(
+                f"- spec round trip (read off the export, rebuilt, checked): median "
+                f"{specs[len(specs) // 2][0]} s, slowest {specs[-1][0]} s ({specs[-1][1]})"
+            )
     return lines
 
 

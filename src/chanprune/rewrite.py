@@ -74,7 +74,7 @@ class OwnedGraph(fx.Graph):
 
 class Rewriter:
     def __init__(
-        self, analysis: ChannelAnalysis, live: Liveness, policy, group_quantum: int = GROUP_QUANTUM
+        self, analysis: ChannelAnalysis, live: Liveness, policy, group_quantum: int
     ) -> None:
         self.analysis = analysis
         self.group_quantum = group_quantum

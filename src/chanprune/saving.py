@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .api import check_group_quantum
 from .archive import check_archive
 from .capture import as_input_tuple
 from .deps import require
@@ -28,6 +29,7 @@ from .spec import check_spec, kept_indices, rebuild
 SPEC_FORMAT = "chanprune-spec"
 SPEC_VERSION = 2  # 2: group_quantum, and grouped input dims ({"groups": ...}; spec.py)
 READS_VERSIONS = (1, 2)
+LEGACY_GROUP_QUANTUM = 1  # specs without the field: the smallest grouped convs (load_pruned)
 
 
 def to_program(module: torch.nn.Module, example_inputs: object) -> torch.export.ExportedProgram:
@@ -102,7 +104,7 @@ def load_pruned(
     A spec without ``group_quantum`` (written before it was recorded) loads with 1: the
     smallest grouped convs; exact under any value, as fillers are zeros of the masked model.
     """
-    from .api import check_group_quantum, export
+    from .api import export
     from .models import load_model
 
     st = require("safetensors.torch", "loading a pruning spec")
@@ -130,10 +132,7 @@ def load_pruned(
             torch.randn(i["shape"], generator=gen, dtype=_dtype(i.get("dtype"), path))
             for i in doc["inputs"]
         )
-    try:
-        quantum = check_group_quantum(doc.get("group_quantum", 1))
-    except InputError as e:
-        raise InputError(f"{path}: {e}") from e
+    quantum = doc.get("group_quantum", LEGACY_GROUP_QUANTUM)
     return export(model, example_inputs, method=doc["method"], group_quantum=quantum)
 
 
@@ -158,6 +157,10 @@ def read_spec(path: str | Path) -> dict:
         raise InputError(f"{path}: weights must be a .safetensors file next to the spec")
     if not isinstance(doc.get("tensors"), dict) or not isinstance(doc.get("inputs"), list):
         raise InputError(f"{path}: the spec lacks its tensors or inputs")
+    try:
+        check_group_quantum(doc.get("group_quantum", LEGACY_GROUP_QUANTUM))
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from e
     return doc
 
 

@@ -69,8 +69,8 @@ def kept_indices(
             continue
         if name in result.selections:  # recorded by the rule; its non-zero entries must agree
             keep = result.selections[name]
-            expected = take(probe[name], keep)
-            if expected.shape != p.shape or not torch.equal(p[p != 0], expected[p != 0]):
+            expected, nz = take(probe[name], keep), p != 0
+            if expected.shape != p.shape or not torch.equal(p[nz], expected[nz]):
                 raise ExportError(f"{name}: its recorded selection does not match the export")
             spec[name] = keep
         else:
