@@ -277,6 +277,77 @@ def test_grouped_conv_groups_round_up_to_the_quantum(pruned_rows, quantum, per_g
         assert exported.chanprune_group_quantum == quantum
 
 
+class InvertedResidual(nn.Module):
+    """MobileNet-like: expand 1x1, depthwise 3x3, squeeze-excitation, project 1x1."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = cbr(3, 32, 1)
+        self.dw = cbr(32, 32, 3, groups=32)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(32, 8, 1), nn.ReLU())
+        self.se_up = nn.Conv2d(8, 32, 1)
+        self.project = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        h = self.dw(self.expand(x))
+        return self.project(h * torch.sigmoid(self.se_up(self.se(h))))
+
+
+@pytest.mark.parametrize(
+    "pruned, quantum, width",
+    [
+        (3, 8, 32),  # 29 kept: rounded up to 32
+        (9, 8, 24),  # 23 kept: 24
+        (8, 8, 24),  # 24 kept: already a multiple
+        (3, 1, 29),  # no rounding
+        (30, 8, 8),  # 2 kept: 8, all but 2 of them fillers
+    ],
+)
+def test_depthwise_width_rounds_up_to_the_quantum(pruned, quantum, width):
+    """ONNX Runtime runs a depthwise conv blocked only at multiples of 8 channels
+    (benchmarks/results/depthwise_quantum.md). The fillers are kept in every tensor of the
+    segment (the expand rows, both BNs, the SE gate) so nothing pads or gathers between them,
+    and the project conv, which reads every other channel, reads them too: no slice."""
+    model = randomise_bn(InvertedResidual()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.apply_masks(model, x, {"expand.0.weight": list(range(1, 1 + pruned))})
+    for method in ("reorder", "baseline"):
+        exported, _ = prune_and_check(model, x, method=method, group_quantum=quantum)
+        assert tuple(exported.get_parameter("dw.0.weight").shape) == (width, 1, 3, 3), method
+        assert exported.get_parameter("expand.0.weight").shape[0] == width, method
+        assert exported.get_parameter("se_up.weight").shape[0] == width, method
+        assert exported.get_parameter("project.weight").shape[1] == width, method
+        assert exported.get_parameter("se.1.weight").shape[1] == width, method
+        assert exported.chanprune_copies == [], method
+
+
+class TwoReaders(nn.Module):
+    """A depthwise conv's output read by two 1x1 convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand, self.dw = cbr(3, 32, 1), cbr(32, 32, 3, groups=32)
+        self.a, self.b = nn.Conv2d(32, 4, 1), nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        h = self.dw(self.expand(x))
+        return self.a(h) + self.b(h)
+
+
+def test_depthwise_fillers_stay_out_of_a_consumer_reading_a_subset():
+    """Only a consumer that reads every other kept channel reads the fillers (its whole input,
+    no slice); one that reads a subset keeps its masked width."""
+    model = randomise_bn(TwoReaders()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.apply_masks(model, x, {"expand.0.weight": [1, 2, 3]})  # 29 kept
+    chanprune.apply_masks(model, x, {"b.weight": [4, 5]}, side="input")
+    for method in ("reorder", "baseline"):
+        exported, _ = prune_and_check(model, x, method=method)
+        assert exported.get_parameter("dw.0.weight").shape[0] == 32, method
+        assert exported.get_parameter("a.weight").shape[1] == 32, method
+        assert exported.get_parameter("b.weight").shape[1] == 27, method
+
+
 def test_layer_and_group_norm_keep_their_channels_prunable():
     """Norms over channels run with the original channel count (removed channels padded back
     as zeros), so the producer feeding them still loses rows and the export stays exact."""

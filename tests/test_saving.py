@@ -111,6 +111,29 @@ def test_grouped_spec_round_trip_keeps_fine_tuned_fillers(tmp_path, quantum):
         assert not outputs_match(model(x), loaded(x))  # really the tuned weights
 
 
+def test_depthwise_fillers_round_trip_after_fine_tuning(tmp_path):
+    """29 kept channels, 3 depthwise fillers (quantum 8). Fine-tuning makes the fillers' BN
+    scales non-zero, so they carry values; the spec lists them as original channels and the
+    rebuilt model reproduces the tuned one."""
+    from test_rules import InvertedResidual, randomise_bn
+
+    model = randomise_bn(InvertedResidual()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.apply_masks(model, x, {"expand.0.weight": [1, 2, 3]})
+    pruned = chanprune.export(model, x)
+    assert pruned.get_parameter("dw.0.weight").shape[0] == 32
+    opt = torch.optim.SGD(pruned.parameters(), lr=0.1)
+    pruned(x).square().mean().backward()
+    opt.step()
+    save_pruned(pruned, model, x, tmp_path / "d.json")
+    keep = read_spec(tmp_path / "d.json")["tensors"]["dw.0.weight"]["keep"]
+    assert keep[0] is None  # all 32 channels: 29 kept, 3 fillers
+    loaded = load_pruned(InvertedResidual(), tmp_path / "d.json")
+    with torch.no_grad():
+        assert outputs_match(pruned(x), loaded(x))
+        assert not outputs_match(model(x), loaded(x))  # really the tuned weights
+
+
 def test_malformed_grouped_entry_names_the_tensor(tmp_path):
     model, x = masked_grouped_net()
     save_pruned(chanprune.export(model, x), model, x, tmp_path / "g.json")

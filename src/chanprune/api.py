@@ -11,7 +11,7 @@ from .analysis import analyze
 from .capture import as_input_tuple, capture, gc_paused, run_model
 from .errors import ExportError, InputError
 from .layout import NaturalOrder, SolvedOrder
-from .liveness import liveness
+from .liveness import liveness, round_depthwise
 from .rewrite import GROUP_QUANTUM, rewrite
 from .verify import verify
 
@@ -38,6 +38,7 @@ def _build(cap, method: str, quantum: int, inputs: tuple, reference: object | No
     """analysis -> liveness -> layout policy -> rewrite, checked against ``reference``."""
     an = analyze(cap)
     live = liveness(an)
+    round_depthwise(live, quantum)
     result = rewrite(an, live, policy_for(method, an, live), quantum)
     if reference is not None:
         verify(cap, result, inputs, reference)

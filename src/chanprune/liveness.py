@@ -25,6 +25,7 @@ class Liveness:
         self.demand: dict[str, object] = {}
         self.cache: dict[object, object] = {}
         self.revive: dict[str, np.ndarray] = {}  # zero channels kept so an op after needs no pad
+        self.padding: dict[str, np.ndarray] = {}  # channels kept only to round a width (below)
         for name, v in analysis.axes.items():
             if isinstance(v, Axis):
                 self.demand[name] = np.zeros(len(v), dtype=bool)
@@ -119,3 +120,54 @@ def liveness(analysis: ChannelAnalysis, tensors: dict[str, torch.Tensor] | None 
             elif node.op == "call_function" and node.name not in absorbed:
                 rule_for(node).demand(node, lv)
     return lv
+
+
+def round_depthwise(lv: Liveness, quantum: int) -> None:
+    """Keep extra channels so that every depthwise conv's channel count is a multiple of
+    ``quantum`` (never above its original count).
+
+    Why: ONNX Runtime runs a convolution in its fast blocked (NCHWc) kernels only when the
+    channel counts are multiples of its block size (8 on this machine); a pruned depthwise conv
+    of 886 channels fell back to a kernel taking 0.9 ms where 888 take 0.05
+    (``benchmarks/results/depthwise_quantum.md``). The extra channels are original channels
+    that are zero or read by nobody in the masked model, so keeping them is exact. They are kept
+    in every tensor of their segment, producers included, so no op between needs a pad or a
+    gather; a consumer reads them (with its zero weights) when it reads every other channel
+    its input keeps (``rules.linear.input_reads``).
+    """
+    if quantum <= 1:
+        return
+    from .rules.linear import _groups
+
+    an = lv.analysis
+    by_root: dict[int, list[tuple[str, np.ndarray]]] = {}  # root -> (node, its positions)
+    for name, ax in an.axes.items():
+        if isinstance(ax, Axis) and isinstance(lv.demand.get(name), np.ndarray):
+            roots = an.root[ax.ids]
+            for r in np.unique(roots).tolist():
+                by_root.setdefault(r, []).append((name, np.flatnonzero(roots == r)))
+    for node in an.capture.graph.nodes:
+        ax = an.axes.get(node.name)
+        if an.kinds.get(node.name) != "channelwise" or _groups(node) == 1:
+            continue
+        if not isinstance(ax, Axis) or not isinstance(lv.demand.get(node.name), np.ndarray):
+            continue
+        kept = lv.kept(node)
+        need = -len(kept) % quantum
+        if not len(kept) or not need or len(kept) + need > len(ax):
+            continue
+        # prefer channels the input already holds, then non-zero ones: the fewest new rows
+        x = node.args[0]
+        held = np.zeros(len(ax), dtype=bool)
+        held[lv.kept(x)] = True
+        zx = lv.zero_of(x)
+        nonzero = ~zx if zx is not None else np.zeros(len(ax), dtype=bool)
+        spare = np.setdiff1d(np.arange(len(ax)), kept)
+        spare = spare[np.lexsort((spare, ~nonzero[spare], ~held[spare]))]
+        for r in np.unique(an.root[ax.ids[spare[:need]]]).tolist():
+            for name, pos in by_root.get(r, ()):
+                for table in (lv.padding, lv.revive):
+                    if name not in table:
+                        table[name] = np.zeros(len(lv.demand[name]), dtype=bool)
+                    table[name][pos] = True
+                lv.demand[name][pos] = True

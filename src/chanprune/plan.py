@@ -16,7 +16,7 @@ import torch
 from .analysis import Axis, analyze
 from .capture import as_input_tuple, capture, gc_paused
 from .layout import SolvedOrder
-from .liveness import liveness
+from .liveness import liveness, round_depthwise
 from .rewrite import GROUP_QUANTUM, Copy, rewrite
 
 
@@ -100,6 +100,7 @@ def plan(
     inputs = as_input_tuple(example_inputs)
     an = analyze(capture(model, inputs))
     live = liveness(an)
+    round_depthwise(live, group_quantum)
     policy = policy_for(method, an, live)
     result = rewrite(an, live, policy, group_quantum)
     segments = an.segments()

@@ -24,7 +24,7 @@ import torch
 from .analysis import analyze
 from .capture import as_input_tuple, capture, run_model
 from .errors import ExportError, InputError
-from .liveness import liveness
+from .liveness import liveness, round_depthwise
 from .rewrite import GROUP_QUANTUM, rewrite
 from .verify import compare
 
@@ -47,8 +47,9 @@ def kept_indices(
     cap = capture(model, inputs)
     an = analyze(cap)
     live = liveness(an)
-    policy = policy_for(method, an, live)
     quantum = getattr(pruned, "chanprune_group_quantum", GROUP_QUANTUM)
+    round_depthwise(live, quantum)
+    policy = policy_for(method, an, live)
     probe = {k: _probe(t) for k, t in cap.tensors.items()}
     saved = cap.tensors, live.tensors
     try:

@@ -139,8 +139,21 @@ def output_rows(node: fx.Node, lv, policy) -> np.ndarray:
 
 
 def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
-    """Per input position: does the layer read it (a weight for a kept row, a live input)?"""
-    return DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(node.args[0])
+    """Per input position: does the layer read it (a weight for a kept row, a live input)?
+
+    A layer that reads every channel its input keeps but the ones kept only to round a width
+    (``liveness.round_depthwise``) reads those too, with its zero weights: usually the whole
+    tensor instead of a slice, and an input width that is a multiple of the quantum."""
+    x = node.args[0]
+    reads = DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(x)
+    pad = lv.padding.get(x.name) if isinstance(x, fx.Node) else None
+    if pad is not None and len(pad) == len(reads):
+        others = np.zeros(len(reads), dtype=bool)
+        others[lv.kept(x)] = True
+        others &= ~pad
+        if (reads | ~others).all():
+            reads = reads | pad
+    return reads
 
 
 def _rounded(n: int, full: int, quantum: int) -> int:
