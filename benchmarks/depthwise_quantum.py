@@ -64,8 +64,9 @@ def _depthwise_widths(module: torch.nn.Module, x: torch.Tensor) -> list[int]:
 
     class Spy(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten.convolution.default:
-                w, groups = args[1], args[8]
+            if func in (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default):
+                w, at = args[1], 8 if func is torch.ops.aten.convolution.default else 6
+                groups = args[at] if len(args) > at else (kwargs or {}).get("groups", 1)
                 if groups > 1 and w.shape[1] == 1 and w.shape[0] == groups:
                     widths.append(int(groups))
             return func(*args, **(kwargs or {}))
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     q8_ort = [ln for ln in lines if "| ort |" in ln]
-    gains = [float(ln.split("|")[9].split()[0]) for ln in q8_ort]
+    gains = [float(ln.split("|")[8].split()[0]) for ln in q8_ort]
     head = [
         "# Depthwise convolutions: channel counts rounded to a multiple of 8, or not",
         "",
