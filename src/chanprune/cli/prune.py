@@ -55,8 +55,8 @@ def add_pruning_arguments(p: argparse.ArgumentParser, amount: float, side: str) 
         type=positive_int,
         default=GROUP_QUANTUM,
         metavar="N",
-        help="grouped convs keep a multiple of N channels a group (faster kernels); 1: fewest "
-        "parameters",
+        help="grouped convs keep a multiple of N channels a group, depthwise convs a multiple "
+        "of N channels (faster kernels); 1: fewest parameters",
     )
 
 
