@@ -348,6 +348,32 @@ def test_depthwise_fillers_stay_out_of_a_consumer_reading_a_subset():
         assert exported.get_parameter("b.weight").shape[1] == 27, method
 
 
+class SharedInput(nn.Module):
+    """A depthwise conv and a 1x1 conv reading the same tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.dw = cbr(3, 16, 1), cbr(16, 16, 3, groups=16)
+        self.a, self.b = nn.Conv2d(16, 4, 1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        h = self.stem(x)
+        return self.a(self.dw(h)) + self.b(h)
+
+
+def test_depthwise_rounds_the_width_it_runs_at():
+    """The depthwise conv keeps only the 8 channels ``a`` reads, but runs on all 13 its input
+    holds (for ``b``; a channelwise op takes its input's layout): 13 is what gets rounded."""
+    model = randomise_bn(SharedInput()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.apply_masks(model, x, {"stem.0.weight": [0, 1, 2]})  # h holds 13
+    chanprune.apply_masks(model, x, {"a.weight": [3, 4, 5, 6, 7]}, side="input")
+    for method in ("reorder", "baseline"):
+        exported, _ = prune_and_check(model, x, method=method)
+        assert exported.get_parameter("dw.0.weight").shape[0] == 16, method
+        assert exported.get_parameter("b.weight").shape[1] == 16, method
+
+
 def test_layer_and_group_norm_keep_their_channels_prunable():
     """Norms over channels run with the original channel count (removed channels padded back
     as zeros), so the producer feeding them still loses rows and the export stays exact."""

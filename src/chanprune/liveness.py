@@ -152,14 +152,16 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
             continue
         if not isinstance(ax, Axis) or not isinstance(lv.demand.get(node.name), np.ndarray):
             continue
-        kept = lv.kept(node)
+        # the conv runs on every channel its input holds (a channelwise op takes its input's
+        # layout when that covers what it keeps: rewrite.cover), so round that union
+        x = node.args[0]
+        held = np.zeros(len(ax), dtype=bool)
+        held[lv.kept(x)] = True
+        kept = np.union1d(lv.kept(node), np.flatnonzero(held))
         need = -len(kept) % quantum
         if not len(kept) or not need or len(kept) + need > len(ax):
             continue
         # prefer channels the input already holds, then non-zero ones: the fewest new rows
-        x = node.args[0]
-        held = np.zeros(len(ax), dtype=bool)
-        held[lv.kept(x)] = True
         zx = lv.zero_of(x)
         nonzero = ~zx if zx is not None else np.zeros(len(ax), dtype=bool)
         spare = np.setdiff1d(np.arange(len(ax)), kept)
