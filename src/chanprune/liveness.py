@@ -127,13 +127,13 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
     ``quantum`` (never above its original count).
 
     Why: ONNX Runtime runs a convolution in its fast blocked (NCHWc) kernels only when the
-    channel counts are multiples of its block size (8 on this machine); a pruned depthwise conv
-    of 886 channels fell back to a kernel taking 0.9 ms where 888 take 0.05
-    (``benchmarks/results/depthwise_quantum.md``). The extra channels are original channels
-    that are zero or read by nobody in the masked model, so keeping them is exact. They are kept
-    in every tensor of their segment, producers included, so no op between needs a pad or a
-    gather; a consumer reads them (with its zero weights) when it reads every other channel
-    its input keeps (``rules.linear.input_reads``).
+    channel counts are multiples of its block size (8 on this machine); in ORT's profile a
+    pruned depthwise conv of 886 channels took 0.9 ms, the unpruned model's 960 channels 0.05
+    and the rounded 896 0.08 (models: ``benchmarks/results/depthwise_quantum.md``). The extra
+    channels are original channels that are zero or read by nobody in the masked model, so
+    keeping them is exact. They are kept in every tensor of their segment, producers included,
+    so no op between needs a pad or a gather; a consumer reads them (with its zero weights)
+    when it reads every other channel its input keeps (``rules.linear.input_reads``).
     """
     if quantum <= 1:
         return
