@@ -23,7 +23,6 @@ import argparse
 import copy
 import datetime
 import functools
-import random
 import statistics
 import sys
 import tempfile
@@ -34,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from group_quantum import _ratio, _rounds  # same interleaved rounds and paired ratios
 
 import chanprune
 from chanprune.deploy import ort_session, to_onnx
-from chanprune.timing import paired_ratio
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_v2_s", "convnext_tiny"]
@@ -92,28 +91,6 @@ def _ort(module: torch.nn.Module, x1: torch.Tensor, tmp: Path, tag: str):
     blocked = sum(n.domain == "com.microsoft.nchwc" for n in convs)
     session = ort_session(path)
     return session, session.get_inputs()[0].name, (blocked, len(convs) - blocked)
-
-
-def _rounds(calls: dict, reps: int) -> dict:
-    """ms per round of each zero-argument call: 2 warm-up runs, then interleaved rounds."""
-    times: dict = {k: [] for k in calls}
-    with torch.inference_mode():
-        for call in calls.values():
-            for _ in range(2):
-                call()
-        for r in range(reps):
-            order = list(calls)
-            random.Random(r).shuffle(order)
-            for k in order:
-                t0 = time.perf_counter()
-                calls[k]()
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def _ratio(times: dict, a: str, b: str) -> str:
-    r, ci = paired_ratio(times[a], times[b])
-    return f"{r:.3f}" + ("" if ci is None else f" ({ci[0]:.3f}-{ci[1]:.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,7 +129,8 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
     Why: ONNX Runtime runs a convolution in its fast blocked (NCHWc) kernels only when the
     channel counts are multiples of its block size (8 on this machine); in ORT's profile a
     pruned depthwise conv of 886 channels took 0.9 ms, the unpruned model's 960 channels 0.05
-    and the rounded 896 0.08 (models: ``benchmarks/results/depthwise_quantum.md``). The extra
+    and the rounded 896 0.08 (ad hoc profile; whole models:
+    ``benchmarks/results/depthwise_quantum.md``). The extra
     channels are original channels that are zero or read by nobody in the masked model, so
     keeping them is exact. They are kept in every tensor of their segment, producers included,
     so no op between needs a pad or a gather; a consumer reads them (with its zero weights)
@@ -140,18 +141,16 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
     from .rules.linear import _groups
 
     an = lv.analysis
-    by_root: dict[int, list[tuple[str, np.ndarray]]] = {}  # root -> (node, its positions)
-    for name, ax in an.axes.items():
-        if isinstance(ax, Axis) and isinstance(lv.demand.get(name), np.ndarray):
-            roots = an.root[ax.ids]
-            for r in np.unique(roots).tolist():
-                by_root.setdefault(r, []).append((name, np.flatnonzero(roots == r)))
-    for node in an.capture.graph.nodes:
-        ax = an.axes.get(node.name)
-        if an.kinds.get(node.name) != "channelwise" or _groups(node) == 1:
-            continue
-        if not isinstance(ax, Axis) or not isinstance(lv.demand.get(node.name), np.ndarray):
-            continue
+    depthwise = [
+        n
+        for n in an.capture.graph.nodes
+        if an.kinds.get(n.name) == "channelwise"
+        and _groups(n) > 1
+        and isinstance(an.axes.get(n.name), Axis)
+        and isinstance(lv.demand.get(n.name), np.ndarray)
+    ]
+    for node in depthwise:
+        ax = an.axes[node.name]
         # the conv runs on every channel its input holds (a channelwise op takes its input's
         # layout when that covers what it keeps: rewrite.cover), so round that union
         x = node.args[0]
@@ -166,10 +165,13 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
         nonzero = ~zx if zx is not None else np.zeros(len(ax), dtype=bool)
         spare = np.setdiff1d(np.arange(len(ax)), kept)
         spare = spare[np.lexsort((spare, ~nonzero[spare], ~held[spare]))]
-        for r in np.unique(an.root[ax.ids[spare[:need]]]).tolist():
-            for name, pos in by_root.get(r, ()):
+        fillers = an.root[ax.ids[spare[:need]]]
+        for name, other in an.axes.items():  # every tensor of the segment carries them
+            demand = lv.demand.get(name)
+            if not isinstance(other, Axis) or not isinstance(demand, np.ndarray):
+                continue
+            pos = np.isin(an.root[other.ids], fillers)
+            if pos.any():
                 for table in (lv.padding, lv.revive):
-                    if name not in table:
-                        table[name] = np.zeros(len(lv.demand[name]), dtype=bool)
-                    table[name][pos] = True
-                lv.demand[name][pos] = True
+                    table[name] = table.get(name, np.zeros(len(demand), dtype=bool)) | pos
+                demand |= pos
