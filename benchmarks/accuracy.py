@@ -38,9 +38,9 @@ import torch
 import torchvision
 
 import chanprune
-from chanprune.data import FashionMNIST
-from chanprune.evaluate import evaluate
-from chanprune.training import train
+from chanprune.evaluation.accuracy import evaluate
+from chanprune.evaluation.data import FashionMNIST
+from chanprune.evaluation.training import train
 
 MODELS = ["resnet18", "densenet121", "mobilenet_v2", "efficientnet_b0"]
 HEURISTICS = list(chanprune.HEURISTICS)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 import chanprune
-import chanprune.capture as capture_mod
+import chanprune.capture.trace as capture_mod
 
 sys.path.insert(0, str(Path(__file__).parent))
 import coverage  # the zoo's model list and sizes
@@ -85,7 +85,7 @@ def _job(model_fn, size: tuple[int, ...], flag: str, on: bool) -> dict:
 
 
 def compare(zoo: str, name: str, max_params: float, shortcut: str) -> dict:
-    from chanprune.functional import functionalize
+    from chanprune.capture.functional import functionalize
 
     rec: dict = {"zoo": zoo, "model": name}
     try:

@@ -14,7 +14,7 @@ import torch
 import torchvision
 
 import chanprune
-from chanprune.functional import functionalize
+from chanprune.capture.functional import functionalize
 
 
 def split(name: str) -> tuple[float, float, float, float]:

@@ -180,9 +180,9 @@ def run_one(zoo: str, name: str) -> dict:
     import torch
 
     import chanprune
-    from chanprune.analysis import analyze
-    from chanprune.capture import capture
-    from chanprune.spec import check_spec, kept_indices
+    from chanprune.analysis.propagate import analyze
+    from chanprune.capture.trace import capture
+    from chanprune.deploy.spec import check_spec, kept_indices
 
     torch.set_num_threads(1)
     rec: dict = {"zoo": zoo, "model": name, "stage": "build", "code": _commit()}

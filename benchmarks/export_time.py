@@ -38,8 +38,8 @@ import torch
 import torchvision
 
 import chanprune
-import chanprune.capture as capture_mod
-from chanprune.timing import median_ci
+import chanprune.capture.trace as capture_mod
+from chanprune.evaluation.timing import median_ci
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _upscale_shim

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from chanprune.rewrite import gather_rows
+from chanprune.rewrite.rewriter import gather_rows
 
 SHAPES = [  # (shape, dim)
     ((1, 56, 56, 96), 3),

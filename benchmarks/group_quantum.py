@@ -33,7 +33,7 @@ import torch
 import torchvision
 
 import chanprune
-from chanprune.timing import paired_ratio
+from chanprune.evaluation.timing import paired_ratio
 
 RESULTS = Path(__file__).parent / "results"
 QUANTA = (1, 8)

@@ -32,8 +32,8 @@ import torch
 import torchvision
 
 import chanprune
-from chanprune.inplace import INPLACE, undo_inplace
-from chanprune.timing import paired_ratio
+from chanprune.evaluation.timing import paired_ratio
+from chanprune.rewrite.inplace import INPLACE, undo_inplace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from latency import MODELS  # the latency benchmark's set

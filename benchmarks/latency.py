@@ -55,8 +55,8 @@ import torchvision
 
 import chanprune
 import chanprune.deploy
-from chanprune.rewrite import gather_rows
-from chanprune.timing import paired_ratio, round_order
+from chanprune.evaluation.timing import paired_ratio, round_order
+from chanprune.rewrite.rewriter import gather_rows
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _upscale_shim

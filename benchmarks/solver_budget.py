@@ -21,10 +21,10 @@ import torch
 import torchvision
 
 import chanprune
-from chanprune.analysis import analyze
-from chanprune.capture import capture
-from chanprune.layout import SolvedOrder
-from chanprune.liveness import liveness
+from chanprune.analysis.propagate import analyze
+from chanprune.capture.trace import capture
+from chanprune.layout.policy import SolvedOrder
+from chanprune.liveness.flow import liveness
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 import torch
 
 import chanprune
-from chanprune.rewrite import GROUP_QUANTUM
+from chanprune.rewrite.rewriter import GROUP_QUANTUM
 
 
 def outputs_match(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -7,8 +7,8 @@ import torchvision
 from torch import nn
 
 import chanprune
-import chanprune.capture as capture_mod
-from chanprune.batch import MARKERS, generalise, marker_inputs
+import chanprune.capture.trace as capture_mod
+from chanprune.capture.batch import MARKERS, generalise, marker_inputs
 from helpers import outputs_match
 
 
@@ -189,7 +189,7 @@ def test_hrank_runs_the_graph_on_calibration_batches_of_the_symbolic_trace():
 
 
 def test_per_sample_sizes_count_the_batch_once():
-    from chanprune.batch import per_sample
+    from chanprune.capture.batch import per_sample
 
     assert per_sample(56, 97) == 56
     assert per_sample(4 * 97, 97) == 4  # batch x heads

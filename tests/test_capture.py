@@ -10,9 +10,10 @@ import torchvision
 from torch import nn
 
 import chanprune
-import chanprune.capture as capture_mod
-from chanprune.analysis import analyze, find_roots, union_pairs
-from chanprune.functional import functionalize
+import chanprune.capture.trace as capture_mod
+from chanprune.analysis.propagate import analyze
+from chanprune.analysis.types import find_roots, union_pairs
+from chanprune.capture.functional import functionalize
 from helpers import outputs_match
 
 

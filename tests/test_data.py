@@ -6,7 +6,7 @@ import torch
 from fake_idx import fake_images, write_fake_fashion_mnist, write_idx
 
 from chanprune import InputError
-from chanprune.data import FASHION_MNIST_DIR, FashionMNIST, load_dataset, read_idx
+from chanprune.evaluation.data import FASHION_MNIST_DIR, FashionMNIST, load_dataset, read_idx
 
 
 @pytest.mark.parametrize("compress", [True, False])

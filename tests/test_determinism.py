@@ -80,8 +80,8 @@ def test_layout_search_stops_on_a_work_budget_not_the_clock(monkeypatch):
     import itertools
     import random
 
-    from chanprune.solver import search, solve_layout
-    from chanprune.solver.problem import LayoutProblem
+    from chanprune.layout.solver import search, solve_layout
+    from chanprune.layout.solver.problem import LayoutProblem
 
     rng = random.Random(7)
     channels = tuple(range(200))

@@ -16,9 +16,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import chanprune
-from chanprune.data import FashionMNIST
-from chanprune.evaluate import evaluate
-from chanprune.training import train
+from chanprune.evaluation.accuracy import evaluate
+from chanprune.evaluation.data import FashionMNIST
+from chanprune.evaluation.training import train
 
 
 def test_top1_counts_exactly():

@@ -80,7 +80,7 @@ NET = NetSpec(
 
 def test_the_property_catches_a_wrong_export(monkeypatch):
     """Break the rewriter (BN shifts treated as zero): run_case must report a mismatch."""
-    from chanprune.rules import channelwise
+    from chanprune.analysis.rules import channelwise
 
     original = channelwise.BatchNorm.scale_shift
 
@@ -100,7 +100,7 @@ def test_the_property_catches_a_wrong_export(monkeypatch):
 
 def test_the_property_catches_a_wrong_spec(monkeypatch):
     """Break the spec decoding (kept rows listed in reverse): the spec round trip must fail."""
-    from chanprune import spec as spec_module
+    from chanprune.deploy import spec as spec_module
 
     original = spec_module._decode
 

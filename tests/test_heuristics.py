@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from chanprune.heuristics import fpgm, hrank, l1, l2, lamp
+from chanprune.masking.heuristics import fpgm, hrank, l1, l2, lamp
 
 
 def test_l1_l2():

@@ -8,7 +8,7 @@ import torch
 from torch import fx, nn
 
 import chanprune
-from chanprune.inplace import INPLACE, inplace_activations, undo_inplace
+from chanprune.rewrite.inplace import INPLACE, inplace_activations, undo_inplace
 from helpers import outputs_match
 
 aten = torch.ops.aten

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import chanprune
-from chanprune.analysis import analyze
-from chanprune.capture import capture
+from chanprune.analysis.propagate import analyze
+from chanprune.capture.trace import capture
 from helpers import prune_and_check
 
 MASKINGS = [
@@ -778,8 +778,8 @@ def test_a_large_channel_read_copies_rows_and_any_batch_works(monkeypatch, min_b
     are exact at any batch size, the ideal drops both, and ``torch.export`` traces both. The
     middle case is one channel of the 6x6 float map: every gather copies more, but only if the
     read's bytes per sample are counted right."""
-    from chanprune import rewrite
-    from chanprune.saving import to_program
+    from chanprune.deploy.saving import to_program
+    from chanprune.rewrite import rewriter as rewrite
 
     if min_bytes is not None:
         monkeypatch.setattr(rewrite, "ROWS_MIN_BYTES", min_bytes)
@@ -808,7 +808,7 @@ def test_a_large_channel_read_copies_rows_and_any_batch_works(monkeypatch, min_b
 
 
 def test_gather_rows_equals_index_select():
-    from chanprune.rewrite import gather_rows
+    from chanprune.rewrite.rewriter import gather_rows
 
     g = torch.Generator().manual_seed(0)
     for shape in [(1, 7, 3), (4, 9, 2, 5), (3, 5, 1, 1, 2)]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import chanprune
-from chanprune.saving import load_program, load_pruned, read_spec, save_program, save_pruned
+from chanprune.deploy.saving import load_program, load_pruned, read_spec, save_program, save_pruned
 from helpers import outputs_match
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import chanprune
-from chanprune.saving import load_program, load_pruned, save_program, save_pruned
+from chanprune.deploy.saving import load_program, load_pruned, save_program, save_pruned
 from helpers import outputs_match
 
 torchvision = pytest.importorskip("torchvision")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from chanprune.deploy.spec import _decode, _probe, place, take
 from chanprune.errors import ExportError
-from chanprune.spec import _decode, _probe, place, take
 
 
 def test_a_selection_decodes_to_its_indices_in_physical_order():

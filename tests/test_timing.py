@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from chanprune.timing import median_ci, round_order
+from chanprune.evaluation.timing import median_ci, round_order
 
 
 def test_a_round_keeps_every_group_adjacent_and_shuffles_both_levels():
@@ -46,7 +46,7 @@ def test_the_median_interval_covers_the_median_as_often_as_it_claims():
 
 
 def test_a_paired_ratio_is_the_median_of_the_per_round_ratios():
-    from chanprune.timing import paired_ratio
+    from chanprune.evaluation.timing import paired_ratio
 
     # a slow spell in rounds 3-4 doubles both times: the per-round ratio stays 1.5
     a = [3.0, 3.0, 6.0, 6.0, 3.0, 3.0, 3.0, 3.0]

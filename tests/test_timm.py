@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import chanprune
-from chanprune.analysis import analyze
-from chanprune.capture import capture
+from chanprune.analysis.propagate import analyze
+from chanprune.capture.trace import capture
 from helpers import outputs_match
 
 timm = pytest.importorskip("timm")

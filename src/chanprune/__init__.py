@@ -1,14 +1,14 @@
 """chanprune: unconstrained channel pruning that exports smaller models which are really faster."""
 
 from .api import export
-from .deploy import to_onnx
+from .deploy.onnx import to_onnx
+from .deploy.saving import load_program, load_pruned, save_program, save_pruned
 from .errors import CaptureError, ChanpruneError, ExportError, InputError, MaskError
-from .heuristics import HEURISTICS
-from .ideal import ideal
-from .masking import apply_masks, mask
+from .evaluation.stats import count_macs, count_params
+from .masking.heuristics import HEURISTICS
+from .masking.masks import apply_masks, mask
 from .plan import Plan, plan
-from .saving import load_program, load_pruned, save_program, save_pruned
-from .stats import count_macs, count_params
+from .rewrite.ideal import ideal
 
 __all__ = [
     "HEURISTICS",

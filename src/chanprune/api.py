@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import torch
 
-from .analysis import analyze
-from .capture import as_input_tuple, capture, gc_paused, run_model
+from .analysis.propagate import analyze
+from .capture.trace import as_input_tuple, capture, gc_paused, run_model
 from .errors import ExportError, InputError
-from .layout import NaturalOrder, SolvedOrder
-from .liveness import liveness, round_depthwise
-from .rewrite import GROUP_QUANTUM, rewrite
-from .verify import verify
+from .layout.policy import NaturalOrder, SolvedOrder
+from .liveness.flow import liveness
+from .liveness.rounding import round_depthwise
+from .rewrite.rewriter import GROUP_QUANTUM, rewrite
+from .rewrite.verify import verify
 
 METHODS = ("reorder", "baseline")
 

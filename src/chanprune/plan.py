@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .analysis import Axis, analyze
-from .capture import as_input_tuple, capture, gc_paused
-from .layout import SolvedOrder
-from .liveness import liveness, round_depthwise
-from .rewrite import GROUP_QUANTUM, Copy, rewrite
+from .analysis.propagate import analyze
+from .analysis.types import Axis
+from .api import check_group_quantum, check_method, policy_for
+from .capture.trace import as_input_tuple, capture, gc_paused
+from .layout.policy import SolvedOrder
+from .liveness.flow import liveness
+from .liveness.rounding import round_depthwise
+from .rewrite.rewriter import GROUP_QUANTUM, Copy, rewrite
 
 
 @dataclass
@@ -93,7 +96,6 @@ def plan(
     group_quantum: int = GROUP_QUANTUM,
 ) -> Plan:
     """What ``export`` with the same arguments would keep and copy, per segment."""
-    from .api import check_group_quantum, check_method, policy_for
 
     check_method(method)
     check_group_quantum(group_quantum)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from itertools import permutations, product
 
-from chanprune.solver import LayoutPlan, LayoutProblem
-from chanprune.solver.pqtree import LEAF, PNODE, Node, PQTree
+from chanprune.layout.solver import LayoutPlan, LayoutProblem
+from chanprune.layout.solver.pqtree import LEAF, PNODE, Node, PQTree
 
 
 def is_consecutive(order, members) -> bool:

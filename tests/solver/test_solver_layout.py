@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chanprune.solver import LayoutProblem, solve_layout
+from chanprune.layout.solver import LayoutProblem, solve_layout
 from solver_brute import brute_optimum, check_plan, close, honours_fixed
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chanprune.solver import PQTree, consecutive_order, has_consecutive_ones
+from chanprune.layout.solver import PQTree, consecutive_order, has_consecutive_ones
 from solver_brute import all_frontiers, is_consecutive, valid_orders
 
 families = st.integers(0, 6).flatmap(

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chanprune.solver import LayoutProblem, has_consecutive_ones, solve_layout
-from chanprune.solver import search as search_mod
-from chanprune.solver.c1p import ConstrainedFamily
-from chanprune.solver.search import _BranchAndBound, greedy, greedy_rank, select_family
+from chanprune.layout.solver import LayoutProblem, has_consecutive_ones, solve_layout
+from chanprune.layout.solver import search as search_mod
+from chanprune.layout.solver.c1p import ConstrainedFamily
+from chanprune.layout.solver.search import _BranchAndBound, greedy, greedy_rank, select_family
 from solver_brute import brute_optimum, check_plan, valid_orders
 
 instances = (

@@ -17,12 +17,12 @@ import torch
 import torch.distributed as dist
 
 from ..api import export
-from ..data import load_dataset
 from ..errors import InputError
-from ..evaluate import evaluate, init_from_env
+from ..evaluation.accuracy import evaluate, init_from_env
+from ..evaluation.data import load_dataset
+from ..evaluation.stats import count_macs, count_params
+from ..evaluation.training import train
 from ..models import load_model
-from ..stats import count_macs, count_params
-from ..training import train
 from .prune import add_pruning_arguments, mask_from_args
 
 

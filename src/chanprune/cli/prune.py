@@ -10,14 +10,14 @@ import torch
 
 from ..api import export
 from ..deps import require
-from ..heuristics import HEURISTICS
-from ..masking import mask, validate
+from ..evaluation.stats import count_macs, count_params
+from ..evaluation.timing import measure_latency
+from ..masking.heuristics import HEURISTICS
+from ..masking.masks import mask, validate
 from ..paths import check_writable
 from ..plan import plan
 from ..progress import Steps
-from ..rewrite import GROUP_QUANTUM
-from ..stats import count_macs, count_params
-from ..timing import measure_latency
+from ..rewrite.rewriter import GROUP_QUANTUM
 from .source import load_source
 
 
@@ -188,7 +188,7 @@ def prune_command(args: argparse.Namespace) -> int:
             saved += _save(pruned, model, x, args.out, src.name)
     if args.onnx is not None:
         with steps.step(f"ONNX {args.onnx.name}"):
-            from ..deploy import to_onnx
+            from ..deploy.onnx import to_onnx
 
             saved.append(to_onnx(pruned, x, args.onnx))
     steps.close()
@@ -231,10 +231,10 @@ def prune_command(args: argparse.Namespace) -> int:
 
 def _save(pruned, model, x, out: Path, name: str | None) -> list[Path]:
     if out.suffix.lower() == ".json":
-        from ..saving import save_pruned
+        from ..deploy.saving import save_pruned
 
         return list(save_pruned(pruned, model, x, out, model_name=name))
-    from ..saving import save_program
+    from ..deploy.saving import save_program
 
     save_program(pruned, x, out)
     return [out]

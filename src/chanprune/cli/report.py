@@ -10,7 +10,7 @@ import torch
 
 from ..deps import require
 from ..errors import InputError
-from ..masking import validate
+from ..masking.masks import validate
 from ..paths import check_writable
 from ..progress import Steps
 from .prune import add_mask_arguments, add_model_arguments, example_input
@@ -43,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from ..report import collect
-    from ..report_html import render
+    from ..report.collect import collect
+    from ..report.html import render
 
     for a in args.amounts:
         validate(a, args.heuristic, args.scope, args.side)

@@ -49,7 +49,7 @@ def load_source(spec: str, weights: Path | None = None) -> Source:
 
 
 def _program(path: Path) -> Source:
-    from ..saving import load_program
+    from ..deploy.saving import load_program
 
     program = load_program(path)
     args = (program.example_inputs or ((),))[0]
@@ -63,7 +63,7 @@ def _program(path: Path) -> Source:
 
 
 def _spec(path: Path) -> Source:
-    from ..saving import load_pruned, read_spec
+    from ..deploy.saving import load_pruned, read_spec
 
     doc = read_spec(path)
     module = load_pruned(doc.get("model"), path)

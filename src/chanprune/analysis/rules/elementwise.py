@@ -1,0 +1,279 @@
+"""Binary element-wise ops with broadcasting: residual add/sub, gates (mul), div.
+
+Operands tracked on the same output dimension are the same channels: their ids are unified
+(this is what makes a residual stage one segment). A parameter operand as wide as the channel
+axis (layer scale, a bias) is sliced to the layout; a broadcast operand (size 1) passes; any
+other full-width operand pins the channels, since its order cannot be changed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import fx
+
+from ..types import Axis, Companion, FlowState, node_shape
+from .base import Rule
+from .registry import register
+
+aten = torch.ops.aten
+
+
+def _operands(node: fx.Node) -> list[object]:
+    return list(node.args[:2])
+
+
+_VIEWS = ("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "_to_copy", "clone", "alias")
+
+
+def param_view(capture, a: object) -> str | None:
+    """The parameter behind ``weight.view(1, -1, 1, 1)`` (a chain of pure view/cast ops, each
+    used once, over a parameter with one non-trivial dimension), else None. Such an operand
+    is sliced like the parameter itself (layer scale, EvoNorm/FRN weights)."""
+    chain = a
+    while isinstance(chain, fx.Node) and chain.name not in capture.state_names:
+        name = getattr(chain.target, "__name__", "").split(".")[0]
+        users = [u for u in chain.users if not str(u.target).startswith("aten._assert")]
+        if chain.op != "call_function" or name not in _VIEWS or len(users) != 1:
+            return None
+        if name == "_to_copy" and set(chain.kwargs) - {"dtype"}:
+            return None
+        if any(isinstance(x, fx.Node) for x in (*chain.args[1:], *chain.kwargs.values())):
+            return None
+        chain = chain.args[0]
+    if chain is a or not isinstance(chain, fx.Node):
+        return None
+    q = capture.state_names[chain.name]
+    t = capture.tensors[q]
+    if sum(s != 1 for s in t.shape) > 1:
+        return None
+    return q
+
+
+def _reput(rw, name: str, tensor: torch.Tensor) -> fx.Node:
+    """``rw.put``, or replace the value when the view chain already emitted the parameter in
+    full (that chain is then dead and removed)."""
+    node = rw._attrs.get(name)
+    if node is None:
+        return rw.put(name, tensor)
+    tensor = tensor.detach().clone().contiguous()
+    if name in rw.capture.parameter_names:
+        tensor = torch.nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
+    rw.state[name] = tensor
+    return node
+
+
+def _operand_tensor(node: fx.Node, i: int, lv) -> torch.Tensor | None:
+    """A parameter operand's value: the placeholder, or the parameter behind a view chain."""
+    a = _operands(node)[i]
+    t = lv.t(a)
+    if t is None and isinstance(a, fx.Node):
+        q = param_view(lv.capture, a)
+        if q is not None:
+            t = lv.tensors[q].detach().reshape(node_shape(a))
+    return t
+
+
+class Binary(Rule):
+    kind = "add"  # "add" (sum-like), "mul" (product-like) or "div"
+
+    def _layout(self, node: fx.Node, an) -> dict | None:
+        return an.kinds.get(node.name)
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        out_shape = node_shape(node)
+        if out_shape is None:
+            return Rule.flow(self, node, st)
+        rank = len(out_shape)
+        tracked, consts, others = [], [], []
+        for i, a in enumerate(_operands(node)):
+            ax = st.axis(a)
+            if ax is not None:
+                tracked.append((i, ax.dim + rank - len(node_shape(a)), ax))
+            elif isinstance(a, fx.Node):
+                others.append((i, a))
+        if not tracked:
+            st.axes[node.name] = None
+            return
+        dim = tracked[0][1]
+        if any(d != dim for _, d, _ in tracked):
+            return st.barrier(node, f"{node.target} combines channels of different dimensions")
+        first = tracked[0][2]
+        for _, _, ax in tracked[1:]:
+            st.union(first.ids, ax.ids)
+        pinned = False
+        for i, a in others:
+            shape = node_shape(a) or ()
+            d = dim - (rank - len(shape))
+            if d < 0 or shape[d] == 1:
+                continue  # broadcast along the channels
+            name = st.param(a)
+            pdim = d
+            if name is None and (name := param_view(st.capture, a)) is not None:
+                pdim = int(np.argmax(st.capture.tensors[name].shape))  # its one real dim
+            if name is not None and not st.shared(name):
+                consts.append((i, d))
+                if self.kind == "add":  # a bias: zero it with the producer channel
+                    comp = Companion(name, pdim, np.arange(len(first)), first.origin)
+                    st.companions.append(comp)
+                continue
+            st.pin(first.ids, f"{st.where(node)} combines them with a full-width untracked tensor")
+            pinned = True
+        origin = np.full(len(first), -1, dtype=np.int64)
+        if self.kind == "mul" or (self.kind == "div" and tracked[0][0] == 0):
+            origin = first.origin  # a zero factor zeroes the product
+        scalars = [a for a in _operands(node) if isinstance(a, int | float) and a != 0]
+        if self.kind == "add" and scalars:
+            st.dependent_raw.append(first.origin)  # x + 3: a zero x does not stay zero
+        elif len(tracked) == 1 and len(others) == len(consts) and not pinned:
+            origin = first.origin  # x + bias: zeroing the bias keeps the channel zero
+        elif len(tracked) == 1:
+            st.dependent_raw.append(first.origin)  # x + something: a zero x does not stay zero
+        st.kinds[node.name] = {
+            "dim": dim,
+            "tracked": [t[0] for t in tracked],
+            "consts": consts,
+            "full": pinned,
+        }
+        st.axes[node.name] = Axis(dim, first.ids, origin)
+
+    # liveness ---------------------------------------------------------------------------
+    def _zero_of_operand(self, node: fx.Node, i: int, info: dict, lv, n: int) -> np.ndarray:
+        a = _operands(node)[i]
+        if i in info["tracked"]:
+            return lv.zero_of(a)
+        if isinstance(a, int | float | bool):
+            return np.full(n, a == 0)
+        t = _operand_tensor(node, i, lv)
+        for j, d in info["consts"]:
+            if j == i:
+                return (t == 0).movedim(d, 0).reshape(n, -1).all(1).numpy()
+        if t is not None and isinstance(t, torch.Tensor):
+            return np.full(n, bool((t == 0).all()))
+        return np.zeros(n, dtype=bool)
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        info = self._layout(node, lv.analysis)
+        if info is None:
+            return Rule.zeros(self, node, lv)
+        n = len(lv.analysis.axes[node.name])
+        z = [self._zero_of_operand(node, i, info, lv, n) for i in range(len(_operands(node)))]
+        if self.kind == "add":
+            zero = np.logical_and.reduce(z)
+        elif self.kind == "mul":
+            zero = np.logical_or.reduce(z)
+        else:  # x / y is zero where x is, unless y might be zero too (0/0)
+            den = _operands(node)[1]
+            safe = isinstance(den, int | float) and den != 0
+            safe = safe or lv.analysis.kinds.get(getattr(den, "name", None)) == "group-merge"
+            zero = z[0] & safe
+        lv.zero[node.name] = zero
+
+    def demand(self, node: fx.Node, lv) -> None:
+        info = self._layout(node, lv.analysis)
+        if info is None:
+            return Rule.demand(self, node, lv)
+        dout = lv.out_demand(node)
+        n = len(dout)
+        ops = _operands(node)
+        for i in info["tracked"]:
+            d = dout
+            if self.kind == "mul":
+                for j in range(len(ops)):
+                    if j != i:
+                        d = d & ~self._zero_of_operand(node, j, info, lv, n)
+            lv.want(ops[i], d)
+
+    # rewriting ---------------------------------------------------------------------------
+    def emit(self, node: fx.Node, rw) -> None:
+        info = self._layout(node, rw.analysis)
+        if info is None:
+            return rw.verbatim(node)
+        ops = _operands(node)
+        layouts = [rw.value(ops[i])[1] for i in info["tracked"]]
+        n = len(rw.axis(node))
+        need = rw.live.kept(node)
+        if info["full"]:
+            target = np.arange(n, dtype=np.int64)
+        elif (
+            all(np.array_equal(layouts[0], lay) for lay in layouts[1:])
+            and np.isin(need, layouts[0]).all()
+        ):
+            target = layouts[0]
+        else:
+            target = rw.policy.merge(node, need, layouts)
+        if self._scatter_add(node, rw, info, target):
+            return
+        args = list(node.args)
+        out_rank = len(node_shape(node))
+        for i in info["tracked"]:
+            a = ops[i]
+            new, lay = rw.value(a)
+            args[i] = rw.align(new, info["dim"] - (out_rank - len(node_shape(a))), lay, target, a)
+        for i, d in info["consts"]:
+            idx = torch.from_numpy(target)
+            if ops[i].name in rw.capture.state_names:
+                name = rw.capture.state_names[ops[i].name]
+                args[i] = rw.put(name, rw.live.t(ops[i]).index_select(d, idx))
+                continue
+            name = param_view(rw.capture, ops[i])  # sliced in its own shape, then viewed
+            t = rw.live.tensors[name].detach()
+            pdim = int(np.argmax(t.shape))
+            shape = list(node_shape(ops[i]))
+            shape[d] = len(target)
+            val = ops[i].meta["val"]
+            sliced = _reput(rw, name, t.index_select(pdim, idx))
+            new = rw.call(aten.view.default, (sliced, shape))
+            if val.dtype != t.dtype:
+                new = rw.call(aten._to_copy.default, (new,), {"dtype": val.dtype})
+            args[i] = new
+        for i, a in enumerate(ops):
+            if (
+                isinstance(a, fx.Node)
+                and i not in info["tracked"]
+                and all(i != j for j, _ in info["consts"])
+            ):
+                args[i] = rw.map_arg(a)
+        rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), target)
+
+    def _scatter_add(self, node: fx.Node, rw, info: dict, target: np.ndarray) -> bool:
+        """Reorder export: ``a + b`` where ``b`` holds a subset of ``a``'s channels becomes one
+        ``a.index_add(dim, idx, b)`` instead of padding ``b`` out to full width and adding."""
+        ops = _operands(node)
+        if (
+            rw.policy.name != "reorder"
+            or node.target is not torch.ops.aten.add.Tensor
+            or node.kwargs.get("alpha", 1) != 1
+            or len(info["tracked"]) != 2
+            or info["consts"]
+            or info["full"]
+            or len({node_shape(a) for a in ops} | {node_shape(node)}) != 1
+        ):
+            return False
+        (big_new, big), (small_new, small) = (rw.value(a) for a in ops)
+        if not np.array_equal(big, target):
+            (big_new, big), (small_new, small) = (small_new, small), (big_new, big)
+        if not np.array_equal(big, target) or not np.isin(small, target).all():
+            return False
+        if len(small) == len(target):  # same channels: a plain add (after align) is cheaper
+            return False
+        where = {int(p): i for i, p in enumerate(target.tolist())}
+        idx = rw.index(np.array([where[int(p)] for p in small.tolist()], dtype=np.int64))
+        dim = info["dim"]
+        out = rw.call(torch.ops.aten.index_add.default, (big_new, dim, idx, small_new))
+        rw._record(out, node, "scatter", target, np.arange(len(target)))
+        rw.set(node, out, target)
+        return True
+
+
+class Mul(Binary):
+    kind = "mul"
+
+
+class Div(Binary):
+    kind = "div"
+
+
+register(Binary(), "aten.add.Tensor", "aten.sub.Tensor")
+register(Mul(), "aten.mul.Tensor")
+register(Div(), "aten.div.Tensor")

@@ -1,0 +1,322 @@
+"""Convolutions and linear layers: the producers and consumers of channels.
+
+A dense conv/linear (groups == 1) reads its input channels through weight columns (consumer) and
+creates fresh output channels (producer). A depthwise conv maps channel c to channel c, so it is
+channel-preserving with per-channel weights. Other grouped convs need equal channel counts per
+group: each group is padded to the largest kept count with zero-weight slots (see Grouped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import fx
+
+from ..types import Consumer, FlowState, Producer, node_shape
+from .base import Rule, op_name
+from .channelwise import ChannelwiseParams
+from .registry import register
+
+CONV = ("aten.conv1d", "aten.conv2d", "aten.conv3d")
+
+
+def _is_conv(node: fx.Node) -> bool:
+    return op_name(node).split(".")[0] in ("conv1d", "conv2d", "conv3d")
+
+
+def conv_groups(node: fx.Node) -> int:
+    if not _is_conv(node):
+        return 1
+    g = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+    return int(g)
+
+
+def _bias(node: fx.Node) -> object:
+    return node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+
+
+class Dense(Rule):
+    """conv (groups == 1) and linear: consumer of the input axis, producer of the output axis."""
+
+    def _in_dim(self, node: fx.Node) -> int:
+        return 1 if _is_conv(node) else len(node_shape(node.args[0])) - 1
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        x, w, b = node.args[0], node.args[1], _bias(node)
+        wname, bname = st.param(w), st.param(b)
+        if (
+            wname is None
+            or st.shared(wname)
+            or (b is not None and (bname is None or st.shared(bname)))
+        ):
+            why = "weight/bias is computed or shared with another op"
+            return st.barrier(node, f"{op_name(node)} {why}")
+        groups = conv_groups(node)
+        if groups != 1:
+            return GROUPED.flow(node, st)
+        ax = st.axis(x)
+        if ax is not None and ax.dim != self._in_dim(node):
+            st.pin(ax.ids, f"{st.where(node)} reads channels along another dimension")
+            ax = None
+        where = st.where(node)
+        if ax is not None:
+            st.consumers.append(Consumer(node.name, wname, ax.ids, where))
+        w_shape = st.capture.tensors[wname].shape
+        out_dim = 1 if _is_conv(node) else len(node_shape(node)) - 1
+        out = st.new_axis(out_dim, int(w_shape[0]))
+        first = st.n_producer_channels
+        out.origin = np.arange(first, first + len(out), dtype=np.int64)
+        st.n_producer_channels += len(out)
+        st.producers.append(Producer(node.name, wname, bname, out.ids, first, where))
+        st.axes[node.name] = out
+
+    def _nonzero(self, node: fx.Node, lv) -> np.ndarray:
+        """(out, in) mask of weight entries that are not all zero."""
+        key = ("nz", node.name)
+        if key not in lv.cache:
+            w = lv.t(node.args[1])
+            w = w.reshape(w.shape[0], w.shape[1], -1)
+            # a 1x1 kernel or a linear needs no reduction over the kernel (a pass saved)
+            nz = w[..., 0].ne(0) if w.shape[2] == 1 else w.abs().amax(-1).ne(0)
+            lv.cache[key] = nz.numpy()
+        return lv.cache[key]
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        if lv.analysis.axes.get(node.name) is None:
+            return Rule.zeros(self, node, lv)
+        if conv_groups(node) != 1:
+            return GROUPED.zeros(node, lv)
+        nz = self._nonzero(node, lv)
+        zin = lv.zero_of(node.args[0]) if lv.axis(node.args[0]) is not None else None
+        live = nz if zin is None else nz & ~zin  # columns of zero inputs do not count
+        zero = ~live.any(1)
+        b = lv.t(_bias(node))
+        if b is not None:
+            zero &= (b == 0).numpy()
+        lv.zero[node.name] = zero
+
+    def demand(self, node: fx.Node, lv) -> None:
+        if lv.analysis.axes.get(node.name) is None:
+            return Rule.demand(self, node, lv)
+        if conv_groups(node) != 1:
+            return GROUPED.demand(node, lv)
+        if lv.axis(node.args[0]) is not None:
+            dout = lv.out_demand(node)
+            lv.want(node.args[0], self._nonzero(node, lv)[dout].any(0))
+
+    def emit(self, node: fx.Node, rw) -> None:
+        if rw.analysis.axes.get(node.name) is None:
+            return rw.verbatim(node)
+        if conv_groups(node) != 1:
+            return GROUPED.emit(node, rw)
+        lv = rw.live
+        x, w_arg, b_arg = node.args[0], node.args[1], _bias(node)
+        out = output_rows(node, lv, rw.policy)
+        w = lv.t(w_arg)
+        xn, lx = rw.value(x)
+        ax = rw.axis(x)
+        if ax is not None:
+            keep = lx[input_reads(node, lv, out)[lx]]
+            if len(keep) == 0:
+                keep = lx[:1] if len(lx) else np.array([0], dtype=np.int64)
+            xn = rw.align(xn, ax.dim, lx, keep, x)
+            w = w.index_select(0, torch.from_numpy(out)).index_select(1, torch.from_numpy(keep))
+        else:
+            w = w.index_select(0, torch.from_numpy(out))
+        wname = rw.capture.state_names[w_arg.name]
+        args = list(node.args)
+        args[0], args[1] = xn, rw.put(wname, w, fresh=True)
+        if b_arg is not None:
+            bias = lv.t(b_arg).index_select(0, torch.from_numpy(out))
+            args[2] = rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
+        rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), out)
+
+
+def output_rows(node: fx.Node, lv, policy) -> np.ndarray:
+    """The rows a dense layer emits, in the policy's order (one zero row if none is kept)."""
+    out = policy.order(node, lv.kept(node))
+    return out if len(out) else np.array([0], dtype=np.int64)
+
+
+def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
+    """Per input position: does the layer read it (a weight for a kept row, a live input)?
+
+    A layer that reads every channel its input keeps but the ones kept only to round a width
+    (``liveness.round_depthwise``) reads those too, with its zero weights: usually the whole
+    tensor instead of a slice, and an input width that is a multiple of the quantum."""
+    x = node.args[0]
+    reads = DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(x)
+    pad = lv.padding.get(x.name) if isinstance(x, fx.Node) else None
+    if pad is not None and len(pad) == len(reads):
+        others = np.zeros(len(reads), dtype=bool)
+        others[lv.kept(x)] = True
+        others &= ~pad
+        if (reads | ~others).all():
+            reads = reads | pad
+    return reads
+
+
+def _rounded(n: int, full: int, quantum: int) -> int:
+    """``n`` rounded up to a multiple of ``quantum``, at most ``full`` (the group's size)."""
+    return min(full, -(-n // quantum) * quantum)
+
+
+class Grouped(Rule):
+    """Grouped conv. Depthwise (one input channel per group, same count out) is channelwise.
+
+    Any other grouping is a producer of its output rows, and its input channels stay prunable:
+    the pruned conv keeps the group count and gives every group the largest per-group count
+    of kept rows (and of read inputs), rounded up to a multiple of the rewriter's
+    ``group_quantum``, filling the shorter groups with zero-weight slots. The
+    filler rows are original rows of the same group that are zero (or needed by nobody), so
+    every emitted channel is a real one; filler inputs are any channel, read with weight 0.
+    """
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        wname = st.param(node.args[1])
+        w = st.capture.tensors[wname]
+        ax = st.axis(node.args[0])
+        if w.shape[1] == 1 and w.shape[0] == conv_groups(node) and ax is not None and ax.dim == 1:
+            return DEPTHWISE.flow(node, st)
+        if ax is not None and ax.dim != 1:
+            st.pin(ax.ids, f"{st.where(node)} reads channels along another dimension")
+        out = st.new_axis(1, int(w.shape[0]))
+        first = st.n_producer_channels
+        out.origin = np.arange(first, first + len(out), dtype=np.int64)
+        st.n_producer_channels += len(out)
+        bname = st.param(_bias(node))
+        st.producers.append(Producer(node.name, wname, bname, out.ids, first, st.where(node)))
+        st.kinds[node.name] = "grouped"
+        st.axes[node.name] = out
+
+    def _is_dw(self, node: fx.Node, an) -> bool:
+        return an.kinds.get(node.name) == "channelwise"
+
+    def _reads(self, node: fx.Node, lv) -> tuple[np.ndarray, bool]:
+        """(out, in-group) mask of non-zero weight entries, and whether the input is tracked."""
+        return DENSE._nonzero(node, lv), lv.axis(node.args[0]) is not None
+
+    def _input_zero(self, node: fx.Node, lv, groups: int, per_in: int) -> np.ndarray:
+        """(groups, per_in): is input channel j of group g provably zero?"""
+        z = lv.zero_of(node.args[0]) if lv.axis(node.args[0]) is not None else None
+        if z is None:
+            return np.zeros((groups, per_in), dtype=bool)
+        return z.reshape(groups, per_in)
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        if self._is_dw(node, lv.analysis):
+            return DEPTHWISE.zeros(node, lv)
+        nz = DENSE._nonzero(node, lv)  # (out, per_in)
+        groups = conv_groups(node)
+        per_out = nz.shape[0] // groups
+        zin = self._input_zero(node, lv, groups, nz.shape[1])
+        zin_rows = np.repeat(zin, per_out, axis=0)  # (out, per_in)
+        zero = ~(nz & ~zin_rows).any(1)
+        b = lv.t(_bias(node))
+        if b is not None:
+            zero &= (b == 0).numpy()
+        lv.zero[node.name] = zero
+
+    def demand(self, node: fx.Node, lv) -> None:
+        if self._is_dw(node, lv.analysis):
+            return DEPTHWISE.demand(node, lv)
+        if lv.axis(node.args[0]) is None:
+            return
+        nz = DENSE._nonzero(node, lv)
+        groups = conv_groups(node)
+        per_out = nz.shape[0] // groups
+        d = lv.out_demand(node).reshape(groups, per_out)
+        need = (nz.reshape(groups, per_out, -1) & d[:, :, None]).any(1)  # (groups, per_in)
+        lv.want(node.args[0], need.reshape(-1))
+
+    def emit(self, node: fx.Node, rw) -> None:
+        if self._is_dw(node, rw.analysis):
+            return DEPTHWISE.emit(node, rw)
+        lv = rw.live
+        x, w_arg, b_arg = node.args[0], node.args[1], _bias(node)
+        w = lv.t(w_arg)
+        groups = conv_groups(node)
+        per_out, per_in = w.shape[0] // groups, w.shape[1]
+        nz = DENSE._nonzero(node, lv)
+        kept = np.zeros(w.shape[0], dtype=bool)
+        kept[lv.kept(node)] = True
+        zero_out = lv.zero[node.name]
+        zin = self._input_zero(node, lv, groups, per_in)
+        xn, lx = rw.value(x)
+        tracked = rw.axis(x) is not None
+        present = np.zeros(groups * per_in, dtype=bool)
+        if tracked:
+            present[lx] = True
+        else:
+            present[:] = True
+        rows, cols, real_rows, real_cols = [], [], [], []
+        for g in range(groups):
+            r = np.arange(g * per_out, (g + 1) * per_out)
+            rows.append(r[kept[r]])
+            reads = (nz[rows[-1]].any(0) if len(rows[-1]) else np.zeros(per_in, bool)) & ~zin[g]
+            cols.append(np.flatnonzero(reads))
+        q = rw.group_quantum
+        n_rows = _rounded(max(1, max(len(r) for r in rows)), per_out, q)
+        n_cols = _rounded(max(1, max(len(c) for c in cols)), per_in, q)
+        for g in range(groups):
+            base = np.arange(g * per_out, (g + 1) * per_out)
+            spare = [i for i in np.argsort(~zero_out[base], kind="stable") if not kept[base[i]]]
+            fill = base[spare[: n_rows - len(rows[g])]]
+            real_rows.append(len(rows[g]))
+            rows[g] = np.concatenate([rows[g], fill]).astype(np.int64)
+            taken = set(cols[g].tolist())
+            order_in = np.argsort(~present[g * per_in : (g + 1) * per_in], kind="stable")
+            spare_in = [j for j in order_in.tolist() if j not in taken]
+            real_cols.append(len(cols[g]))
+            cols[g] = np.concatenate([cols[g], spare_in[: n_cols - len(cols[g])]]).astype(np.int64)
+        new_w = torch.zeros((groups * n_rows, n_cols, *w.shape[2:]), dtype=w.dtype)
+        for g in range(groups):
+            rr = torch.from_numpy(rows[g][: real_rows[g]])
+            cc = torch.from_numpy(cols[g][: real_cols[g]])
+            block = w.index_select(0, rr).index_select(1, cc)
+            new_w[g * n_rows : g * n_rows + real_rows[g], : real_cols[g]] = block
+        out = np.concatenate(rows)
+        to = np.concatenate([c + g * per_in for g, c in enumerate(cols)])
+        if tracked:
+            xn = rw.align(xn, 1, lx, to, x)
+        else:
+            full = np.arange(groups * per_in, dtype=np.int64)
+            xn = rw.align(xn, 1, full, to, x) if not np.array_equal(to, full) else xn
+        # the weight reads different inputs per group and holds zeros: the spec can't decode it
+        wname = rw.capture.state_names[w_arg.name]
+        groups_in = {"groups": [c.tolist() for c in cols]}
+        rw.selections[wname] = [out.tolist(), groups_in] + [None] * (w.dim() - 2)
+        args = list(node.args)
+        args[0], args[1] = xn, rw.put(wname, new_w)
+        if b_arg is not None:
+            b = lv.t(b_arg)
+            new_b = torch.zeros(len(out), dtype=b.dtype)
+            for g in range(groups):
+                k = real_rows[g]
+                new_b[g * n_rows : g * n_rows + k] = b[torch.from_numpy(rows[g][:k])]
+            bname = rw.capture.state_names[b_arg.name]
+            rw.selections[bname] = [out.tolist()]
+            args[2] = rw.put(bname, new_b)
+        rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), out)
+
+
+class Depthwise(ChannelwiseParams):
+    """Depthwise conv: output channel c = conv(input channel c, weight[c]) + bias[c]."""
+
+    def params(self, node: fx.Node) -> list[tuple[int, int]]:
+        return [(1, 0), (2, 0)]  # (argument index, channel dim of that tensor)
+
+    def scale_shift(self, node: fx.Node, lv):
+        w, b = lv.t(node.args[1]), lv.t(_bias(node))
+        scale = (w != 0).reshape(w.shape[0], -1).any(1).numpy()
+        shift = np.zeros(len(scale), dtype=bool) if b is None else (b != 0).numpy()
+        return scale, shift
+
+    def rebuild(self, node: fx.Node, args: list, kwargs: dict, n: int) -> tuple[list, dict]:
+        args[6] = n
+        return args, kwargs
+
+
+GROUPED = Grouped()
+DEPTHWISE = Depthwise()
+DENSE = register(Dense(), "aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.linear")

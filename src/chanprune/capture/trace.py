@@ -1,0 +1,339 @@
+"""Capture: a model plus example inputs -> a functional ATen graph with named parameters.
+
+We use ``torch.export`` (non-strict) and then the functional form of its graph: it captures every
+torchvision classification model and far more timm models than ``torch.fx.symbolic_trace``
+(see docs/design.md), and the functional form has no in-place ops, so channel flow can be read
+off the graph without alias analysis. ``functional.py`` gets that form directly where it can
+vouch for the graph (most CNNs); otherwise ``run_decompositions({})`` re-traces it. The batch
+dimension is exported as dynamic when the model allows it, so the pruned module runs at any
+batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import gc
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+import torch
+from torch import fx
+from torch.utils import _pytree as pytree
+
+from ..errors import CaptureError, InputError
+from .batch import generalise, marker_inputs
+from .checks import check_values
+from .functional import functionalize
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class Capture:
+    """The captured graph and how its placeholders map to the model's tensors.
+
+    ``tensors`` holds live references to the model's parameters and buffers (so masking after
+    capture is seen by later stages) and copies of lifted constants.
+    """
+
+    graph: fx.Graph
+    state_names: dict[str, str]  # placeholder name -> qualified parameter/buffer/constant name
+    tensors: dict[str, torch.Tensor]  # qualified name -> tensor
+    parameter_names: set[str]  # qualified names that are nn.Parameters
+    user_inputs: list[str]  # placeholder names of the user's inputs
+    in_spec: pytree.TreeSpec | None
+    out_spec: pytree.TreeSpec | None
+    dynamic_batch: bool
+    module_paths: dict[str, str] = field(default_factory=dict)  # node name -> module path
+    marker: int | None = None  # the static batch traced at, then generalised (batch.py)
+
+    def where(self, node: fx.Node) -> str:
+        """A human-readable location of a node: the module path and the op."""
+        path = self.module_paths.get(node.name, "")
+        op = getattr(node.target, "__name__", str(node.target))
+        return f"{path or '<top>'} ({op}, node {node.name})"
+
+
+def as_input_tuple(example_inputs: object) -> tuple[torch.Tensor, ...]:
+    """Normalise example inputs to a tuple of tensors, refusing anything else by name."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, list | tuple) and example_inputs:
+        for i, x in enumerate(example_inputs):
+            if not isinstance(x, torch.Tensor):
+                raise InputError(
+                    f"example_inputs[{i}] is a {type(x).__name__}, expected a torch.Tensor"
+                )
+        return tuple(example_inputs)
+    raise InputError(
+        f"example_inputs must be a tensor or a non-empty tuple of tensors, got {example_inputs!r}"
+    )
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Evaluate in eval mode and restore each submodule's own training flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def run_model(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> object:
+    """Run the model in eval mode without gradients; a failure names the input shapes."""
+    with eval_mode(model), torch.no_grad():
+        try:
+            return model(*inputs)
+        except Exception as e:  # the user's model raised: say which inputs it was given
+            shapes = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in inputs)
+            raise InputError(
+                f"{type(model).__name__} failed on example inputs of shape [{shapes}]: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+
+def gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` with the cyclic garbage collector off (restored after, never forced on).
+
+    Tracing and rewriting build hundreds of thousands of small objects (fx nodes, fake tensors),
+    which trigger a collection every few hundred allocations: about a fifth of a cold export
+    (resnet50). Cycles made meanwhile are collected at the next collection after."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+
+    return run
+
+
+FAST_PATH = True  # functional.py instead of run_decompositions where it vouches for the graph
+MARKED_PATH = True  # a static trace at a marker batch, generalised (batch.py), where it vouches
+
+
+@contextlib.contextmanager
+def _lean_tracing() -> Iterator[None]:
+    """Two things torch.export does that a capture never uses, switched off while it traces.
+
+    * A Python stack trace per node (10-30% of its time): nothing here reads them (error
+      messages name the module path from ``nn_module_stack``).
+    * Python code for each intermediate GraphModule: its passes recompile the graph several
+      times (tests/test_capture.py counts them), but the captured graph is only read, never
+      called. Lazy graph modules (torch.fx's own, used by torch.compile) generate the code on
+      first call instead.
+      Private API: without it the capture just runs as before.
+    """
+    config = torch.fx.config
+    old = config.do_not_emit_stack_traces
+    config.do_not_emit_stack_traces = True
+    try:
+        with _lazy_graph_modules():
+            yield
+    finally:
+        config.do_not_emit_stack_traces = old
+
+
+def _lazy_graph_modules() -> contextlib.AbstractContextManager:
+    try:
+        from torch.fx._lazy_graph_module import _use_lazy_graph_module
+    except ImportError:  # pragma: no cover - a torch without it
+        return contextlib.nullcontext()
+    return _use_lazy_graph_module(True)
+
+
+def _functional(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    if FAST_PATH and functionalize(ep) is not None:
+        return ep
+    return ep.run_decompositions({})
+
+
+def _export_marked(model: torch.nn.Module, inputs: tuple) -> tuple | None:
+    """(program, marker): traced at the static marker batch and generalised, or None."""
+    marked = marker_inputs(inputs)
+    if marked is None:
+        return None
+    stand_ins, marker = marked
+    try:
+        ep = _functional(torch.export.export(model, stand_ins, strict=False))
+    except Exception:  # the symbolic trace decides what the user is told
+        return None
+    users = ep.graph_signature.user_inputs
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    batched = [placeholders.get(u) for u, x in zip(users, inputs, strict=False) if x.dim() > 0]
+    if len(users) != len(inputs) or not batched or batched[0] is None:
+        return None
+    return (ep, marker) if generalise(ep.graph, marker, batched[0]) else None
+
+
+def _export(
+    model: torch.nn.Module, inputs: tuple, dynamic: bool, marked: bool = False
+) -> tuple[torch.export.ExportedProgram, int | None]:
+    """The functional program and, where it was traced at a marker batch, the marker."""
+    shapes = None
+    with _lean_tracing():
+        if dynamic and marked and MARKED_PATH:
+            got = _export_marked(model, inputs)
+            if got is not None:
+                return got
+        if dynamic:
+            shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() > 0 else None for x in inputs)
+            # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
+            inputs = tuple(
+                torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs
+            )
+        ep = torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes)
+        return _functional(ep), None
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> tuple:
+    """What a captured graph depends on besides weight values (which are read live)."""
+    state = tuple((k, tuple(v.shape), v.dtype) for k, v in model.state_dict(keep_vars=True).items())
+    shapes = tuple((tuple(x.shape), x.dtype) for x in inputs)
+    return (repr(model), state, shapes, dynamic)
+
+
+def capture(
+    model: torch.nn.Module, example_inputs: object, dynamic_batch: bool = True, marked: bool = True
+) -> Capture:
+    """Capture ``model`` on ``example_inputs`` (in eval mode; the model is not modified).
+
+    The graph is cached per model object (and its structure and input shapes), so mask() then
+    export() on the same model captures once; tensors are always re-read from the model.
+    ``marked=False`` refuses a marker-batch capture (batch.py): the symbolic trace, whose
+    generality torch.export itself guarantees.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = as_input_tuple(example_inputs)
+    try:
+        check_values(model, inputs)
+    except InputError:
+        run_model(model, inputs)  # inputs the model cannot take at all: that message first
+        raise
+    key = _fingerprint(model, inputs, dynamic_batch)
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == key and (marked or cached[1].marker is None):
+        return _rebind(model, cached[1])
+    try:
+        cap = _capture(model, inputs, dynamic_batch, marked)
+    except CaptureError:
+        run_model(model, inputs)  # inputs the model cannot take: say so rather than blame export
+        raise
+    _CACHE[model] = (key, cap)
+    return _rebind(model, cap)
+
+
+def _rebind(model: torch.nn.Module, cap: Capture) -> Capture:
+    """A copy of ``cap`` whose tensors are the model's current parameters and buffers."""
+    live = dict(model.named_parameters(remove_duplicate=False))
+    live.update(model.named_buffers(remove_duplicate=False))
+    tensors = {k: live.get(k, v) for k, v in cap.tensors.items()}
+    return dataclasses.replace(cap, tensors=tensors)
+
+
+def _capture(model: torch.nn.Module, inputs: tuple, dynamic_batch: bool, marked: bool) -> Capture:
+    with eval_mode(model):
+        try:
+            ep, marker = _export(model, inputs, dynamic_batch, marked)
+        except Exception as first:
+            if not dynamic_batch:
+                raise CaptureError(_capture_message(model, first)) from first
+            try:
+                ep, marker = _export(model, inputs, False)
+                dynamic_batch = False
+            except Exception as e:
+                raise CaptureError(_capture_message(model, e)) from e
+    return dataclasses.replace(_from_exported(model, ep, dynamic_batch), marker=marker)
+
+
+def _capture_message(model: torch.nn.Module, e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    head = text[0] if text else type(e).__name__
+    return (
+        f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: {head} "
+        "(chanprune needs a model that torch.export.export(strict=False) accepts)"
+    )
+
+
+def _from_exported(
+    model: torch.nn.Module, ep: torch.export.ExportedProgram, dynamic_batch: bool
+) -> Capture:
+    sig = ep.graph_signature
+    params = dict(model.named_parameters(remove_duplicate=False))
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    state_names: dict[str, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for spec in sig.input_specs:
+        name, target = spec.arg.name, spec.target
+        if target is None:
+            continue
+        state_names[name] = target
+        if target in params:
+            tensors[target] = params[target]
+        elif target in buffers:
+            tensors[target] = buffers[target]
+        elif target in ep.constants:
+            tensors[target] = ep.constants[target].detach().clone()
+        else:
+            tensors[target] = ep.state_dict[target]
+    module_paths = {}
+    for node in ep.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            module_paths[node.name] = list(stack.values())[-1][0]
+    user_inputs = [
+        n.name for n in ep.graph.nodes if n.op == "placeholder" and n.name not in state_names
+    ]
+    return Capture(
+        graph=ep.graph,
+        state_names=state_names,
+        tensors=tensors,
+        parameter_names={t for t in state_names.values() if t in params},
+        user_inputs=user_inputs,
+        in_spec=ep.call_spec.in_spec,
+        out_spec=ep.call_spec.out_spec,
+        dynamic_batch=dynamic_batch,
+        module_paths=module_paths,
+    )
+
+
+def record(module: fx.GraphModule, args: tuple, names: set[str] | None = None) -> dict[str, object]:
+    """Run a graph module on real inputs, returning the values of the named nodes (all if None)."""
+    out: dict[str, object] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> object:
+            v = super().run_node(n)
+            if names is None or n.name in names:
+                out[n.name] = v.detach() if isinstance(v, torch.Tensor) else v
+            return v
+
+    with torch.no_grad():
+        Recorder(module).run(*args)
+    return out
+
+
+def run_graph(cap: Capture, inputs: tuple, names: set[str] | None = None) -> dict[str, object]:
+    """Run the captured graph itself (parameters read live) and record node values."""
+    flat, user = [], iter(inputs)
+    for n in cap.graph.nodes:
+        if n.op == "placeholder":
+            name = cap.state_names.get(n.name)
+            flat.append(cap.tensors[name] if name is not None else next(user))
+    return record(fx.GraphModule(torch.nn.Module(), cap.graph), tuple(flat), names)

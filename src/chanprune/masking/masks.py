@@ -1,0 +1,292 @@
+"""Masking: choose channels with a heuristic and zero them in place so their activations are 0.
+
+Output side: a producer's filter rows (and bias) are zeroed, plus every per-channel parameter
+that would otherwise turn the zero into a constant (the following BatchNorm's weight and bias,
+a depthwise bias ...: the analysis' *companions*). Input side: a consumer's weight columns.
+Unconstrained masks let every layer choose its own channels; ``constrained=True`` makes all
+layers that share a segment channel prune it together (the classic, copy-free scheme).
+Only channels the exporter can remove are candidates: never pinned ones, never model outputs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..analysis.propagate import analyze
+from ..analysis.types import ChannelAnalysis
+from ..capture.trace import as_input_tuple, capture, gc_paused, run_graph
+from ..errors import InputError, MaskError
+from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
+
+SIDES = ("output", "input")
+SCOPES = ("local", "global")
+
+
+@dataclass
+class Unit:
+    """One maskable channel: of a layer (``param``), its weight positions, its segment channel."""
+
+    layer: int  # index into the list of layers on this side
+    param: str  # weight name of the producer/consumer
+    channel: int  # channel index reported to the user (row, or consumer input channel)
+    rows: np.ndarray  # weight positions along the masked dim (several after a flatten)
+    root: int  # segment channel
+    score: float = 0.0
+
+
+def validate(amount: float, heuristic: str, scope: str, side: str) -> None:
+    if not isinstance(amount, int | float) or not 0.0 <= float(amount) < 1.0:
+        raise InputError(f"amount must be a number in [0, 1), got {amount!r}")
+    if heuristic not in HEURISTICS:
+        raise InputError(f"unknown heuristic {heuristic!r}; choose one of {', '.join(HEURISTICS)}")
+    if scope not in SCOPES:
+        raise InputError(f"unknown scope {scope!r}; choose 'local' or 'global'")
+    if side not in SIDES:
+        raise InputError(f"unknown side {side!r}; choose 'output' or 'input'")
+
+
+@gc_paused
+def mask(
+    model: torch.nn.Module,
+    example_inputs: object,
+    amount: float = 0.3,
+    heuristic: str = "l1",
+    scope: str = "local",
+    side: str = "output",
+    constrained: bool = False,
+    calibration: Iterable[object] | None = None,
+) -> dict[str, list[int]]:
+    """Zero ``amount`` of the prunable channels of ``model`` in place; return what was zeroed.
+
+    Returns {weight parameter name: sorted channel indices}: output channels (rows) for
+    ``side="output"``, input channels of the consumer for ``side="input"``. HRank scores feature
+    maps of ``calibration`` batches (default: the example inputs).
+    """
+    validate(amount, heuristic, scope, side)
+    inputs = as_input_tuple(example_inputs)
+    # HRank runs the captured graph on calibration batches, unchecked: the symbolic trace
+    cap = capture(model, inputs, marked=heuristic != "hrank")
+    an = analyze(cap)
+    units = _units(an, side)
+    _score(units, an, heuristic, side, inputs, calibration)
+    chosen = _choose(units, float(amount), scope, constrained, an, side)
+    return _apply(an, chosen, side)
+
+
+@gc_paused
+def apply_masks(
+    model: torch.nn.Module,
+    example_inputs: object,
+    masks: dict[str, Iterable[int]],
+    side: str = "output",
+) -> dict[str, list[int]]:
+    """Zero user-chosen channels: {producer weight: rows} or {consumer weight: input channels}."""
+    if side not in SIDES:
+        raise InputError(f"unknown side {side!r}; choose 'output' or 'input'")
+    if not isinstance(masks, dict):
+        raise MaskError(f"masks must be a dict of parameter name -> channel indices, got {masks!r}")
+    cap = capture(model, as_input_tuple(example_inputs))
+    an = analyze(cap)
+    units = _units(an, side, candidates_only=False)
+    by_layer: dict[str, dict[int, Unit]] = {}
+    for u in units:
+        by_layer.setdefault(u.param, {})[u.channel] = u
+    chosen = []
+    for name, channels in masks.items():
+        if name not in by_layer:
+            close = difflib.get_close_matches(str(name), list(by_layer), n=3)
+            kind = "producer" if side == "output" else "consumer"
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise MaskError(f"mask names {name!r}, which is not the weight of a {kind}{hint}")
+        for c in channels:
+            if not isinstance(c, int | np.integer) or int(c) not in by_layer[name]:
+                raise MaskError(
+                    f"mask for {name!r} names channel {c!r}; valid channels are "
+                    f"0..{max(by_layer[name])}"
+                )
+            chosen.append(by_layer[name][int(c)])
+    return _apply(an, chosen, side)
+
+
+# candidates -------------------------------------------------------------------------------------
+def _units(an: ChannelAnalysis, side: str, candidates_only: bool = True) -> list[Unit]:
+    units: list[Unit] = []
+    if side == "output":
+        for li, p in enumerate(an.producers):
+            roots = an.root[p.ids]
+            for c in range(p.channels):
+                if candidates_only and (an.pinned[roots[c]] or an.dependent[p.first + c]):
+                    continue
+                units.append(Unit(li, p.weight, c, np.array([c]), int(roots[c])))
+    else:
+        for li, con in enumerate(an.consumers):
+            roots = an.root[con.ids]
+            for c, r in enumerate(_unique_in_order(roots)):
+                if candidates_only and an.pinned[r]:
+                    continue
+                units.append(Unit(li, con.weight, c, np.flatnonzero(roots == r), int(r)))
+    return units
+
+
+def _unique_in_order(a: np.ndarray) -> list[int]:
+    _, first = np.unique(a, return_index=True)
+    return [int(a[i]) for i in sorted(first)]
+
+
+# scoring --------------------------------------------------------------------------------------
+def _score(units, an, heuristic, side, inputs, calibration) -> None:
+    layers = an.producers if side == "output" else an.consumers
+    by_layer: dict[int, list[Unit]] = {}
+    for u in units:
+        by_layer.setdefault(u.layer, []).append(u)
+    maps = _feature_maps(an, side, inputs, calibration, by_layer) if heuristic == "hrank" else {}
+    for li, us in by_layer.items():
+        w = an.capture.tensors[layers[li].weight].detach().float()
+        if heuristic == "hrank":
+            s = hrank(maps[li])
+            scores = [float(s[u.rows].mean()) for u in us]
+        else:
+            rows = _rows(w, us, side)
+            scores = WEIGHT_SCORERS[heuristic](rows).tolist()
+        for u, s in zip(us, scores, strict=True):
+            u.score = float(s)
+
+
+def _rows(w: torch.Tensor, us: list[Unit], side: str) -> torch.Tensor:
+    """One row per unit: its filter (output side) or all its input columns (input side)."""
+    if side == "output":
+        return w.flatten(1)[torch.tensor([u.channel for u in us])]
+    cols = w.transpose(0, 1)  # (in, out, *kernel)
+    flat = [cols[torch.from_numpy(u.rows)].reshape(-1) for u in us]
+    # a channel read at several positions (concatenated twice) has more columns: zero-pad,
+    # which leaves norms (l1, l2, lamp) unchanged
+    width = max(len(f) for f in flat)
+    return torch.stack([torch.nn.functional.pad(f, (0, width - len(f))) for f in flat])
+
+
+def _feature_maps(an, side, inputs, calibration, by_layer) -> dict[int, torch.Tensor]:
+    """Per layer, (batch, channel, *spatial) maps: producer outputs or consumer inputs."""
+    layers = an.producers if side == "output" else an.consumers
+    want: dict[str, list[int]] = {}
+    nodes = {n.name: n for n in an.capture.graph.nodes}
+    for li in by_layer:
+        node = nodes[layers[li].node]
+        src = node if side == "output" else node.args[0]
+        want.setdefault(src.name, []).append(li)
+    batches = [inputs] if calibration is None else [as_input_tuple(b) for b in calibration]
+    got: dict[int, list[torch.Tensor]] = {}
+    for batch in batches:
+        for name, value in run_graph(an.capture, batch, set(want)).items():
+            for li in want[name]:
+                got.setdefault(li, []).append(value.movedim(an.axes[name].dim, 1))
+    return {li: torch.cat(v) for li, v in got.items()}
+
+
+# choosing -----------------------------------------------------------------------------------
+def _choose(units, amount, scope, constrained, an, side) -> list[Unit]:
+    if amount == 0 or not units:
+        return []
+    if constrained:
+        return _choose_constrained(units, amount, scope, an, side)
+    if scope == "local":
+        chosen = []
+        for us in _group(units, lambda u: u.layer).values():
+            k = int(amount * _layer_size(an, side, us[0].layer))
+            chosen += sorted(us, key=lambda u: (u.score, u.channel))[: min(k, len(us))]
+        return chosen
+    return _global(units, amount, an, side, key=lambda u: u.layer)
+
+
+def _layer_size(an: ChannelAnalysis, side: str, layer: int) -> int:
+    if side == "output":
+        return an.producers[layer].channels
+    return len(np.unique(an.consumers[layer].ids))
+
+
+def _global(units, amount, an, side, key) -> list[Unit]:
+    """Lowest scores overall, never emptying a layer (each keeps at least one channel)."""
+    total = sum(_layer_size(an, side, li) for li in {u.layer for u in units})
+    budget = int(amount * total)
+    left = {li: _layer_size(an, side, li) for li in {u.layer for u in units}}
+    chosen = []
+    for u in sorted(units, key=lambda u: (u.score, u.layer, u.channel)):
+        if len(chosen) >= budget:
+            break
+        if left[u.layer] > 1:
+            left[u.layer] -= 1
+            chosen.append(u)
+    return chosen
+
+
+def _choose_constrained(units, amount, scope, an, side) -> list[Unit]:
+    """Segment channels are pruned as a whole: every unit of a chosen root is zeroed."""
+    by_root = _group(units, lambda u: u.root)
+    layers_of = {r: frozenset(u.layer for u in us) for r, us in by_root.items()}
+    score = {r: float(np.mean([u.score for u in us])) for r, us in by_root.items()}
+    if scope == "local":
+        picked = []
+        families = _group(list(by_root), lambda r: layers_of[r])
+        for roots in families.values():
+            k = int(amount * len(roots))
+            picked += sorted(roots, key=lambda r: (score[r], r))[:k]
+    else:
+        budget = int(amount * len(by_root))
+        picked = sorted(by_root, key=lambda r: (score[r], r))[:budget]
+    return [u for r in picked for u in by_root[r]]
+
+
+def _group(items, key) -> dict:
+    out: dict = {}
+    for it in items:
+        out.setdefault(key(it), []).append(it)
+    return out
+
+
+# applying --------------------------------------------------------------------------------------
+def _apply(an: ChannelAnalysis, chosen: list[Unit], side: str) -> dict[str, list[int]]:
+    tensors = an.capture.tensors
+    result: dict[str, list[int]] = {}
+    edits: list[tuple[torch.Tensor, int, np.ndarray]] = []
+    if side == "output":
+        dead = []
+        for li, us in _group(chosen, key=lambda u: u.layer).items():
+            p = an.producers[li]
+            rows = np.array(sorted(u.channel for u in us), dtype=np.int64)
+            edits.append((tensors[p.weight], 0, rows))
+            if p.bias is not None:
+                edits.append((tensors[p.bias], 0, rows))
+            dead.append(p.first + rows)
+            result.setdefault(p.weight, []).extend(rows.tolist())
+        dead_arr = np.sort(np.concatenate(dead)) if dead else np.zeros(0, dtype=np.int64)
+        for comp in an.companions:
+            sel = np.isin(comp.origin, dead_arr)
+            if sel.any():
+                edits.append((tensors[comp.param], comp.dim, comp.index[sel]))
+    else:
+        for u in chosen:
+            edits.append((tensors[an.consumers[u.layer].weight], 1, u.rows))
+            result.setdefault(an.consumers[u.layer].weight, []).append(u.channel)
+    _zero(edits)
+    return {k: sorted(v) for k, v in sorted(result.items())}
+
+
+def _zero(edits: list[tuple[torch.Tensor, int, np.ndarray]]) -> None:
+    """Zero each (tensor, dim, index) slice, all or none: on any error (an interrupt included)
+    the slices zeroed so far are put back. Saving only those slices, not the whole model, keeps
+    mask() from doubling a large model's memory."""
+    done: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        try:
+            for t, dim, index in edits:
+                idx = torch.as_tensor(np.asarray(index, dtype=np.int64), device=t.device)
+                done.append((t, dim, idx, t.index_select(dim, idx)))
+                t.index_fill_(dim, idx, 0)
+        except BaseException:
+            for t, dim, idx, old in reversed(done):
+                t.index_copy_(dim, idx, old)
+            raise

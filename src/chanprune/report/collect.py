@@ -1,0 +1,133 @@
+"""Report data: what pruning does to one model over a range of amounts, per export method.
+
+For each amount the model is masked twice from its original weights: constrained (coupled
+layers together, exported without copies) and unconstrained (exported as ``baseline`` and
+``reorder``, plus ``ideal``: the reorder export with every channel read a contiguous view,
+copying nothing). All of them, and the unpruned model, are timed side by side (interleaved,
+medians). At one chosen amount the report also keeps the channels per layer and the export
+plans (copies per segment). Plain data out, so the HTML renderer (``report_html.py``)
+needs no torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..api import export
+from ..evaluation.stats import count_macs, count_params
+from ..evaluation.timing import measure_latency
+from ..masking.masks import mask
+from ..plan import Plan, plan
+from ..rewrite.ideal import ideal
+
+METHODS = ("unpruned", "constrained", "baseline", "reorder", "ideal")
+
+
+@dataclass
+class Layer:
+    name: str  # weight parameter name
+    out_total: int
+    out_kept: int
+    in_total: int
+    in_kept: int
+
+
+@dataclass
+class ReportData:
+    model: str
+    input_shape: tuple[int, ...]
+    masking: dict[str, object]
+    amounts: list[float]
+    runs: int
+    latency: dict[str, list[float]] = field(default_factory=dict)  # method -> ms per amount
+    params: dict[str, list[int]] = field(default_factory=dict)
+    macs: dict[str, list[int]] = field(default_factory=dict)
+    detail_amount: float = 0.0
+    layers: list[Layer] = field(default_factory=list)
+    plans: dict[str, Plan] = field(default_factory=dict)  # baseline / reorder at detail_amount
+
+
+def collect(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    name: str,
+    amounts: list[float],
+    detail_amount: float,
+    runs: int = 5,
+    step: Callable[[str], object] | None = None,
+    **masking: object,
+) -> ReportData:
+    """Measure ``model`` (left unchanged) at each amount; ``step(label)`` is a context manager
+    factory for progress display."""
+    step = step or _no_step
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    data = ReportData(name, tuple(x.shape), dict(masking), list(amounts), runs)
+    data.detail_amount = detail_amount
+    unpruned = copy.deepcopy(model).eval()
+    for m in METHODS:
+        data.latency[m], data.params[m], data.macs[m] = [], [], []
+    try:
+        for amount in amounts:
+            with step(f"amount {amount}: mask + export"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mods = _exports(model, x, amount, masking, original)
+                mods["unpruned"] = unpruned
+                if amount == detail_amount:
+                    data.layers = _layers(unpruned, mods["reorder"])
+                    data.plans = {m: plan(model, x, method=m) for m in ("baseline", "reorder")}
+            with step(f"amount {amount}: latency"):
+                lat = measure_latency({m: mods[m] for m in METHODS}, x, runs=runs)
+            for m in METHODS:
+                data.latency[m].append(lat[m])
+                data.params[m].append(count_params(mods[m]))
+                data.macs[m].append(count_macs(mods[m], x) if m != "ideal" else -1)
+    finally:
+        _restore(model, original)
+    return data
+
+
+def _exports(model, x, amount, masking, original) -> dict[str, torch.nn.Module]:
+    _restore(model, original)
+    mask(model, x, amount=amount, constrained=True, **masking)
+    mods = {"constrained": export(model, x, method="baseline")}
+    _restore(model, original)
+    mask(model, x, amount=amount, constrained=False, **masking)
+    mods["baseline"] = export(model, x, method="baseline")
+    mods["reorder"] = export(model, x, method="reorder")
+    mods["ideal"] = ideal(mods["reorder"])
+    return mods  # the model stays masked (unconstrained): plan() reads it
+
+
+def _layers(original: torch.nn.Module, pruned: torch.nn.Module) -> list[Layer]:
+    """Dense layers (weights of rank >= 2) in model order, with channels kept by the export."""
+    kept = dict(pruned.state_dict())
+    out = []
+    for name, w in original.state_dict().items():
+        if w.dim() >= 2 and name.endswith("weight") and name in kept:
+            k = kept[name]
+            out.append(
+                Layer(name.removesuffix(".weight"), w.shape[0], k.shape[0], w.shape[1], k.shape[1])
+            )
+    return out
+
+
+def _restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(state[k])
+
+
+class _no_step:
+    def __init__(self, label: str) -> None:
+        pass
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
