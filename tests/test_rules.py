@@ -265,7 +265,8 @@ class WideGroups(nn.Module):
 )
 def test_grouped_conv_groups_round_up_to_the_quantum(pruned_rows, quantum, per_group):
     """oneDNN's grouped kernels are fastest at 8 or 16 channels a group (kernels table of
-    benchmarks/results/group_quantum.md): the rounded conv must have those and stay exact."""
+    benchmarks/studies/results/group_quantum.md): the rounded conv must have those and stay
+    exact."""
     model = randomise_bn(WideGroups()).eval()
     x = torch.randn(2, 3, 8, 8)
     rows = [g * 16 + i for g in range(2) for i in range(pruned_rows)]
@@ -305,7 +306,7 @@ class InvertedResidual(nn.Module):
 )
 def test_depthwise_width_rounds_up_to_the_quantum(pruned, quantum, width):
     """ONNX Runtime runs a depthwise conv blocked only at multiples of 8 channels
-    (benchmarks/results/depthwise_quantum.md). The fillers are kept in every tensor of the
+    (benchmarks/studies/results/depthwise_quantum.md). The fillers are kept in every tensor of the
     segment (the expand rows, both BNs, the SE gate) so nothing pads or gathers between them,
     and the project conv, which reads every other channel, reads them too: no slice."""
     model = randomise_bn(InvertedResidual()).eval()

@@ -67,9 +67,10 @@ def export(
     ``group_quantum``: a grouped (not depthwise) conv keeps the same channel count in every
     group, rounded up to a multiple of this (zero-weight fillers, never above the group's size):
     CPU grouped kernels run 16 channels a group up to 3x faster than 13 or 15
-    (benchmarks/results/group_quantum.md). A depthwise conv's channel count rounds up to a
+    (benchmarks/studies/results/group_quantum.md). A depthwise conv's channel count rounds up to a
     multiple of it too, with zero or unread original channels: ONNX Runtime runs it in blocked
-    kernels only then (benchmarks/results/depthwise_quantum.md). 1 gives the fewest parameters.
+    kernels only then (benchmarks/studies/results/depthwise_quantum.md). 1 gives the fewest
+    parameters.
     """
     check_method(method)
     check_group_quantum(group_quantum)

@@ -7,7 +7,7 @@ in-place activations and adds (``relu_``, ``add_``), ``batch_norm`` (the functio
 ``flatten`` (a ``view``), plus a few spellings (``chunk`` is a ``split``, ``swapaxes`` a
 ``transpose``, ``contiguous`` a ``clone``, ``unflatten`` a ``view``; ``reshape``, which the
 rules read as ``view``, stays). ``run_decompositions`` re-traces the whole program to get
-there and is about two thirds of a cold capture (``benchmarks/capture_split.py``), so this
+there and is about two thirds of a cold capture (``benchmarks/studies/capture_split.py``), so this
 pass rewrites those ops in place instead, graph in, graph out.
 
 It is deliberately narrow: every op must be in :data:`UNCHANGED` (ops that

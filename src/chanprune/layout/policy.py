@@ -60,7 +60,7 @@ class SolvedOrder(NaturalOrder):
         """The search per segment stops after ``max_work`` units (PQ-tree operations x atoms,
         about 0.2 s on a busy 2-core machine), so exports and plans do not depend on the load;
         ``time_limit`` is only a safety net. Every segment of the benchmarked zoo is proven
-        within 80,000 (benchmarks/results/solver_budget.md); the default leaves headroom."""
+        within 80,000 (benchmarks/studies/results/solver_budget.md); the default leaves headroom."""
 
         self.analysis = analysis
         self.rank = np.arange(len(analysis.root), dtype=np.int64)

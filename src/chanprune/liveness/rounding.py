@@ -19,7 +19,7 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
     channel counts are multiples of its block size (8 on this machine); in ORT's profile a
     pruned depthwise conv of 886 channels took 0.9 ms, the unpruned model's 960 channels 0.05
     and the rounded 896 0.08 (ad hoc profile; whole models:
-    ``benchmarks/results/depthwise_quantum.md``). The extra
+    ``benchmarks/studies/results/depthwise_quantum.md``). The extra
     channels are original channels that are zero or read by nobody in the masked model, so
     keeping them is exact. They are kept in every tensor of their segment, producers included,
     so no op between needs a pad or a gather; a consumer reads them (with its zero weights)

@@ -3,7 +3,7 @@
 Capture makes the graph functional, so every ``ReLU(inplace=True)`` of the model comes back as
 an out-of-place ``relu`` and the exported module allocates and writes a new tensor per
 activation where eager PyTorch overwrites its input. On CPU that costs time (resnet50 at batch
-8 ran 1.22x slower without this pass: ``benchmarks/results/inplace.md``). This pass turns an
+8 ran 1.22x slower without this pass: ``benchmarks/studies/results/inplace.md``). This pass turns an
 activation back into its in-place form where nothing can observe the difference:
 
 - its input is the result of an op in :data:`PRODUCERS`: a new tensor that aliases nothing;
@@ -112,7 +112,8 @@ def inplace_activations(graph: fx.Graph, producers: Iterable[object] = ()) -> in
 
 def undo_inplace(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``gm`` with its in-place activations functional again: the pass undone, to
-    measure what it saves (``benchmarks/inplace.py``) and to check it changes no gradient."""
+    measure what it saves (``benchmarks/studies/inplace.py``) and to check it changes no
+    gradient."""
     functional = {v: k for k, v in INPLACE.items()}
     gm = copy.deepcopy(gm)
     for n in gm.graph.nodes:

@@ -227,8 +227,8 @@ class Rewriter:
         ``index_select`` copies whole runs of the inner dimensions, but along the last dimension
         (the features of a Linear, channels-last tensors) it copies element by element, several
         times slower than ``gather`` with a broadcast index, which copies the same elements
-        (``benchmarks/gather.py``, ``benchmarks/results/gather.md``). Inner runs longer than one
-        element keep ``index_select``, which is faster there."""
+        (``benchmarks/studies/gather.py``, ``benchmarks/studies/results/gather.md``). Inner runs
+        longer than one element keep ``index_select``, which is faster there."""
         rank = _rank(source)
         if rank is not None and rank > 2 and dim == 1 and self._rows_pay(source, len(idx)):
             return self.call(gather_rows, (new, self.index(idx)))
@@ -243,8 +243,8 @@ class Rewriter:
         """Whether :func:`gather_rows` beats ``index_select``: the source is contiguous and the
         read copies at least ``ROWS_MIN_BYTES`` per sample. Below that its extra small ops (the
         row index, the reshapes) cost about what the faster copy saves
-        (``benchmarks/results/gather.md``: at batch 8 it gains from 150 KB and loses at 75 KB;
-        at batch 1 it gains from 600 KB and loses a few microseconds at 150 KB)."""
+        (``benchmarks/studies/results/gather.md``: at batch 8 it gains from 150 KB and loses at
+        75 KB; at batch 1 it gains from 600 KB and loses a few microseconds at 150 KB)."""
         val = source.meta.get("val") if source is not None else None
         if not isinstance(val, torch.Tensor) or not val.is_contiguous():
             return False
@@ -268,7 +268,7 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     Why: ``index_select`` along dim 0 of a contiguous tensor copies each row in one block, in
     parallel, while along dim 1 it walks the batch in an inner loop; for large feature maps the
     rows form takes 0.53-0.95 of its time at batch 8, close to a plain copy
-    (``benchmarks/gather.py``).
+    (``benchmarks/studies/gather.py``).
     Building the row index costs a few small ops, so the exporter uses it only for large reads,
     and at batch 1 the channel index is the row index. (``guard_or_false`` keeps that shortcut
     out of a ``torch.export`` trace, which must hold for every batch size.)"""

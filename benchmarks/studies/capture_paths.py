@@ -13,8 +13,8 @@ masks, the same parameter shapes, the same copies, the same outputs on a second 
 another size (1e-5). Also recorded: whether the shortcut vouched for the graph (else it fell
 back: then the two runs are the same code) and the mask + export time of each.
 
-    python benchmarks/capture_paths.py [--shortcut functional|marker] [--zoo torchvision timm]
-                                       [--n 100] [--models NAME ...]
+    python benchmarks/studies/capture_paths.py [--shortcut functional|marker]
+        [--zoo torchvision timm] [--n 100] [--models NAME ...]
 
 Rows of zoos not run, and with --models of models not rerun, are kept from earlier runs (the
 .json next to the .md). Models are built as in benchmarks/coverage.py (same sizes, same timm
@@ -37,7 +37,7 @@ import torch
 import chanprune
 import chanprune.capture.trace as capture_mod
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 import coverage  # the zoo's model list and sizes
 
 RESULTS = Path(__file__).parent / "results"
@@ -131,7 +131,9 @@ def write(records: list[dict], started: float, shortcut: str, rerun: int = 0) ->
     lines = [
         f"# {title}",
         "",
-        f"- command: `python benchmarks/capture_paths.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "- command: `python benchmarks/studies/capture_paths.py"
+        + f" {' '.join(sys.argv[1:])}".rstrip()
+        + "`",
         f"- torch {torch.__version__}; threads {torch.get_num_threads()}; "
         f"wall time {(time.time() - started) / 60:.1f} min"
         + (

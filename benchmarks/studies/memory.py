@@ -1,12 +1,12 @@
 """Peak memory of masking and exporting a model, as a multiple of the model's own size.
 
-    python benchmarks/memory.py [--models vit_h_14 resnet50] [--amount 0.3]
+    python benchmarks/studies/memory.py [--models vit_h_14 resnet50] [--amount 0.3]
 
 Each model runs in a fresh process (peak RSS is per process): build (random init), mask
 (output side, l1), then export baseline and reorder one after the other, dropping each, twice
 (unconstrained, then constrained from the saved weights), as tests/test_zoo.py does. A dropped
 export must be freed at once (its graph holds it weakly) and mask() must not copy the model, so
-the peak stays near model + saved weights + one export. Writes benchmarks/results/memory.md.
+the peak stays near model + saved weights + one export. Writes benchmarks/studies/results/memory.md.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["vit_h_14", "resnet50"])
     ap.add_argument("--amount", type=float, default=0.3)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child process: one model, JSON on stdout
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.amount)))
@@ -70,7 +70,7 @@ def main() -> None:
     lines = [
         "# Peak memory of mask + export (GiB, peak RSS of a fresh process)",
         "",
-        f"- command: `python benchmarks/memory.py --models {' '.join(args.models)}`",
+        f"- command: `python benchmarks/studies/memory.py --models {' '.join(args.models)}`",
         f"- job: mask {args.amount:.0%} (output side, l1), export baseline then reorder (each "
         "dropped), unconstrained then constrained, the model's weights saved once for the reset",
         "- expected floor: after build + saved weights + one export (about 2x the weights more)",

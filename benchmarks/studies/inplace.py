@@ -1,7 +1,7 @@
 """What in-place activations save an exported model (``chanprune/inplace.py``).
 
-    python benchmarks/inplace.py [--models ...] [--amount 0.25] [--batches 1 8] [--reps 20]
-                                 [--threads 2] [--out benchmarks/results]
+    python benchmarks/studies/inplace.py [--models ...] [--amount 0.25] [--batches 1 8] [--reps 20]
+                                 [--threads 2] [--out benchmarks/studies/results]
 
 For each torchvision model (random init, ``torch.manual_seed(0)``), masked as in
 ``latency.py`` (unconstrained, side="input", l2, local), it times two modules, interleaved
@@ -35,7 +35,7 @@ import chanprune
 from chanprune.evaluation.timing import paired_ratio
 from chanprune.rewrite.inplace import INPLACE, undo_inplace
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from latency import MODELS  # the latency benchmark's set
 
 
@@ -86,7 +86,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     started = time.perf_counter()
     rows = [bench(m, a.amount, a.batches, a.reps, a.size) for m in a.models]
-    cmd = " ".join(["python benchmarks/inplace.py"] + (argv if argv is not None else sys.argv[1:]))
+    args = argv if argv is not None else sys.argv[1:]
+    cmd = " ".join(["python benchmarks/studies/inplace.py", *args])
     L = [
         "# In-place activations in the export",
         "",

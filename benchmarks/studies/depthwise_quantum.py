@@ -1,6 +1,6 @@
 """Depthwise convolutions: channel counts rounded up to a multiple of 8, or not; PyTorch and ORT.
 
-    python benchmarks/depthwise_quantum.py [--models mobilenet_v3_large] [--reps 15]
+    python benchmarks/studies/depthwise_quantum.py [--models mobilenet_v3_large] [--reps 15]
 
 ONNX Runtime's CPU provider runs a convolution in its fast blocked (NCHWc) kernels only when the
 channel counts are multiples of its block size; otherwise it falls back to a generic kernel,
@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{onnxruntime.__version__}, threads {args.threads}; "
         f"{datetime.datetime.now().isoformat(timespec='seconds')}; "
         f"wall time {(time.time() - started) / 60:.1f} min",
-        f"- command: `python benchmarks/depthwise_quantum.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "- command: `python benchmarks/studies/depthwise_quantum.py"
+        + f" {' '.join(sys.argv[1:])}".rstrip()
+        + "`",
         "- input 224x224; chanprune's masks (input side, L2, unconstrained, local); reorder "
         "export with `group_quantum` 1 (depthwise counts as masked) and 8 (rounded up; the "
         "default) from the same masked model; these models have no other grouped convolutions. "

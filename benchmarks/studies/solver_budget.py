@@ -1,6 +1,7 @@
 """What the layout solver's work budget buys: proofs, bytes and planning time per budget.
 
-    python benchmarks/solver_budget.py [--models ...] [--budgets 80000 300000 800000] [--reps 3]
+    python benchmarks/studies/solver_budget.py [--models ...] [--budgets 80000 300000 800000]
+        [--reps 3]
 
 For each torchvision model (random init, ``torch.manual_seed(0)``, masked 0.25 unconstrained,
 input side, L2, local, as ``latency.py``) the capture, analysis and liveness are built once;
@@ -44,7 +45,8 @@ def main() -> None:
         "# Layout solver: work budget against proofs and planning time",
         "",
         f"- torch {torch.__version__}; {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- command: `python benchmarks/solver_budget.py --budgets {' '.join(map(str, a.budgets))}"
+        "- command: `python benchmarks/studies/solver_budget.py "
+        f"--budgets {' '.join(map(str, a.budgets))}"
         f" --reps {a.reps}`",
         "- masks: amount 0.25, unconstrained, side=input, l2, local; seconds = median over "
         "interleaved rounds of planning every segment (SolvedOrder); cost and bound in weighted "

@@ -1,6 +1,6 @@
 """Which op should copy a channel subset: ``index_select``, a broadcast ``gather`` or row copies.
 
-    python benchmarks/gather.py [--reps 30] [--threads 2] [--out benchmarks/results]
+    python benchmarks/studies/gather.py [--reps 30] [--threads 2] [--out benchmarks/studies/results]
 
 The exporter copies the channels a consumer reads when no order makes them contiguous. For each
 shape below (channels kept: 3/4, a sorted random subset) it times, interleaved, median per op:
@@ -113,7 +113,7 @@ def main() -> None:
         "",
         f"- torch {torch.__version__}, {platform.machine()}, threads {a.threads}, "
         f"{datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- command: `python benchmarks/gather.py --reps {a.reps} --threads {a.threads}`",
+        f"- command: `python benchmarks/studies/gather.py --reps {a.reps} --threads {a.threads}`",
         "- 3/4 of the channels (sorted random subset); median of interleaved rounds, microseconds, "
         "under `torch.inference_mode()`",
         "",

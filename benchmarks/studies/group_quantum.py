@@ -1,6 +1,6 @@
 """Grouped convolutions: per-group channel counts rounded up to a multiple of 8, or not.
 
-    python benchmarks/group_quantum.py [--models regnet_y_800mf resnext50_32x4d] [--reps 12]
+    python benchmarks/studies/group_quantum.py [--models regnet_y_800mf resnext50_32x4d] [--reps 12]
 
 The exporter gives every group of a grouped convolution the same channel count, the fullest
 group's (``rules/linear.py``), and rounds it up to a multiple of ``export``'s ``group_quantum``
@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"threads {args.threads}; {datetime.datetime.now().isoformat(timespec='seconds')}; "
         f"wall time {(time.time() - started) / 60:.1f} min",
-        f"- command: `python benchmarks/group_quantum.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "- command: `python benchmarks/studies/group_quantum.py"
+        + f" {' '.join(sys.argv[1:])}".rstrip()
+        + "`",
         f"- input 224x224; chanprune's masks (input side, L2, unconstrained, local); reorder "
         f"export with `group_quantum` 1 and 8 from the same masked model; {args.reps} interleaved "
         "rounds after 2 warm-up runs; medians (ms); ratios paired per round, 95% interval in "

@@ -1,6 +1,6 @@
 """Where a cold export's time goes: each stage of ``chanprune.export``, timed on its own.
 
-    python benchmarks/export_stages.py [--models resnet50 efficientnet_v2_s] [--reps 7]
+    python benchmarks/studies/export_stages.py [--models resnet50 efficientnet_v2_s] [--reps 7]
 
 Runs ``chanprune.export`` itself, with a timer around each stage function it calls (in
 ``chanprune.api``'s namespace, so nothing here repeats the pipeline): the reference forward of
@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- torch {torch.__version__}, threads {torch.get_num_threads()}; "
         f"{datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- command: `python benchmarks/export_stages.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "- command: `python benchmarks/studies/export_stages.py"
+        + f" {' '.join(sys.argv[1:])}".rstrip()
+        + "`",
         "- input 1x3x224x224, chanprune's masks (input side, L2, unconstrained, local, 0.25); "
         f"{args.reps} rounds after a warm-up, each on a fresh deep copy; total = the whole "
         "export call (the stages' medians need not add up to its median)",

@@ -2,7 +2,7 @@
 chanprune's functionalize (the fast path), then the rest of chanprune.export. Prints one line per
 model; a rerunnable source for the split quoted in docs/design.md.
 
-    python benchmarks/capture_split.py [--models efficientnet_v2_s resnet50] [--threads 2]
+    python benchmarks/studies/capture_split.py [--models efficientnet_v2_s resnet50] [--threads 2]
 """
 
 from __future__ import annotations
