@@ -5,10 +5,10 @@ masks: input side, L2, unconstrained, local), so nothing is cached between runs:
 
 - ``chanprune``: ``chanprune.export(model, x)`` (capture with torch.export, analysis, layout
   solver, rewrite, and the check against the masked model);
-- ``chanprune, symbolic batch``: the same with the marker-batch capture off (``batch.py``:
-  torch.export traces a symbolic batch instead of a static one);
+- ``chanprune, symbolic batch``: the same with the marker-batch capture off
+  (``capture/batch.py``: torch.export traces a symbolic batch instead of a static one);
 - ``chanprune, symbolic + run_decompositions``: the same with both capture shortcuts off
-  (``functional.py`` too: what every capture cost before either);
+  (``capture/functional.py`` too: what every capture cost before either);
 - ``upscale``: apple-upscale's ``PruningManager(model).compute([x])`` + ``prune(is_not_ane=True)``
   (its own trace, its reorder export);
 - ``chanprune mask+export``: ``chanprune.mask`` then ``export`` on a fresh unmasked copy (the

@@ -23,12 +23,12 @@ contenders of each reported ratio adjacent (``GROUPS``):
 - ``ort_unpruned`` / ``ort_baseline`` / ``ort_reorder``: the unpruned model and the two
   chanprune exports run in ONNX Runtime (CPU, same thread count; ``--no-ort`` skips them).
 
-Every ratio in the report is paired: the median over rounds of the two contenders' times in
-the same round, so a machine that speeds up or slows down between rounds (shared VMs swing by
-20-40%) moves both sides of each ratio alike; the contenders of a ratio run next to each other
-(a slow spell on a shared VM lasts seconds). Medians of the raw times are reported as well,
-and reorder/ideal and apple-upscale/chanprune with their distribution-free 95% intervals
-(``timing.median_ci``), so a worst cell can be told from noise.
+Every ratio in the report is paired (the median over rounds of the two contenders' times in
+the same round) and its contenders run next to each other, because a shared VM speeds up and
+slows down between rounds and in spells of seconds (docs/design.md, "Measuring it"): both sides
+of a ratio then move alike. Medians of the raw times are reported as well, and reorder/ideal and
+apple-upscale/chanprune with their distribution-free 95% intervals
+(``evaluation.timing.median_ci``), so a worst cell can be told from noise.
 
 Writes ``<out>/latency.md``, ``<out>/latency.png`` and ``<out>/latency.json`` (raw numbers).
 The markdown is rewritten after every model, labelled PARTIAL until the run completes.
@@ -84,7 +84,8 @@ CONTENDERS = [
     "ideal_upm",
 ]
 ORT = ["ort_unpruned", "ort_baseline", "ort_reorder"]  # ONNX Runtime runs of the same modules
-# contenders a reported ratio pairs: each group runs adjacent in every round (timing.round_order)
+# contenders a reported ratio pairs: each group runs adjacent in every round
+# (evaluation.timing.round_order)
 GROUPS = [
     ("baseline", "reorder", "ideal"),
     ("upscale", "upscale_base", "reorder_upm", "baseline_upm", "ideal_upm"),
@@ -150,10 +151,9 @@ def measure(contenders: dict, x: torch.Tensor, reps: int) -> tuple[dict, dict]:
 
 def _faults() -> int:
     """Minor page faults of this process so far. Why: under glibc's defaults freed large
-    buffers go back to the kernel, so every forward pays freshly zeroed pages again (about
-    20,000 per DenseNet-121 forward at batch 8 here), a cost and a source of noise shared by
-    all contenders; counting them tells whether a gap to the ideal comes from there
-    (docs/design.md)."""
+    buffers go back to the kernel, so every forward pays freshly zeroed pages again, a cost and
+    a source of noise shared by all contenders; counting them tells whether a gap to the ideal
+    comes from there (the medians per contender are in ``latency.json``; docs/design.md)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
@@ -340,7 +340,8 @@ def _paired(row: dict, b: str):
 
 
 def _paired_ci(row: dict, b: str, x: str, y: str) -> tuple[float, float] | None:
-    """95% interval of the paired median ratio x/y (``timing.median_ci``); None without rounds."""
+    """95% interval of the paired median ratio x/y (``evaluation.timing.median_ci``); None
+    without rounds."""
     rounds = row.get("rounds", {}).get(b) or {}
     if x not in rounds or y not in rounds:
         return None
@@ -725,7 +726,7 @@ def _plot(results: list, args) -> None:
 
 def rewrite_report(path: str, out: str, cmdline: str) -> int:
     """The report of an earlier run, from its JSON: for a change to the report alone, which
-    should not cost a 40-minute rerun (nor pass off new timings as the old run's)."""
+    should not cost a full rerun (nor pass off new timings as the old run's)."""
     with open(path) as f:
         saved = json.load(f)
     if "run" not in saved:

@@ -2,10 +2,11 @@
 
 Two shortcuts, each compared with the capture it replaces (``--shortcut``):
 
-- ``functional``: ``functional.py``'s fast path against ``run_decompositions({})``
-  (``chanprune.capture.FAST_PATH``); writes results/capture_paths.md;
-- ``marker``: the static trace at a marker batch, generalised (``batch.py``), against the
-  symbolic-batch trace (``chanprune.capture.MARKED_PATH``); writes results/capture_marker.md.
+- ``functional``: the fast path of ``capture/functional.py`` against ``run_decompositions({})``
+  (``chanprune.capture.trace.FAST_PATH``); writes results/capture_paths.md;
+- ``marker``: the static trace at a marker batch, generalised (``capture/batch.py``), against
+  the symbolic-batch trace (``chanprune.capture.trace.MARKED_PATH``); writes
+  results/capture_marker.md.
 
 For each model, the whole job (mask 30%, output side, l1, unconstrained, then the reorder
 export) runs twice, with the shortcut and without, and the two results must agree: the same
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 import coverage  # the zoo's model list and sizes
 
 RESULTS = Path(__file__).parent / "results"
-# shortcut -> (flag in chanprune.capture, results file stem, title, name of the full path)
+# shortcut -> (flag in chanprune.capture.trace, results file stem, title, name of the full path)
 SHORTCUTS = {
     "functional": (
         "FAST_PATH",

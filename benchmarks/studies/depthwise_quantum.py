@@ -4,8 +4,8 @@
 
 ONNX Runtime's CPU provider runs a convolution in its fast blocked (NCHWc) kernels only when the
 channel counts are multiples of its block size; otherwise it falls back to a generic kernel,
-which for a depthwise convolution is many times slower. A pruned depthwise conv keeps whatever
-count the masks leave (886 of 960), so the exporter rounds it up (``liveness.round_depthwise``,
+which for a depthwise convolution is much slower. A pruned depthwise conv keeps whatever count
+the masks leave, so the exporter rounds it up (``liveness.rounding.round_depthwise``,
 ``export``'s ``group_quantum``, default 8) by keeping a few zero or unread original channels.
 
 These models have depthwise but no other grouped convolutions, so ``group_quantum`` 1 against 8
@@ -13,8 +13,8 @@ isolates the depthwise rounding. Per model and amount, from the same masked mode
 masks: input side, L2, unconstrained, local): the unpruned model and the reorder exports with
 quantum 1 and 8, each in PyTorch and in ONNX Runtime (``chanprune.deploy``: CPU, same threads, no
 spinning), batch 1 and 8. Interleaved rounds (order shuffled per round) after a warm-up; paired
-ratios with distribution-free 95% intervals (``timing.paired_ratio``). Also, from ORT's optimised
-graph, how many convolutions run blocked. Writes ``<out>/depthwise_quantum.md``.
+ratios with distribution-free 95% intervals (``evaluation.timing.paired_ratio``). Also, from
+ORT's optimised graph, how many convolutions run blocked. Writes ``<out>/depthwise_quantum.md``.
 """
 
 from __future__ import annotations

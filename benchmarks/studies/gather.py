@@ -8,8 +8,8 @@ shape below (channels kept: 3/4, a sorted random subset) it times, interleaved, 
 - ``index_select``: ``x.index_select(dim, idx)``, what the exporter emits off the last dimension;
 - ``gather``: ``torch.gather(x, dim, idx.view(1, .., k, .., 1).expand(...))``, the same elements
   through a broadcast index, what it emits along the last dimension;
-- ``rows``: ``chanprune.rewrite.gather_rows``, the same channels (dim 1) as whole rows of
-  ``x.flatten(0, 1)`` through ``index_select`` along dim 0, with the row index built at run
+- ``rows``: ``chanprune.rewrite.rewriter.gather_rows``, the same channels (dim 1) as whole rows
+  of ``x.flatten(0, 1)`` through ``index_select`` along dim 0, with the row index built at run
   time as the exporter emits it (NCHW rows only);
 - ``slice copy``: ``x.narrow(dim, 0, k).clone()``, a copy of as many contiguous channels
   (the floor of any copy of that size).

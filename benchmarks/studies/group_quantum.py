@@ -3,9 +3,9 @@
     python benchmarks/studies/group_quantum.py [--models regnet_y_800mf resnext50_32x4d] [--reps 12]
 
 The exporter gives every group of a grouped convolution the same channel count, the fullest
-group's (``rules/linear.py``), and rounds it up to a multiple of ``export``'s ``group_quantum``
-(default 8; never above the group's original size), the extra slots filled with zero-weight
-rows. Two tables:
+group's (``analysis/rules/linear.py``), and rounds it up to a multiple of ``export``'s
+``group_quantum`` (default 8; never above the group's original size), the extra slots filled
+with zero-weight rows. Two tables:
 
 - kernels: one grouped 3x3 convolution at RegNet-Y-800MF's shapes (batch 8) with 16 channels a
   group (unpruned) and with fewer, time relative to 16: why the rounding exists;
@@ -13,7 +13,8 @@ rows. Two tables:
   L2, unconstrained, local), each against the unpruned model.
 
 Interleaved rounds (order shuffled per round) after a warm-up; paired ratios with
-distribution-free 95% intervals (``timing.paired_ratio``). Writes ``<out>/group_quantum.md``.
+distribution-free 95% intervals (``evaluation.timing.paired_ratio``). Writes
+``<out>/group_quantum.md``.
 """
 
 from __future__ import annotations

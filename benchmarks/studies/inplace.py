@@ -1,4 +1,4 @@
-"""What in-place activations save an exported model (``chanprune/inplace.py``).
+"""What in-place activations save an exported model (``chanprune/rewrite/inplace.py``).
 
     python benchmarks/studies/inplace.py [--models ...] [--amount 0.25] [--batches 1 8] [--reps 20]
                                  [--threads 2] [--out benchmarks/studies/results]

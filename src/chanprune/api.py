@@ -1,6 +1,5 @@
-"""The public entry points: mask, apply_masks, export.
-
-export = capture -> channel analysis -> liveness -> layout policy -> rewrite -> verification.
+"""The export entry point: capture -> channel analysis -> liveness -> layout policy -> rewrite ->
+verification, one stage subpackage each (masking, beside the pipeline, is in ``masking``).
 """
 
 from __future__ import annotations
@@ -59,25 +58,26 @@ def export(
 
     Channels that are provably zero, or needed by nobody, are removed. ``method="reorder"``
     orders each segment's channels so consumers read contiguous slices instead of gathering
-    copies (UPSCALE); ``"baseline"`` keeps the original order and gathers. The result is checked
-    against ``model`` on ``example_inputs`` (raising :class:`ExportError` naming the first
-    diverging node). ``model`` is not modified. The result runs in inference semantics
-    (BatchNorm uses running statistics); its parameters are trainable.
+    copies (UPSCALE); ``"baseline"`` keeps the original order and gathers. With ``check`` (the
+    default) the result is checked against ``model`` on ``example_inputs`` (raising
+    :class:`ExportError` naming the first diverging node). ``dynamic_batch`` makes the result
+    accept any batch size where the model allows it. ``model`` is not modified. The result runs
+    in inference semantics (BatchNorm uses running statistics); its parameters are trainable.
 
     ``group_quantum``: a grouped (not depthwise) conv keeps the same channel count in every
-    group, rounded up to a multiple of this (zero-weight fillers, never above the group's size):
-    CPU grouped kernels run 16 channels a group up to 3x faster than 13 or 15
-    (benchmarks/studies/results/group_quantum.md). A depthwise conv's channel count rounds up to a
-    multiple of it too, with zero or unread original channels: ONNX Runtime runs it in blocked
-    kernels only then (benchmarks/studies/results/depthwise_quantum.md). 1 gives the fewest
-    parameters.
+    group, rounded up to a multiple of this (zero-weight fillers, never above the group's size),
+    because CPU grouped kernels run much faster at a multiple of 8 channels a group than at a
+    few channels fewer (benchmarks/studies/results/group_quantum.md). A depthwise conv's channel
+    count rounds up to a multiple of it too, with zero or unread original channels: ONNX Runtime
+    runs it in blocked kernels only then (benchmarks/studies/results/depthwise_quantum.md). 1
+    gives the fewest parameters.
     """
     check_method(method)
     check_group_quantum(group_quantum)
     inputs = as_input_tuple(example_inputs)
     reference = run_model(model, inputs)
-    # a capture traced at a marker batch (capture.py) is vouched for by the check below, which
-    # runs at another batch; unchecked exports take the symbolic trace
+    # a capture traced at a marker batch (capture/batch.py) is vouched for by the check
+    # below, which runs at another batch; unchecked exports take the symbolic trace
     cap = capture(model, inputs, dynamic_batch=dynamic_batch, marked=check)
     try:
         result = _build(cap, method, group_quantum, inputs, reference if check else None)

@@ -25,6 +25,10 @@ from .rewrite.rewriter import GROUP_QUANTUM, Copy, rewrite
 
 @dataclass
 class SegmentPlan:
+    """One segment of a :class:`Plan` (channels that are the same channel across tensors): its
+    size, what the export keeps and copies of it and, for the reorder export, whether the
+    layout solver proved those copies minimal."""
+
     index: int
     channels: int  # segment channels before pruning
     kept: int  # segment channels kept in at least one tensor
@@ -39,6 +43,14 @@ class SegmentPlan:
 
 @dataclass
 class Plan:
+    """What an export would keep and copy, per segment: the result of :func:`plan`.
+
+    ``segments`` holds one :class:`SegmentPlan` per segment, ``copies`` every run-time copy
+    (gather or pad) the export performs, and ``cross_segment`` the copies that read several
+    segments at once through a concatenation (DenseNet), which no segment order avoids.
+    ``str(plan)`` is :meth:`summary`.
+    """
+
     method: str
     segments: list[SegmentPlan]
     copies: list[Copy] = field(default_factory=list)
@@ -48,11 +60,13 @@ class Plan:
 
     @property
     def copied_bytes(self) -> int:
+        """Bytes the export copies at run time per sample, cross-segment reads included."""
         extra = self.cross_segment.copied_bytes if self.cross_segment else 0
         return sum(s.copied_bytes for s in self.segments) + extra
 
     @property
     def gathers(self) -> int:
+        """Run-time copies (gathers and pads) the export performs, cross-segment reads included."""
         extra = self.cross_segment.gathers if self.cross_segment else 0
         return sum(s.gathers for s in self.segments) + extra
 
@@ -95,8 +109,11 @@ def plan(
     method: str = "reorder",
     group_quantum: int = GROUP_QUANTUM,
 ) -> Plan:
-    """What ``export`` with the same arguments would keep and copy, per segment."""
+    """What ``export`` with the same arguments would keep and copy, per segment.
 
+    It runs the same stages but returns no module: a cheap look at the copies an export would
+    make and, for ``method="reorder"``, at whether the layout solver proved them minimal.
+    """
     check_method(method)
     check_group_quantum(group_quantum)
     inputs = as_input_tuple(example_inputs)

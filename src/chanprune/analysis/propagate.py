@@ -6,7 +6,7 @@ residual adds, multiplicative gates and the like *unify* the ids of their operan
 so a *segment* is a connected set of ids. Ops without a rule are *barriers*: their channels are
 *pinned* (never masked) and they see their input at full width, so the result is still exact.
 
-This stage looks at structure only (no weight values); liveness.py adds the values.
+This stage looks at structure only (no weight values); the liveness stage adds the values.
 """
 
 from __future__ import annotations

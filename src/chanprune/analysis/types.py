@@ -94,7 +94,8 @@ class ChannelAnalysis:
     dependent: np.ndarray  # per global producer channel: zeroing it alone does not zero a channel
     notes: dict[int, str] = field(default_factory=dict)  # root id -> why pinned
     kinds: dict[str, str] = field(default_factory=dict)  # node name -> rule mode (see rules)
-    shuffles: dict[str, tuple] = field(default_factory=dict)  # see rules.shape.ChannelShuffle
+    # channel-shuffle end node -> (source node, perm): see analysis.rules.shape.ChannelShuffle
+    shuffles: dict[str, tuple] = field(default_factory=dict)
 
     def resolve(self, ids: np.ndarray) -> np.ndarray:
         return self.root[ids]

@@ -1,18 +1,11 @@
 """Batch generalisation: a graph traced at one static batch size -> a graph for any batch size.
 
-torch.export with a symbolic batch costs a third more than a static trace (symbolic shape
-reasoning on every op), and symbolic sizes slow every later stage as well. So capture first
-traces at a static *marker* batch, a prime that layer sizes are unlikely to be multiples of, then
-rewrites the few places where a batch-sized integer was baked into the graph: the size arguments
-of view / reshape / expand and of factory ops. There a multiple ``k * marker`` is the batch times
-``k``; it becomes ``-1`` (a reshape with exactly one such size) or ``sym_size(input, 0) * k``.
-Any other integer that is a multiple of the marker (an ``arange``, a slice bound, ...) means the
-pass cannot vouch for the graph: it returns False and capture traces with a symbolic batch.
-
-Why this is safe: every export is checked at the user's batch, which is never the marker, and
-any size this pass got wrong (a channel count that happened to be a multiple of the marker, a
-batch size it missed) has a different value there, so the check fails and export recaptures
-with a symbolic batch (``api.export``).
+Why: a symbolic batch makes torch.export slower and symbolic sizes slow every later stage
+(benchmarks/studies/results/capture_marker.md). So capture traces at a static *marker* batch (a
+prime) and this pass rewrites the batch-sized integers baked into size arguments; where it cannot
+place one it returns False and capture traces with a symbolic batch. A wrong rewrite cannot
+survive: export checks the result at the user's batch, which is never the marker, and
+recaptures with a symbolic batch on a mismatch (``api.export``; docs/design.md, "Marker batch").
 """
 
 from __future__ import annotations
@@ -86,7 +79,12 @@ def _mentions(arg: object, marker: int) -> bool:
 
 def generalise(graph: fx.Graph, marker: int, batch_input: fx.Node) -> bool:
     """Make ``graph`` (traced at batch ``marker``) batch-agnostic in place; False (graph
-    untouched) where it holds a batch-sized integer this pass cannot place."""
+    untouched) where it holds a batch-sized integer this pass cannot place.
+
+    In the size argument of view / reshape / expand and of factory ops a multiple ``k * marker``
+    is the batch times ``k``: it becomes ``-1`` (a reshape with exactly one such size) or
+    ``sym_size(batch_input, 0) * k``. A multiple of the marker anywhere else (an ``arange``, a
+    slice bound, ...) is one this pass cannot place."""
     edits: list[tuple[fx.Node, int, list]] = []
     for node in graph.nodes:
         if node.op != "call_function":

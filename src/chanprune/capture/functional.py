@@ -1,21 +1,14 @@
-"""Training IR -> functional IR without a second trace: the fast half of capture.
+"""Training IR -> functional IR without a second trace: the fast path of capture.
 
 ``torch.export`` gives the *training IR*; the rules read the functional ATen vocabulary that
-``run_decompositions({})`` produces. On the zoo the two differ only in a handful of ops:
-in-place activations and adds (``relu_``, ``add_``), ``batch_norm`` (the functional form is
-``_native_batch_norm_legit_no_training`` + ``getitem``), ``dropout`` (gone in eval) and
-``flatten`` (a ``view``), plus a few spellings (``chunk`` is a ``split``, ``swapaxes`` a
-``transpose``, ``contiguous`` a ``clone``, ``unflatten`` a ``view``; ``reshape``, which the
-rules read as ``view``, stays). ``run_decompositions`` re-traces the whole program to get
-there and is about two thirds of a cold capture (``benchmarks/studies/capture_split.py``), so this
-pass rewrites those ops in place instead, graph in, graph out.
-
-It is deliberately narrow: every op must be in :data:`UNCHANGED` (ops that
-``run_decompositions({})`` was seen to leave as they are across the torchvision and timm zoos) or
-be one of the rewrites above, and an in-place op is only made functional where nothing could
-observe the mutation (its input is a fresh, unaliased tensor that nobody reads afterwards).
-Anything else returns ``None`` and the caller falls back to ``run_decompositions``; equality of
-the two paths is tested on zoo models (tests/test_capture.py).
+``run_decompositions({})`` produces. On the zoo the two differ only in a handful of ops (in-place
+activations and adds, ``batch_norm``, ``dropout``, ``flatten`` and a few spellings), and
+``run_decompositions`` re-traces the whole program to get there, most of a cold capture
+(docs/design.md, "Fast path"; benchmarks/studies/results/capture_paths.md). So this pass
+rewrites those ops in place instead, graph in, graph out. It is deliberately narrow: any op not
+in :data:`UNCHANGED` or the rewrites, or an in-place op whose mutation could be observed, makes it
+return ``None``, and the caller falls back to ``run_decompositions`` (both paths are compared in
+tests/test_capture.py).
 """
 
 from __future__ import annotations
@@ -109,7 +102,14 @@ REWRITTEN = frozenset(
 
 def functionalize(ep: torch.export.ExportedProgram) -> fx.Graph | None:
     """Rewrite ``ep``'s training-IR graph (in place) into the functional vocabulary, or return
-    None (graph untouched) when it holds anything this pass does not vouch for."""
+    None (graph untouched) when it holds anything this pass does not vouch for.
+
+    The rewrites: in-place ops (``relu_``, ``add_``) become functional where their input is a
+    fresh, unaliased tensor nobody reads afterwards; ``batch_norm`` becomes
+    ``_native_batch_norm_legit_no_training`` + ``getitem``; eval-mode ``dropout`` goes;
+    ``flatten`` / ``unflatten`` become a ``view``, ``chunk`` a ``split``, ``swapaxes`` a
+    ``transpose`` and ``contiguous`` a ``clone``. ``reshape``, which the rules read as ``view``,
+    stays."""
     sig = ep.graph_signature
     if sig.buffers_to_mutate or sig.user_inputs_to_mutate or not _vetted(ep.graph):
         return None

@@ -3,10 +3,10 @@
 We use ``torch.export`` (non-strict) and then the functional form of its graph: it captures every
 torchvision classification model and far more timm models than ``torch.fx.symbolic_trace``
 (see docs/design.md), and the functional form has no in-place ops, so channel flow can be read
-off the graph without alias analysis. ``functional.py`` gets that form directly where it can
-vouch for the graph (most CNNs); otherwise ``run_decompositions({})`` re-traces it. The batch
-dimension is exported as dynamic when the model allows it, so the pruned module runs at any
-batch size.
+off the graph without alias analysis. The functional pass (``capture.functional``) gets that
+form directly where it can vouch for the graph; otherwise ``run_decompositions({})`` re-traces
+it. The batch dimension is exported as dynamic when the model allows it, so the pruned module
+runs at any batch size.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Capture:
     out_spec: pytree.TreeSpec | None
     dynamic_batch: bool
     module_paths: dict[str, str] = field(default_factory=dict)  # node name -> module path
-    marker: int | None = None  # the static batch traced at, then generalised (batch.py)
+    marker: int | None = None  # the static batch traced at, then generalised (capture.batch)
 
     def where(self, node: fx.Node) -> str:
         """A human-readable location of a node: the module path and the op."""
@@ -104,8 +104,8 @@ def gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
     """Run ``fn`` with the cyclic garbage collector off (restored after, never forced on).
 
     Tracing and rewriting build hundreds of thousands of small objects (fx nodes, fake tensors),
-    which trigger a collection every few hundred allocations: about a fifth of a cold export
-    (resnet50). Cycles made meanwhile are collected at the next collection after."""
+    and the collections they trigger are a sizeable share of a cold export (docs/design.md,
+    "Capture"). Cycles made meanwhile are collected at the next collection after."""
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -120,16 +120,16 @@ def gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
-FAST_PATH = True  # functional.py instead of run_decompositions where it vouches for the graph
-MARKED_PATH = True  # a static trace at a marker batch, generalised (batch.py), where it vouches
+FAST_PATH = True  # capture.functional, not run_decompositions, where it vouches for the graph
+MARKED_PATH = True  # a static trace at a marker batch, generalised (capture.batch), if vouched
 
 
 @contextlib.contextmanager
 def _lean_tracing() -> Iterator[None]:
     """Two things torch.export does that a capture never uses, switched off while it traces.
 
-    * A Python stack trace per node (10-30% of its time): nothing here reads them (error
-      messages name the module path from ``nn_module_stack``).
+    * A Python stack trace per node (a noticeable share of its time: docs/design.md): nothing
+      here reads them (error messages name the module path from ``nn_module_stack``).
     * Python code for each intermediate GraphModule: its passes recompile the graph several
       times (tests/test_capture.py counts them), but the captured graph is only read, never
       called. Lazy graph modules (torch.fx's own, used by torch.compile) generate the code on
@@ -215,7 +215,7 @@ def capture(
 
     The graph is cached per model object (and its structure and input shapes), so mask() then
     export() on the same model captures once; tensors are always re-read from the model.
-    ``marked=False`` refuses a marker-batch capture (batch.py): the symbolic trace, whose
+    ``marked=False`` refuses a marker-batch capture (``capture.batch``): the symbolic trace, whose
     generality torch.export itself guarantees.
     """
     if not isinstance(model, torch.nn.Module):

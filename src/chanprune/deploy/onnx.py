@@ -12,6 +12,7 @@ import io
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from ..errors import ExportError
 from ..paths import check_writable
 from ..rewrite.verify import compare
 from .saving import to_program
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 
 def to_onnx(
@@ -53,8 +57,10 @@ def to_onnx(
     return path
 
 
-def ort_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session using ``threads`` intra-op threads (default: torch's)."""
+def ort_session(path: str | Path, threads: int | None = None) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime CPU session of the ``.onnx`` file ``path`` using ``threads`` intra-op
+    threads (default: torch's), with spinning idle threads turned off so that it does not
+    steal the cores from whatever runs next."""
     ort = require("onnxruntime", "running ONNX models")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()

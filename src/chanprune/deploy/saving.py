@@ -3,7 +3,7 @@
 Two formats:
 
 - ``.pt2``: a ``torch.export`` program with a dynamic batch dimension. :func:`load_program`
-  first refuses archives whose entries would be unpickled (see ``archive.py``).
+  first refuses archives whose entries would be unpickled (see ``deploy.archive``).
 - a pruning spec (``.json``: per tensor, the kept original indices in physical order) plus the
   pruned tensors (``.safetensors``). :func:`load_pruned` turns a fresh instance of the original
   architecture into the pruned model; the graph is rebuilt by exporting, never deserialised.
@@ -28,7 +28,7 @@ from .archive import check_archive
 from .spec import check_spec, kept_indices, rebuild
 
 SPEC_FORMAT = "chanprune-spec"
-SPEC_VERSION = 2  # 2: group_quantum, and grouped input dims ({"groups": ...}; spec.py)
+SPEC_VERSION = 2  # 2: group_quantum, and grouped input dims ({"groups": ...}; deploy.spec)
 READS_VERSIONS = (1, 2)
 LEGACY_GROUP_QUANTUM = 1  # specs without the field: the smallest grouped convs (load_pruned)
 
@@ -43,6 +43,9 @@ def to_program(module: torch.nn.Module, example_inputs: object) -> torch.export.
 
 
 def save_program(module: torch.nn.Module, example_inputs: object, path: str | Path) -> None:
+    """Write ``module`` (e.g. a pruned export) to ``path`` as a ``.pt2`` ``torch.export``
+    program that accepts any batch size; :func:`load_program` reads it back without
+    unpickling. ``example_inputs`` are what it is traced on."""
     torch.export.save(to_program(module, example_inputs), str(path))
 
 
@@ -102,8 +105,10 @@ def load_pruned(
 
     ``model`` receives the pruned tensors in place (zeros where channels were removed, i.e. the
     masked model) and is exported again; export checks the result. Nothing is unpickled.
-    A spec without ``group_quantum`` (written before it was recorded) loads with 1: the
-    smallest grouped convs; exact under any value, as fillers are zeros of the masked model.
+    ``example_inputs`` are what the export is checked on (default: random inputs of the shapes
+    the spec recorded). A spec without ``group_quantum`` (written before it was recorded)
+    loads with 1: the smallest grouped convs; exact under any value, as fillers are zeros of
+    the masked model.
     """
 
     st = require("safetensors.torch", "loading a pruning spec")

@@ -1,17 +1,13 @@
 """Pruning specs: which original indices each tensor of a pruned model keeps, in which order.
 
 A spec maps every parameter and buffer of the pruned model (original qualified names) to, per
-dimension, the original indices it holds in physical order (``None``: all, in order). A grouped
-conv's input dimension is ``{"groups": [indices of group 0, ...]}`` instead: each block of rows
-(one per group) reads its own in-group indices; its zero filler slots are recorded at original
-indices whose masked value is zero or unneeded. With it,
-a fresh instance of the original architecture can be turned into the pruned model without
-unpickling anything: scatter the pruned tensors back into full-size zero tensors (what the pruned
-model removed is zero or unread, so this is the masked model again) and export that.
-
-The indices are read off the exporter itself rather than re-derived: the same rewrite is run
-once more on *probe* tensors whose values are their own flat indices, so each pruned probe
-tensor spells out where its entries came from.
+dimension, the original indices it holds in physical order (see ``Keep``). With it, a fresh
+instance of the original architecture becomes the pruned model without unpickling anything:
+scatter the pruned tensors back into full-size zero tensors (what the pruned model removed is
+zero or unread, so this is the masked model again) and export that. The indices are read off
+the exporter itself rather than re-derived: the same rewrite runs once more on *probe* tensors
+whose values are their own flat indices, so each pruned probe spells out where its entries came
+from.
 """
 
 from __future__ import annotations
@@ -31,7 +27,8 @@ from ..rewrite.rewriter import GROUP_QUANTUM, rewrite
 from ..rewrite.verify import compare
 
 # per dimension: list[int] (kept original indices, physical order), None (all), or, after
-# dimension 0, {"groups": list[list[int]]} (the indices block b of dimension 0 reads)
+# dimension 0, {"groups": list[list[int]]} (the indices block b of dimension 0 reads: a grouped
+# conv's input; its zero filler slots sit at indices whose masked value is zero or unneeded)
 Keep = list
 
 

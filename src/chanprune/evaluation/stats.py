@@ -9,6 +9,7 @@ from ..capture.trace import as_input_tuple, eval_mode
 
 
 def count_params(model: torch.nn.Module) -> int:
+    """Parameter elements of ``model`` (a shared parameter counted once)."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -64,8 +64,9 @@ def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float,
     ``x(n+1-j)`` with the largest ``j`` for which ``P(j <= Binomial(n, 1/2) <= n - j) >=
     confidence``. None when ``n`` is too small for that confidence (n < 6 at 95%).
 
-    Why: a worst cell of 1.11 in one run and 1.05 in the next is noise unless the interval
-    says otherwise; the report prints it next to the target."""
+    Why: on a shared machine a worst cell moves between runs of the same code, so a cell just
+    past a target may be noise; the interval tells, and the report prints it next to the target
+    (``benchmarks/results/latency.md``)."""
     xs = sorted(values)
     n = len(xs)
     best = None

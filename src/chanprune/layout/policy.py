@@ -57,10 +57,11 @@ class SolvedOrder(NaturalOrder):
         time_limit: float = 2.0,
         max_work: int | None = 300_000,
     ):
-        """The search per segment stops after ``max_work`` units (PQ-tree operations x atoms,
-        about 0.2 s on a busy 2-core machine), so exports and plans do not depend on the load;
-        ``time_limit`` is only a safety net. Every segment of the benchmarked zoo is proven
-        within 80,000 (benchmarks/studies/results/solver_budget.md); the default leaves headroom."""
+        """The search per segment stops after ``max_work`` units (PQ-tree operations x atoms), a
+        work budget rather than a clock, so exports and plans do not depend on the load;
+        ``time_limit`` (seconds) is only a safety net. The default leaves headroom over the
+        smallest budget that proves every segment of the benchmarked zoo optimal
+        (benchmarks/studies/results/solver_budget.md)."""
 
         self.analysis = analysis
         self.rank = np.arange(len(analysis.root), dtype=np.int64)

@@ -16,14 +16,13 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
     ``quantum`` (never above its original count).
 
     Why: ONNX Runtime runs a convolution in its fast blocked (NCHWc) kernels only when the
-    channel counts are multiples of its block size (8 on this machine); in ORT's profile a
-    pruned depthwise conv of 886 channels took 0.9 ms, the unpruned model's 960 channels 0.05
-    and the rounded 896 0.08 (ad hoc profile; whole models:
-    ``benchmarks/studies/results/depthwise_quantum.md``). The extra
-    channels are original channels that are zero or read by nobody in the masked model, so
-    keeping them is exact. They are kept in every tensor of their segment, producers included,
-    so no op between needs a pad or a gather; a consumer reads them (with its zero weights)
-    when it reads every other channel its input keeps (``rules.linear.input_reads``).
+    channel counts are multiples of its block size, and its fallback for a depthwise conv is
+    much slower (``benchmarks/studies/results/depthwise_quantum.md``; docs/design.md,
+    "Depthwise convolutions"). The extra channels are original channels that are zero or read by
+    nobody in the masked model, so keeping them is exact. They are kept in every tensor of their
+    segment, producers included, so no op between needs a pad or a gather; a consumer reads them
+    (with its zero weights) when it reads every other channel its input keeps
+    (``analysis.rules.linear.input_reads``).
     """
     if quantum <= 1:
         return
@@ -39,7 +38,8 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
     for node in depthwise:
         ax = an.axes[node.name]
         # the conv runs on every channel its input holds (a channelwise op takes its input's
-        # layout when that covers what it keeps: rewrite.cover), so round that union
+        # layout when that covers what it keeps: Rewriter.cover in rewrite/rewriter.py), so
+        # round that union
         x = node.args[0]
         held = np.zeros(len(ax), dtype=bool)
         held[lv.kept(x)] = True

@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import torch
 
-HEURISTICS = ("l1", "l2", "lamp", "fpgm", "hrank")
+HEURISTICS: tuple[str, ...] = ("l1", "l2", "lamp", "fpgm", "hrank")
+"""The names ``mask(heuristic=...)`` accepts: ``l1``, ``l2``, ``lamp`` and ``fpgm`` score a
+channel's weights, ``hrank`` its feature maps on calibration batches."""
 
 
 def l1(rows: torch.Tensor) -> torch.Tensor:

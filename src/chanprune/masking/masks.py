@@ -63,9 +63,17 @@ def mask(
 ) -> dict[str, list[int]]:
     """Zero ``amount`` of the prunable channels of ``model`` in place; return what was zeroed.
 
+    ``heuristic`` is one of ``chanprune.HEURISTICS`` (lower score: pruned first); HRank scores
+    feature maps of ``calibration`` batches (default: the example inputs). ``scope="local"``
+    prunes ``amount`` of each layer's channels, ``"global"`` of all candidate channels (never
+    emptying a layer). ``side="output"`` zeroes producers' filters, with the per-channel
+    parameters that would otherwise turn the zero into a constant (a following BatchNorm, a
+    bias); ``side="input"`` zeroes consumers' weight columns. ``constrained=True`` makes all
+    layers that share a channel (a residual stage) prune it together, the classic copy-free
+    scheme; by default every layer chooses its own channels.
+
     Returns {weight parameter name: sorted channel indices}: output channels (rows) for
-    ``side="output"``, input channels of the consumer for ``side="input"``. HRank scores feature
-    maps of ``calibration`` batches (default: the example inputs).
+    ``side="output"``, input channels of the consumer for ``side="input"``.
     """
     validate(amount, heuristic, scope, side)
     inputs = as_input_tuple(example_inputs)
@@ -85,7 +93,10 @@ def apply_masks(
     masks: dict[str, Iterable[int]],
     side: str = "output",
 ) -> dict[str, list[int]]:
-    """Zero user-chosen channels: {producer weight: rows} or {consumer weight: input channels}."""
+    """Zero user-chosen channels in place: ``masks`` is {producer weight: rows} for
+    ``side="output"`` (the per-channel parameters after each filter are zeroed with it, as in
+    :func:`mask`) or {consumer weight: input channels} for ``side="input"``. Returns what was
+    zeroed, in :func:`mask`'s form."""
     if side not in SIDES:
         raise InputError(f"unknown side {side!r}; choose 'output' or 'input'")
     if not isinstance(masks, dict):

@@ -5,8 +5,8 @@ layers together, exported without copies) and unconstrained (exported as ``basel
 ``reorder``, plus ``ideal``: the reorder export with every channel read a contiguous view,
 copying nothing). All of them, and the unpruned model, are timed side by side (interleaved,
 medians). At one chosen amount the report also keeps the channels per layer and the export
-plans (copies per segment). Plain data out, so the HTML renderer (``report_html.py``)
-needs no torch.
+plans (copies per segment). Plain data out, so the HTML renderer (``report.html``) only draws
+it and runs no model.
 """
 
 from __future__ import annotations

@@ -24,7 +24,10 @@ aten = torch.ops.aten
 
 
 def ideal(exported: fx.GraphModule) -> fx.GraphModule:
-    """A copy of ``exported`` whose channel reads are contiguous views (same shapes, no copies)."""
+    """A copy of ``exported`` whose channel reads are contiguous views (same shapes, no copies).
+
+    For latency comparisons only: its outputs are meaningless, but its time is the limit a
+    copy-free export of the same masks could reach."""
     gm = copy.deepcopy(exported)
     graph = gm.graph
     for node in list(graph.nodes):

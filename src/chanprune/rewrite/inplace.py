@@ -1,17 +1,13 @@
 """Activations in place: the export's last pass (a graph in, the same graph edited).
 
-Capture makes the graph functional, so every ``ReLU(inplace=True)`` of the model comes back as
-an out-of-place ``relu`` and the exported module allocates and writes a new tensor per
-activation where eager PyTorch overwrites its input. On CPU that costs time (resnet50 at batch
-8 ran 1.22x slower without this pass: ``benchmarks/studies/results/inplace.md``). This pass turns an
-activation back into its in-place form where nothing can observe the difference:
-
-- its input is the result of an op in :data:`PRODUCERS`: a new tensor that aliases nothing;
-- the activation is that result's only reader;
-- the producer's backward does not read its own result (that is why the list is explicit and
-  not "any op whose schema returns a fresh tensor": ``sigmoid``'s backward reads its result),
-  so an export stays trainable as well as exact. Were it otherwise autograd would raise, not
-  miscompute: it checks the version of every tensor it saved.
+Capture makes the graph functional, so every ``ReLU(inplace=True)`` of the model comes back as an
+out-of-place ``relu``, and the export would allocate a new tensor per activation where eager
+PyTorch overwrites its input, which costs time on CPU (benchmarks/studies/results/inplace.md).
+This pass makes an activation in-place again where nothing can observe the difference: its input
+is the fresh result of an op in :data:`PRODUCERS` whose backward does not read that result, and
+the activation is its only reader. So an export stays trainable as well as exact. The list is
+explicit, not "any op returning a fresh tensor", because some backwards read their result
+(``sigmoid``'s); were one missed, autograd would raise, not miscompute.
 """
 
 from __future__ import annotations

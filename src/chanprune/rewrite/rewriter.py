@@ -89,8 +89,8 @@ class Rewriter:
         self._attrs: dict[str, fx.Node] = {}
         self._index: dict[bytes, fx.Node] = {}
         self.copies: list[Copy] = []
-        # qualified name -> its spec entry (spec.py) for tensors a rule builds that are no plain
-        # index selection of the original: grouped convs' per-group inputs and zero fillers
+        # qualified name -> its spec entry (deploy/spec.py) for tensors a rule builds that are no
+        # plain index selection of the original: grouped convs' per-group inputs and zero fillers
         self.selections: dict[str, list] = {}
         self._current: fx.Node | None = None
 
@@ -225,10 +225,10 @@ class Rewriter:
         """Channels ``idx`` of ``new`` along ``dim``, copied once.
 
         ``index_select`` copies whole runs of the inner dimensions, but along the last dimension
-        (the features of a Linear, channels-last tensors) it copies element by element, several
-        times slower than ``gather`` with a broadcast index, which copies the same elements
-        (``benchmarks/studies/gather.py``, ``benchmarks/studies/results/gather.md``). Inner runs
-        longer than one element keep ``index_select``, which is faster there."""
+        (the features of a Linear, channels-last tensors) it copies element by element, much
+        slower than ``gather`` with a broadcast index, which copies the same elements
+        (``benchmarks/studies/results/gather.md``). Inner runs longer than one element keep
+        ``index_select``, which is faster there."""
         rank = _rank(source)
         if rank is not None and rank > 2 and dim == 1 and self._rows_pay(source, len(idx)):
             return self.call(gather_rows, (new, self.index(idx)))
@@ -242,9 +242,9 @@ class Rewriter:
     def _rows_pay(self, source: fx.Node | None, channels: int) -> bool:
         """Whether :func:`gather_rows` beats ``index_select``: the source is contiguous and the
         read copies at least ``ROWS_MIN_BYTES`` per sample. Below that its extra small ops (the
-        row index, the reshapes) cost about what the faster copy saves
-        (``benchmarks/studies/results/gather.md``: at batch 8 it gains from 150 KB and loses at
-        75 KB; at batch 1 it gains from 600 KB and loses a few microseconds at 150 KB)."""
+        row index, the reshapes) cost about what the faster copy saves; the threshold sits
+        between the read sizes where it gained and lost (``benchmarks/studies/results/gather.md``,
+        column ``rows / index_select``)."""
         val = source.meta.get("val") if source is not None else None
         if not isinstance(val, torch.Tensor) or not val.is_contiguous():
             return False
@@ -267,8 +267,7 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
     Why: ``index_select`` along dim 0 of a contiguous tensor copies each row in one block, in
     parallel, while along dim 1 it walks the batch in an inner loop; for large feature maps the
-    rows form takes 0.53-0.95 of its time at batch 8, close to a plain copy
-    (``benchmarks/studies/gather.py``).
+    rows form is faster, closer to a plain copy (``benchmarks/studies/results/gather.md``).
     Building the row index costs a few small ops, so the exporter uses it only for large reads,
     and at batch 1 the channel index is the row index. (``guard_or_false`` keeps that shortcut
     out of a ``torch.export`` trace, which must hold for every batch size.)"""

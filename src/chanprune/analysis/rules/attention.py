@@ -1,20 +1,9 @@
 """Multi-head attention from one q/k/v projection (timm ViT, MaxViT and the like).
 
-The pattern ``qkv(..., 3D).view(...)`` -> permutes/transposes -> ``unbind``/``chunk`` into q, k,
-v of shape (B, H, N, d) -> ``scaled_dot_product_attention`` -> ``.transpose(1, 2).reshape(...,
-D)`` is folded into its last node. Where each (q/k/v, head, j) sits among the projection's
-channels is found by replaying the view and moves on the channel indices, so the ViT layout
-([q | k | v] over all heads) and MaxViT's ([q | k | v] per head) are the same case. Channels
-stay prunable, exactly:
-
-- q/k: head h's score is ``sum_j q_hj k_hj * scale``; a pair with a zero q or k adds nothing,
-  so it is dropped (and its non-zero partner is not needed), and ``scale`` is passed
-  explicitly (the original ``1/sqrt(d)``).
-- v: output channel (h, j) is ``attn_h @ v_hj``: zero where v is, so it follows v.
-- every head keeps the same width (SDPA needs it): the largest per-head count, shorter heads
-  filled with slots whose product is zero (q/k) or whose output is the channel's own value (v),
-  like grouped convolutions.
-
+The chain ``qkv(..., 3D).view(...)`` -> permutes/transposes -> ``unbind``/``chunk`` into q, k, v
+of shape (B, H, N, d) -> ``scaled_dot_product_attention`` -> ``.transpose(1, 2).reshape(...,
+D)`` is folded into its last node (:func:`match`), so the projection's channels stay prunable,
+exactly: q/k pairs with a zero member and zero v channels go (:func:`demand`, :func:`emit`).
 Anything else (q/k norms, rotary embeddings, a hand-written softmax, separate q/k/v
 projections) does not match and stays a barrier (the split view pins the projection).
 """
@@ -62,7 +51,8 @@ def match(split: fx.Node, ax: Axis, st: FlowState) -> list[fx.Node] | None:
     """The nodes from the view splitting the qkv channels to the merging reshape, or None.
 
     Where each q/k/v head channel sits in the projection is found by replaying the view,
-    moves and split on the projection's channel indices (``qkv_index``).
+    moves and split on the projection's channel indices (``qkv_index``), so the ViT layout
+    ([q | k | v] over all heads) and MaxViT's ([q | k | v] per head) are the same case.
     """
     a, b = node_shape(split.args[0]), node_shape(split)
     if ax.dim != len(a) - 1 or len(b) not in (4, 5) or a[0] != b[0]:
@@ -136,6 +126,7 @@ def flow(merge: fx.Node, st: FlowState) -> None:
 
 
 def zeros(merge: fx.Node, lv) -> None:
+    """v: output channel (h, j) is ``attn_h @ v_hj``: zero where v is, so it follows v."""
     qkv, _, index = _parts(merge, lv.analysis)
     lv.zero[merge.name] = lv.zero_of(qkv)[index[2].reshape(-1)]
 
@@ -149,6 +140,9 @@ def _pairs(merge: fx.Node, lv) -> np.ndarray:
 
 
 def demand(merge: fx.Node, lv) -> None:
+    """q/k: head h's score is ``sum_j q_hj k_hj * scale``; a pair with a zero q or k adds
+    nothing, so the pair is dropped (its non-zero partner is not needed either). v: needed
+    where its output channel is demanded and v is non-zero."""
     qkv, _, index = _parts(merge, lv.analysis)
     pairs = _pairs(merge, lv)
     need = np.zeros(index.size, dtype=bool)
@@ -169,6 +163,10 @@ def _slots(keep: np.ndarray, prefer: np.ndarray, width: int) -> np.ndarray:
 
 
 def emit(merge: fx.Node, rw) -> None:
+    """The attention on pruned q/k/v. Every head keeps the same width (SDPA needs it): the
+    largest per-head count, shorter heads filled with slots whose product is zero (q/k) or
+    whose output is the channel's own value (v), like grouped convolutions. ``scale`` is passed
+    explicitly (the original ``1/sqrt(d)``), since d shrinks."""
     lv = rw.live
     qkv, sdpa, index = _parts(merge, rw.analysis)
     _, heads, dim = index.shape

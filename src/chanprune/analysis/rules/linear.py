@@ -142,8 +142,8 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
     """Per input position: does the layer read it (a weight for a kept row, a live input)?
 
     A layer that reads every channel its input keeps but the ones kept only to round a width
-    (``liveness.round_depthwise``) reads those too, with its zero weights: usually the whole
-    tensor instead of a slice, and an input width that is a multiple of the quantum."""
+    (``liveness.rounding.round_depthwise``) reads those too, with its zero weights: usually the
+    whole tensor instead of a slice, and an input width that is a multiple of the quantum."""
     x = node.args[0]
     reads = DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(x)
     pad = lv.padding.get(x.name) if isinstance(x, fx.Node) else None

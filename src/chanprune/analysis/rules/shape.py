@@ -164,7 +164,7 @@ class View(Channelwise):
         plan = self._plan(node, ax)
         if plan is None:
             chain = attention.match(node, ax, st)
-            if chain is not None:  # q/k/v heads: see rules/attention.py
+            if chain is not None:  # q/k/v heads: see analysis/rules/attention.py
                 return attention.fold(chain, st)
             merge = _group_statistics(node, ax)
             if merge is not None:  # per-group statistics (EvoNorm's group_std): see below

@@ -7,7 +7,8 @@ them. :func:`solve_layout` picks the order minimising the copied channels (weigh
 * a PQ-tree (:mod:`.pqtree`, Booth & Lueker) finds a zero-copy order whenever one exists
   (the consecutive-ones property, :func:`has_consecutive_ones`, :func:`consecutive_order`);
 * otherwise branch and bound (:mod:`.search`) chooses the cheapest consumers to gather, within
-  a time limit, falling back to the best solution found (greedy at worst) with a lower bound.
+  a work budget and a time limit, falling back to the best solution found (greedy at worst)
+  with a lower bound.
 
 Pure Python (standard library only). ``python -m chanprune.layout.solver`` times large instances.
 """

@@ -1,18 +1,9 @@
 """Consecutive-ones tests on top of the PQ-tree, with directed adjacencies and twin compression.
 
-* :func:`compress` shrinks the universe before any PQ-tree is built: elements that belong to
-  exactly the same sets ("twins") can always be placed side by side without breaking any
-  consecutive set, so each class of twins becomes one *atom*. Elements of a fixed chain are only
-  merged with their chain neighbours (a run of twins inside the chain), because the chain pins
-  them next to each other. Real instances (~2,000 channels, ~40 consumers) shrink to a few dozen
-  atoms, which is what makes the solver fast.
-* :class:`ConstrainedFamily` grows a family of sets that must all be consecutive, plus directed
-  adjacencies "a immediately before b" (the fixed chains). PQ-trees only know orders up to
-  reversal, so a directed pair is first added as the set {a, b}; its direction then pins the
-  orientation of one node (the lowest common ancestor of a and b, a Q-node or a two-child
-  P-node whose children containing a and b are adjacent). Every node's orientation is chosen
-  independently in a frontier, so the directions are satisfiable exactly when no node is asked
-  for both orientations.
+:func:`compress` shrinks the universe to *atoms* (classes of elements that belong to exactly the
+same sets) before any PQ-tree is built: real instances shrink to far fewer atoms than channels,
+which is what makes the solver fast. :class:`ConstrainedFamily` grows a family of sets that must
+all be consecutive, plus directed adjacencies "a immediately before b" (the fixed chains).
 """
 
 from __future__ import annotations
@@ -106,6 +97,12 @@ class ConstrainedFamily:
 
     ``add`` keeps a set only if the family stays satisfiable and otherwise leaves the family
     as it was, so greedy and conflict searches can probe sets one at a time.
+
+    PQ-trees only know orders up to reversal, so a directed pair (a, b) is first added as the
+    set {a, b}; its direction then pins the orientation of one node (the lowest common ancestor
+    of a and b, a Q-node or a two-child P-node whose children containing a and b are adjacent).
+    Every node's orientation is chosen independently in a frontier, so the directions are
+    satisfiable exactly when no node is asked for both orientations.
     """
 
     def __init__(self, size: int, pairs: Sequence[tuple[int, int]] = ()) -> None:

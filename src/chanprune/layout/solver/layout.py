@@ -1,19 +1,7 @@
 """``solve_layout``: order a tensor's channels so that most consumers read a slice, not a gather.
 
-Pipeline:
-
-1. validate the problem and merge the ``fixed`` sequences into disjoint chains (raising
-   :class:`~chanprune.errors.InputError`, a ``ValueError``, if they contradict each other);
-   if the given channel order already honours them and makes every consumer a view, return it
-   unchanged (no channel needs to move);
-2. deduplicate the consumer sets and shrink the channels to atoms (:func:`.c1p.compress`);
-   sets of at most one atom or of all atoms are always consecutive and are left out;
-3. choose which sets to keep consecutive (:func:`.search.select_family`: the PQ-tree test,
-   then greedy and branch and bound when not every set fits);
-4. rebuild the PQ-tree from the kept sets, add back greedily any dropped set that still fits,
-   read an order off its frontier (fixed chains in their direction) and expand the atoms;
-5. read every consumer off the final order: a view when its channels are contiguous (even if
-   it was dropped), a gather otherwise.
+It validates the problem, shrinks it to atoms (:mod:`.c1p`), chooses which consumer sets to keep
+consecutive (:mod:`.search`) and reads the order and every consumer's read off the result.
 """
 
 from __future__ import annotations
@@ -38,6 +26,22 @@ def solve_layout(
     solution and the final assembly always run, so a call takes a little longer on big
     instances. ``max_work`` also bounds it (PQ-tree operations x atoms). Deterministic: equal
     problems give equal plans when the search finishes or stops on ``max_work`` (not the clock).
+
+    The steps:
+
+    1. validate the problem and merge the ``fixed`` sequences into disjoint chains (raising
+       :class:`~chanprune.errors.InputError`, a ``ValueError``, if they contradict each other);
+       if the given channel order already honours them and makes every consumer a view, return
+       it unchanged (no channel needs to move);
+    2. deduplicate the consumer sets and shrink the channels to atoms (:func:`.c1p.compress`);
+       sets of at most one atom or of all atoms are always consecutive and are left out;
+    3. choose which sets to keep consecutive (:func:`.search.select_family`: the PQ-tree test,
+       then greedy and branch and bound when not every set fits);
+    4. rebuild the PQ-tree from the kept sets, add back greedily any dropped set that still
+       fits, read an order off its frontier (fixed chains in their direction) and expand the
+       atoms;
+    5. read every consumer off the final order: a view when its channels are contiguous (even
+       if it was dropped), a gather otherwise.
     """
     deadline = time.perf_counter() + time_limit
     channels = tuple(problem.channels)

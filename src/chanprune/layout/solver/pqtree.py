@@ -4,31 +4,9 @@ A PQ-tree's leaves are the elements. A *P-node* lets its children appear in any 
 *Q-node* fixes the order of its children up to reversal. The *frontier* (leaves read left to
 right) of any tree obtained by such permutations/reversals is a valid order, and every valid
 order is such a frontier. The tree starts as one P-node over all leaves (no constraint);
-:meth:`PQTree.reduce` adds the constraint "this set is consecutive" by rewriting the part of the
-tree above the set's leaves (its *pertinent subtree*) with the classic templates:
-
-* non-root node, *singly partial* result (pertinent leaves must end up at one end of the node's
-  frontier): P3/P5 for P-nodes, Q2 for Q-nodes;
-* pertinent root, *doubly partial* result allowed (pertinent leaves anywhere, but contiguous):
-  P2/P4/P6 for P-nodes, Q2/Q3 for Q-nodes.
-
-Labels: a node is FULL when all its leaves are in the set, PARTIAL when only some are (a
-partial node is, after its template, a sequence "empty side ... full side"), EMPTY otherwise.
-
-Differences from the paper, all for simplicity in Python (same results):
-
-* every node keeps a parent pointer (Booth-Lueker keep them only at Q-node ends to be linear);
-  P-node children are an insertion-ordered dict (O(1) removal), Q-node children a list;
-* :meth:`reduce` works in two passes: :meth:`_classify` checks that a template applies at every
-  pertinent node *without changing anything*, then :meth:`_apply` rewrites. A failed reduction
-  therefore leaves the tree untouched, which the search relies on (add a set, keep it if it
-  fits) instead of copying the tree;
-* a partial non-root node is not materialised as a Q-node: its template returns the list of
-  children the Q-node would have, and the parent splices that list (a partial child is always
-  merged into its parent's new Q-node, so it would be discarded anyway).
-
-Cost per reduction is the size of the pertinent subtree plus the depth of its root plus the
-length of the Q-nodes it touches -- small in practice, not the paper's strict linear bound.
+:meth:`PQTree.reduce` adds the constraint "this set is consecutive" with the paper's templates.
+:class:`PQTree` says where this implementation differs from the paper (for simplicity in Python,
+same results).
 """
 
 from __future__ import annotations
@@ -112,7 +90,24 @@ class _Pertinent:
 
 
 class PQTree:
-    """The set of all orders of ``0..size-1`` in which every reduced set is consecutive."""
+    """The set of all orders of ``0..size-1`` in which every reduced set is consecutive.
+
+    Differences from the paper, all for simplicity in Python (same results):
+
+    * every node keeps a parent pointer (Booth-Lueker keep them only at Q-node ends to be
+      linear); P-node children are an insertion-ordered dict (O(1) removal), Q-node children a
+      list;
+    * :meth:`reduce` works in two passes: :meth:`_classify` checks that a template applies at
+      every pertinent node *without changing anything*, then :meth:`_apply` rewrites. A failed
+      reduction therefore leaves the tree untouched, which the search relies on (add a set,
+      keep it if it fits) instead of copying the tree;
+    * a partial non-root node is not materialised as a Q-node: its template returns the list of
+      children the Q-node would have, and the parent splices that list (a partial child is
+      always merged into its parent's new Q-node, so it would be discarded anyway).
+
+    Cost per reduction is the size of the pertinent subtree plus the depth of its root plus the
+    length of the Q-nodes it touches -- small in practice, not the paper's strict linear bound.
+    """
 
     def __init__(self, size: int) -> None:
         if size < 0:
@@ -127,7 +122,20 @@ class PQTree:
 
     # ------------------------------------------------------------------ reduction
     def reduce(self, elements: Iterable[int]) -> bool:
-        """Require ``elements`` to be consecutive. False (tree unchanged) if impossible."""
+        """Require ``elements`` to be consecutive. False (tree unchanged) if impossible.
+
+        The part of the tree above the set's leaves (its *pertinent subtree*) is rewritten with
+        the classic templates:
+
+        * non-root node, *singly partial* result (pertinent leaves must end up at one end of the
+          node's frontier): P3/P5 for P-nodes, Q2 for Q-nodes;
+        * pertinent root, *doubly partial* result allowed (pertinent leaves anywhere, but
+          contiguous): P2/P4/P6 for P-nodes, Q2/Q3 for Q-nodes.
+
+        Labels: a node is FULL when all its leaves are in the set, PARTIAL when only some are (a
+        partial node is, after its template, a sequence "empty side ... full side"), EMPTY
+        otherwise.
+        """
         members = sorted(set(elements))
         if members and (members[0] < 0 or members[-1] >= self.size):
             raise ValueError(f"elements must lie in 0..{self.size - 1}, got {members}")

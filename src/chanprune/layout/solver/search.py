@@ -4,43 +4,9 @@ The problem: sets ``0..m-1`` over atoms ``0..size-1`` with weights ``>= 0`` (the
 gathering them) and mandatory directed pairs. Find a subset to *drop*, of minimum total weight,
 such that the remaining sets (with the pairs) can all be consecutive in one order. This is a
 minimum-weight hitting set of the *conflicts* (subfamilies that cannot all be consecutive):
-every conflict must lose at least one member.
-
-* Heuristic (:func:`greedy`): add the sets in decreasing weight (weight * set size summed over
-  the consumers sharing the set), ties by larger set then input order; keep a set when the
-  family stays feasible, drop it otherwise. Always run; it gives the first upper bound.
-* Conflicts (:meth:`_BranchAndBound.conflict`): add sets one by one until the family fails;
-  the failing set is in a conflict. Then repeatedly rebuild from the conflict found so far and
-  re-add the earlier sets, the first one that fails joins the conflict, until no earlier set
-  is left or the conflict alone fails. The result is a minimal conflict (every member is
-  needed).
-* Lower bound (:meth:`_BranchAndBound.bound`, local ratio): find a conflict, charge its
-  smallest residual weight ``d`` to the bound and subtract ``d`` from all its members, remove
-  members whose residual hit zero and look for the next conflict among the rest, until the rest
-  is feasible. Any feasible drop set must hit every conflict found, and each member's charges
-  never exceed its weight, so the sum of the ``d`` is a lower bound. The removed sets are also a
-  feasible drop set, which often improves the upper bound.
-* Reduction (:meth:`_BranchAndBound.reduce`), before the search: a set heavier than the
-  greedy solution's whole cost is kept by every optimal solution (dropping it alone costs
-  more), so these *core* sets are forced; any other set that does not fit with the core alone
-  is dropped by every optimal solution, so its full weight is certain. A concatenation's block
-  sets are such a core, and a DenseNet layer reading part of three or more of its inputs such
-  a certain drop: the search and its bound then work on what is left, which is small.
-* Triples (:meth:`_BranchAndBound.seed_triples`), before the search, without fixed pairs and
-  for at most 40 sets: every conflict of three sets joins the pool (below) up front, decided
-  from which of the triple's seven Venn regions are non-empty, without PQ-tree work. The
-  conflicts of the zoo's hard segments are mostly triples, so the search then rarely needs the
-  PQ-tree to find one.
-* Branch and bound (:meth:`_BranchAndBound.explore`): take the bound's conflict with the fewest
-  free members; branch i drops its i-th free member and keeps (forces) members 1..i-1, so no
-  drop set is visited twice; prune when cost so far + bound >= best. Forced sets count as
-  infinitely heavy in the bound. Every conflict found joins a pool, and so does every family
-  found feasible: a node's bound first uses pooled conflicts that lie within it and skips the
-  test of a family inside a pooled feasible one, so nodes below the root cost little PQ-tree
-  work (tests/solver/test_solver_search.py checks the saving). The clock is checked before
-  each PQ-tree operation; on timeout the best solution so far is returned with the root bound
-  (or the part of it computed in time). A branch dropping more than 400 sets also stops the
-  search (Python's recursion limit).
+every conflict must lose at least one member. :func:`greedy` gives a first solution;
+:class:`_BranchAndBound` improves on it and proves a lower bound, within a work budget and a
+deadline; each step's method docstring says how and why it is sound.
 """
 
 from __future__ import annotations
@@ -99,7 +65,9 @@ def greedy_rank(sets: Sequence[Sequence[int]], weights: Sequence[float]) -> list
 def greedy(
     size: int, pairs: Sequence[tuple[int, int]], sets: Sequence[Sequence[int]], rank: list[int]
 ) -> tuple[list[int], list[int]]:
-    """Keep each set of ``rank`` in turn if the family stays feasible: (kept, dropped)."""
+    """Keep each set of ``rank`` in turn if the family stays feasible: (kept, dropped).
+
+    Always run before the search: its cost is the first upper bound."""
     family = ConstrainedFamily(size, pairs)
     kept, dropped = [], []
     for i in rank:
@@ -145,7 +113,16 @@ def _tolerance(value: float) -> float:
 
 
 class _BranchAndBound:
-    """Minimum-weight drop set by depth-first branch and bound (see the module docstring)."""
+    """Minimum-weight drop set by depth-first branch and bound.
+
+    :meth:`reduce` and :meth:`seed_triples` run first, then :meth:`explore` searches. Every
+    conflict found joins a pool, and so does every family found feasible: a node's bound first
+    uses pooled conflicts that lie within it and skips the test of a family inside a pooled
+    feasible one, so nodes below the root cost little PQ-tree work
+    (tests/solver/test_solver_search.py checks the saving). The work budget and the clock are
+    checked before each PQ-tree operation; on timeout the best solution so far is returned with
+    the root bound (or the part of it computed in time).
+    """
 
     def __init__(
         self,
@@ -185,9 +162,16 @@ class _BranchAndBound:
         return True
 
     def reduce(self) -> tuple[frozenset[int], list[int]]:
-        """(core, certain drops): see the module docstring. Sound because an optimal solution
-        costs at most the greedy one, so it never drops a set weighing more than that. Not
-        counted against ``max_work``: like greedy it is one pass over the sets."""
+        """(core, certain drops), before the search.
+
+        A set heavier than the greedy solution's whole cost is kept by every optimal solution
+        (dropping it alone costs more), so these *core* sets are forced; any other set that does
+        not fit with the core alone is dropped by every optimal solution, so its full weight is
+        certain. A concatenation's block sets are such a core, and a DenseNet layer reading part
+        of three or more of its inputs such a certain drop: the search and its bound then work
+        on what is left, which is small. Sound because an optimal solution costs at most the
+        greedy one, so it never drops a set weighing more than that. Not counted against
+        ``max_work``: like greedy it is one pass over the sets."""
         limit = self.best_cost + _tolerance(self.best_cost)  # a tie may be dropped: not core
         core = [i for i in self.items if self.weights[i] > limit]
         if not core:
@@ -208,7 +192,12 @@ class _BranchAndBound:
             self.best_drop = tuple(drop)
 
     def explore(self, dropped: list[int], forced: frozenset[int], cost: float) -> None:
-        """Search below the node that drops ``dropped`` and must keep ``forced``."""
+        """Search below the node that drops ``dropped`` and must keep ``forced``.
+
+        Branches on the bound's conflict with the fewest free members: branch i drops its i-th
+        free member and keeps (forces) members 1..i-1, so no drop set is visited twice; a node
+        is pruned when cost so far + bound >= best. A branch dropping more than ``_MAX_DEPTH``
+        sets stops the search like a timeout (Python's recursion limit)."""
         self._tick()
         if len(dropped) - self._base_count > _MAX_DEPTH:
             raise _Timeout  # give up as if out of time: the result is then a heuristic one
@@ -241,6 +230,13 @@ class _BranchAndBound:
     ) -> tuple[float, list[int] | None, list[int] | None]:
         """Local-ratio bound on what ``remaining`` must still drop.
 
+        Find a conflict, charge its smallest residual weight ``d`` to the bound and subtract
+        ``d`` from all its members, remove members whose residual hit zero and look for the next
+        conflict among the rest, until the rest is feasible. Any feasible drop set must hit
+        every conflict found, and each member's charges never exceed its weight, so the sum of
+        the ``d`` is a lower bound. The removed sets are also a feasible drop set, which often
+        improves the upper bound. Forced sets count as infinitely heavy.
+
         Returns (bound, first conflict or None if ``remaining`` is feasible, a feasible drop
         set among the non-forced sets or None if there is none).
         """
@@ -270,6 +266,8 @@ class _BranchAndBound:
         sets always fit together, so a conflicting triple is minimal. Skipped with fixed pairs
         (they add conflicts this test cannot see) and above ``_SEED_MAX_ITEMS`` sets. Not
         counted against ``max_work``: a few integer operations per triple, bounded by the cap.
+        The conflicts of the zoo's hard segments are mostly triples, so the search then rarely
+        needs the PQ-tree to find one.
         """
         if self.pairs or len(items) > _SEED_MAX_ITEMS:
             return
@@ -322,7 +320,12 @@ class _BranchAndBound:
         return sum(i not in forced for i in found)
 
     def conflict(self, active: list[int]) -> list[int] | None:
-        """A minimal infeasible subfamily of ``active`` (with the pairs), None if feasible."""
+        """A minimal infeasible subfamily of ``active`` (with the pairs), None if feasible.
+
+        Add sets one by one until the family fails: the failing set is in a conflict. Then
+        repeatedly rebuild from the conflict found so far and re-add the earlier sets; the first
+        one that fails joins the conflict, until no earlier set is left or the conflict alone
+        fails. Every member of the result is needed."""
         family = self._family()
         for k, i in enumerate(active):
             if not self._fits(family, i):
