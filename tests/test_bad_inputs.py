@@ -254,9 +254,9 @@ class SplitBranch(nn.Module):
     "masks, side", [({"conv.weight": [2, 3]}, "output"), ({"fc.weight": [2, 3]}, "input")]
 )
 def test_fully_pruned_split_branch_keeps_one_channel(masks, side, op):
-    """Regression (found by the soaks; rules/channelwise.py, one_at_least): an op left with no
-    channel was emitted on an empty tensor, and the export crashed (a depthwise conv with
-    groups=0, max_pool2d on 0 channels)."""
+    """Regression (found by the soaks; analysis/rules/channelwise.py, one_at_least): an op left
+    with no channel was emitted on an empty tensor, and the export crashed (a depthwise conv
+    with groups=0, max_pool2d on 0 channels)."""
     model = SplitBranch(op).eval()
     quiet(chanprune.apply_masks, model, X, masks, side=side)
     for method in ("reorder", "baseline"):

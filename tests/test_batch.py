@@ -1,5 +1,5 @@
-"""Capture at a static marker batch, generalised (batch.py): exact at every batch size, and the
-symbolic trace wherever the pass cannot vouch for the graph."""
+"""Capture at a static marker batch, generalised (capture/batch.py): exact at every batch size,
+and the symbolic trace wherever the pass cannot vouch for the graph."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Capture's fast path (functional.py) against run_decompositions, and the union-find it feeds."""
+"""Capture's fast path (capture/functional.py) against run_decompositions, and the union-find it
+feeds."""
 
 import contextlib
 import random

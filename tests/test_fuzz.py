@@ -156,8 +156,8 @@ class ReadTwice(torch.nn.Module):
 
 @pytest.mark.parametrize("heuristic", ["l1", "fpgm"])
 def test_regression_input_side_scores_of_a_channel_read_twice(heuristic):
-    """Found by the soak (masking.py _rows): input-side scoring stacked one row per channel and
-    crashed when a consumer reads some channels at more positions than others."""
+    """Found by the soak (masking/masks.py _rows): input-side scoring stacked one row per channel
+    and crashed when a consumer reads some channels at more positions than others."""
     from helpers import prune_and_check
 
     model, x = ReadTwice().eval(), torch.randn(2, 3, 8, 8)

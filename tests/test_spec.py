@@ -1,4 +1,5 @@
-"""Decoding a pruned probe tensor into per-dimension kept indices (spec.py), without a model."""
+"""Decoding a pruned probe tensor into per-dimension kept indices (deploy/spec.py), without a
+model."""
 
 import pytest
 import torch

@@ -73,7 +73,7 @@ def test_small_instances_with_sets_heavier_than_any_solution(problem):
 
 
 def _dense_block(rng, width, layers, read):
-    """A DenseNet block as layout.py poses it: input i's ``width`` channels, the cat's block
+    """A DenseNet block as layout/policy.py poses it: input i's ``width`` channels, the cat's block
     sets (each input, each prefix of inputs) as heavy consumers, and layer ``k`` reading
     ``read`` random channels of each of its ``k`` inputs."""
     inputs = [list(range(i * width, (i + 1) * width)) for i in range(layers)]
