@@ -11,6 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..analysis.propagate import analyze
+from ..capture.trace import capture
+from ..deploy.spec import check_spec, kept_indices
+from ..errors import ExportError
+from ..masking.masks import _units
+from ..rewrite.verify import compare
 from .build import build
 from .spec import Case, MaskSet
 
@@ -42,9 +48,6 @@ def _channels(kind: str, n: int, rng: random.Random, prev: list[int] | None) -> 
 def apply_maskset(model: nn.Module, x: torch.Tensor, ms_set: MaskSet) -> list[str]:
     """Apply a mask set to ``model`` in place; returns what was done, for the report."""
     import chanprune
-    from chanprune.analysis import analyze
-    from chanprune.capture import capture
-    from chanprune.masking import _units
 
     log = []
     if ms_set.auto is not None:
@@ -105,7 +108,6 @@ class Outcome:
 
 
 def _close(a: Any, b: Any) -> tuple[bool, float]:
-    from chanprune.verify import compare
 
     c = compare(a, b)
     return c.ok, c.max_abs_diff
@@ -167,8 +169,6 @@ def _run_maskset(model, x, x2, ms_set: MaskSet, methods: Sequence[str], spec: bo
 
 
 def _spec_round_trip(exported, model, x) -> str:
-    from chanprune.errors import ExportError
-    from chanprune.spec import check_spec, kept_indices
 
     try:
         check_spec(exported, model, (x,), kept_indices(exported, model, (x,)))
