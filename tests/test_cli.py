@@ -81,3 +81,16 @@ def test_bench_times_a_cold_export_against_apple_upscale(tmp_path):
 def test_bench_rejects_an_unknown_benchmark():
     r = run("bench", "nope")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_the_commands_print_chanprune_warnings_and_hide_the_rest(capsys):
+    import warnings
+
+    from chanprune.cli.prune import own_warnings_only
+
+    with own_warnings_only():
+        warnings.warn("chanprune: 1 op(s) without a channel rule are barriers", stacklevel=1)
+        warnings.warn("chanprune: 1 op(s) without a channel rule are barriers", stacklevel=1)
+        warnings.warn("torch.export: something internal", stacklevel=1)
+    err = capsys.readouterr().err
+    assert err.count("warning: chanprune: 1 op(s)") == 1 and "torch.export" not in err

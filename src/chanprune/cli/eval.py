@@ -23,7 +23,7 @@ from ..evaluation.data import load_dataset
 from ..evaluation.stats import count_macs, count_params
 from ..evaluation.training import train
 from ..models import load_model
-from .prune import add_pruning_arguments, mask_from_args
+from .prune import add_pruning_arguments, mask_from_args, own_warnings_only
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -122,8 +122,7 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
     if args.amount <= 0:
         return 0
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with own_warnings_only():
         mask_from_args(model, x, args)
         pruned = export(model, x, method=args.method, group_quantum=args.group_quantum)
     kind = "constrained" if args.constrained else "unconstrained"

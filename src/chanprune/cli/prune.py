@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -19,6 +22,24 @@ from ..plan import plan
 from ..progress import Steps
 from ..rewrite.rewriter import GROUP_QUANTUM
 from .source import load_source
+
+
+@contextlib.contextmanager
+def own_warnings_only() -> Iterator[None]:
+    """Hide the warnings of the libraries tracing runs through (torch.export's are many and not
+    the user's to act on) but print chanprune's own, such as which ops are barriers and keep
+    their channels, once each on stderr: nothing stays unpruned without a word."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            said = set()
+            for w in caught:
+                text = str(w.message)
+                if text.startswith("chanprune") and text not in said:
+                    said.add(text)
+                    print(f"warning: {text}", file=sys.stderr)
 
 
 def add_mask_arguments(p: argparse.ArgumentParser, side: str) -> None:
@@ -166,8 +187,7 @@ def prune_command(args: argparse.Namespace) -> int:
         model = src.model.eval()
         x = example_input(args, src.shape)
         params0, macs0 = count_params(model), count_macs(model, x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with own_warnings_only():
         with steps.step("mask (capture, score)"):
             masks = mask_from_args(model, x, args)
         with steps.step(f"export ({args.method}, verify)"):

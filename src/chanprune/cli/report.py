@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..masking.masks import validate
 from ..paths import check_writable
 from ..progress import Steps
-from .prune import add_mask_arguments, add_model_arguments, example_input
+from .prune import add_mask_arguments, add_model_arguments, example_input, own_warnings_only
 from .source import load_source
 
 
@@ -65,18 +65,19 @@ def report_command(args: argparse.Namespace) -> int:
         with steps.step(label):
             yield
 
-    data = collect(
-        src.model.eval(),
-        x,
-        src.label,
-        amounts,
-        detail,
-        runs=args.runs,
-        step=step,
-        heuristic=args.heuristic,
-        scope=args.scope,
-        side=args.side,
-    )
+    with own_warnings_only():
+        data = collect(
+            src.model.eval(),
+            x,
+            src.label,
+            amounts,
+            detail,
+            runs=args.runs,
+            step=step,
+            heuristic=args.heuristic,
+            scope=args.scope,
+            side=args.side,
+        )
     with steps.step("render"):
         html_path.write_text(render(data), encoding="utf-8")
     steps.close()

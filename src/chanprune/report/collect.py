@@ -12,7 +12,6 @@ it and runs no model.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -73,8 +72,7 @@ def collect(
         data.latency[m], data.params[m], data.macs[m] = [], [], []
     try:
         for amount in amounts:
-            with step(f"amount {amount}: mask + export"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with step(f"amount {amount}: mask + export"):
                 mods = _exports(model, x, amount, masking, original)
                 mods["unpruned"] = unpruned
                 if amount == detail_amount:
