@@ -168,8 +168,8 @@ def write(results: list[dict], args, started: float) -> None:
     lines += [
         "",
         "'chanprune meets it': yes or no where the median's whole 95% interval "
-        "(`timing.median_ci`) lies on one side of the target, else the median's side and "
-        "'within noise'.",
+        "(`evaluation.timing.median_ci`) lies on one side of the target, else the median's side "
+        "and 'within noise'.",
     ]
     (out / "export_time.md").write_text("\n".join(lines) + "\n")
     _plot(results, out)

@@ -526,8 +526,8 @@ def write_report(results: list, args, run: dict, done: bool, rewritten: str = ""
     L.append(f"- allocator: {run['allocator']}")
     L.append(
         f"- input {args.size}x{args.size}; warm-up {WARMUP}, then {args.reps} interleaved rounds "
-        "(order per round: timing.round_order(GROUPS, round), the contenders of each ratio "
-        "adjacent); median per contender, ms; "
+        "(order per round: evaluation.timing.round_order(GROUPS, round), the contenders of each "
+        "ratio adjacent); median per contender, ms; "
         "every ratio is paired: the median over rounds of the two times in the same round; "
         "torch.inference_mode"
     )

@@ -100,7 +100,7 @@ def main(argv=None) -> None:
         f"input {a.size}x{a.size}; 3 warm-up calls each, then {a.reps} rounds, the order "
         "alternating; `torch.inference_mode()`",
         "- in place = the export as it is; functional = the same module with its in-place "
-        "activations made functional (the export before `chanprune/inplace.py`); "
+        "activations made functional (the export before `chanprune/rewrite/inplace.py`); "
         "ratio = median over rounds of functional / in place in the same round, with its "
         "95% interval",
         "",
