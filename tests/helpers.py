@@ -24,3 +24,15 @@ def prune_and_check(model, x, method="baseline", group_quantum=GROUP_QUANTUM, **
         ref, got = model(x), exported(x)
     assert outputs_match(ref, got), float((ref - got).abs().max())
     return exported, masks
+
+
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,21 +7,18 @@ that alternates is not.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from helpers import load_benchmark
+
 pytest.importorskip("matplotlib")
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "latency.py"
 
 
 def _latency_module():
-    spec = importlib.util.spec_from_file_location("latency_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("latency")
 
 
 def _row(upscale_over_ours: list[float]) -> dict:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "summary.py"
+from helpers import load_benchmark
 
 
 def _summary():
-    spec = importlib.util.spec_from_file_location("summary", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("summary")
 
 
 def test_the_readme_block_matches_the_result_files():
