@@ -136,32 +136,6 @@ def _redraw_zeros(model):
     return model
 
 
-def prunable_share(an) -> tuple[int, int]:
-    """(prunable, total) output channels of conv/linear producers, final classifiers excluded.
-
-    Prunable: some masking removes it, i.e. its segment channel is not pinned (by a barrier
-    or a model output). An SE gate's channels count: they go with the channel they gate.
-    """
-    import numpy as np
-
-    final = set()
-    for node in an.capture.graph.nodes:
-        if node.op == "output":
-            for a in node.all_input_nodes:
-                v = an.axes.get(a.name)
-                for ax in v if isinstance(v, list) else [v]:
-                    if ax is not None:
-                        final.update(np.unique(an.root[ax.ids]).tolist())
-    prunable = total = 0
-    for p in an.producers:
-        roots = an.root[p.ids]
-        if set(np.unique(roots).tolist()) <= final:
-            continue
-        prunable += int((~an.pinned[roots]).sum())
-        total += p.channels
-    return prunable, total
-
-
 def _commit() -> str:
     """The chanprune commit the result was measured with (plus '+' for local changes)."""
     try:
@@ -181,6 +155,7 @@ def run_one(zoo: str, name: str) -> dict:
 
     import chanprune
     from chanprune.analysis.propagate import analyze
+    from chanprune.analysis.share import prunable_share
     from chanprune.capture.trace import capture
     from chanprune.deploy.spec import check_spec, kept_indices
 
@@ -197,7 +172,8 @@ def run_one(zoo: str, name: str) -> dict:
         rec["capture_s"] = round(time.perf_counter() - t, 2)
         rec["stage"] = "analysis"
         an = analyze(cap, warn=False)
-        rec["prunable"], rec["channels"] = prunable_share(an)
+        share = prunable_share(an)  # the share mask() warns about when low
+        rec["prunable"], rec["channels"] = share.prunable, share.total
         rec["barriers"] = sorted({f"{b.reason}" for b in an.barriers})[:8]
         rec["stage"] = "mask"
         masks = chanprune.mask(model, x, amount=AMOUNT, side="output", constrained=False)

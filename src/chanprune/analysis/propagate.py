@@ -17,6 +17,7 @@ import numpy as np
 
 from ..capture.trace import Capture
 from .rules import rule_for
+from .share import group_barriers
 from .types import ABSORBED, ChannelAnalysis, FlowState
 
 
@@ -50,15 +51,7 @@ def analyze(capture: Capture, warn: bool = True) -> ChannelAnalysis:
     dependent = np.zeros(st.n_producer_channels, dtype=bool)
     for g in st.dependent_raw:
         dependent[g[g >= 0]] = True
-    if warn and st.barriers:
-        where = [f"{b.where}: {b.reason}" for b in st.barriers]
-        warnings.warn(
-            f"chanprune: {len(where)} op(s) without a channel rule are barriers; the channels "
-            f"reaching them are not pruned: {'; '.join(where[:5])}"
-            f"{f' (and {len(where) - 5} more)' if len(where) > 5 else ''}",
-            stacklevel=3,
-        )
-    return ChannelAnalysis(
+    result = ChannelAnalysis(
         capture=capture,
         axes=st.axes,
         producers=st.producers,
@@ -72,3 +65,11 @@ def analyze(capture: Capture, warn: bool = True) -> ChannelAnalysis:
         kinds=st.kinds,
         shuffles=st.shuffles,
     )
+    if warn and st.barriers:
+        lines = "\n".join(f"- {g}" for g in group_barriers(result, st.barriers))
+        warnings.warn(
+            f"chanprune: {len(st.barriers)} op(s) without a channel rule are barriers; the "
+            f"channels reaching them are not pruned:\n{lines}",
+            stacklevel=3,
+        )
+    return result

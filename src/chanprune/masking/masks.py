@@ -11,6 +11,7 @@ Only channels the exporter can remove are candidates: never pinned ones, never m
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ..analysis.propagate import analyze
+from ..analysis.share import low_share_message, prunable_share
 from ..analysis.types import ChannelAnalysis
 from ..capture.trace import as_input_tuple, capture, gc_paused, run_graph
 from ..errors import InputError, MaskError
@@ -73,13 +75,17 @@ def mask(
     scheme; by default every layer chooses its own channels.
 
     Returns {weight parameter name: sorted channel indices}: output channels (rows) for
-    ``side="output"``, input channels of the consumer for ``side="input"``.
+    ``side="output"``, input channels of the consumer for ``side="input"``. Warns, naming the
+    causes, when less than half of the conv/linear channels can be pruned at all
+    (``chanprune.analysis.share``).
     """
     validate(amount, heuristic, scope, side)
     inputs = as_input_tuple(example_inputs)
     # HRank runs the captured graph on calibration batches, unchecked: the symbolic trace
     cap = capture(model, inputs, marked=heuristic != "hrank")
     an = analyze(cap)
+    if (low := low_share_message(prunable_share(an))) is not None:
+        warnings.warn(low, stacklevel=3)
     units = _units(an, side)
     _score(units, an, heuristic, side, inputs, calibration)
     chosen = _choose(units, float(amount), scope, constrained, an, side)
