@@ -1,4 +1,5 @@
-"""The torchvision zoo: every classification model masks and exports exactly (issue 2).
+"""The torchvision zoo: every classification model masks and exports exactly (issue 2), and
+mask and export leave each model's modules as they were (issue 24).
 
 Random init (no downloads). One model object per test: the capture is shared between mask()
 and export(); the constrained run starts again from the saved weights.
@@ -44,6 +45,7 @@ def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
 
 def check(model, x, **kw) -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
+    attributes = {n: dict(m.__dict__) for n, m in model.named_modules()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         masks = chanprune.mask(model, x, **kw)
@@ -61,6 +63,12 @@ def check(model, x, **kw) -> None:
         copied[method] = sum(c.elements for c in exported.chanprune_copies)
         del exported
     assert copied["reorder"] <= copied["baseline"]  # reordering never copies more
+    # no side effects: every module keeps every attribute it had, and gains none
+    now = {n: dict(m.__dict__) for n, m in model.named_modules()}
+    assert now.keys() == attributes.keys()
+    for name, attrs in attributes.items():
+        assert now[name].keys() == attrs.keys(), name
+        assert all(now[name][k] is v for k, v in attrs.items()), name
     with torch.no_grad():  # back to the unmasked weights for the next run
         for k, v in model.state_dict().items():
             v.copy_(state[k])

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import logging
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import ParamSpec, TypeVar
 
 import torch
 from torch import fx
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from torch.utils import _pytree as pytree
 
 from ..errors import CaptureError, InputError
@@ -77,14 +79,39 @@ def as_input_tuple(example_inputs: object) -> tuple[torch.Tensor, ...]:
 
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Evaluate in eval mode and restore each submodule's own training flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
+    """Run ``model`` in eval mode and leave every submodule as it was: its training flag, and
+    every attribute, parameter, buffer and submodule slot (tracing runs forward on fake tensors
+    at a marker batch, and modules that cache what forward computes, such as anchors or rotary
+    tables, would keep fake tensors or the marker's sizes). Lists, dicts and sets held by a
+    module get their contents back too. Edits made *inside* the tensors, as ``mask`` zeroing
+    weights in place, are not undone."""
+    saved = [(m, dict(m.__dict__), _contents(m.__dict__)) for m in model.modules()]
     model.eval()
     try:
         yield
     finally:
-        for m, flag in flags:
-            m.training = flag
+        for m, attrs, contents in saved:
+            for k in [k for k in m.__dict__ if k not in attrs]:
+                del m.__dict__[k]
+            m.__dict__.update(attrs)
+            for box, items in contents:
+                box.clear()
+                if isinstance(box, list):
+                    box.extend(items)
+                else:
+                    box.update(items)
+
+
+def _contents(attrs: dict) -> list[tuple[object, object]]:
+    """(container, a shallow copy of its items) for the lists, dicts and sets among ``attrs``
+    (``_parameters``, ``_buffers`` and ``_modules`` included)."""
+    out: list[tuple[object, object]] = []
+    for v in attrs.values():
+        if isinstance(v, dict):
+            out.append((v, dict(v)))
+        elif isinstance(v, list | set):
+            out.append((v, list(v)))
+    return out
 
 
 def run_model(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> object:
@@ -160,6 +187,19 @@ def _functional(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
     return ep.run_decompositions({})
 
 
+@contextlib.contextmanager
+def _quiet_fake_tensors() -> Iterator[None]:
+    """Silence torch's log of an op failing on fake tensors: a model that needs an even batch
+    (two views added, ``a + b`` of ``chunk(x, 2, 0)``) fails at the odd marker batch, and
+    torch logs each such failure with a long traceback, though the symbolic trace follows."""
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    old, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = old
+
+
 def _export_marked(model: torch.nn.Module, inputs: tuple) -> tuple | None:
     """(program, marker): traced at the static marker batch and generalised, or None."""
     marked = marker_inputs(inputs)
@@ -167,7 +207,8 @@ def _export_marked(model: torch.nn.Module, inputs: tuple) -> tuple | None:
         return None
     stand_ins, marker = marked
     try:
-        ep = _functional(torch.export.export(model, stand_ins, strict=False))
+        with _quiet_fake_tensors():
+            ep = _functional(torch.export.export(model, stand_ins, strict=False))
     except Exception:  # the symbolic trace decides what the user is told
         return None
     users = ep.graph_signature.user_inputs
@@ -194,8 +235,54 @@ def _export(
             inputs = tuple(
                 torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs
             )
-        ep = torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes)
-        return _functional(ep), None
+        ep = _functional(torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes))
+        if dynamic and _batch_specialised(ep):
+            ep = _retrace_larger(model, inputs, shapes) or ep
+        return ep, None
+
+
+RETRACE_SCALE = 4  # a symbolic trace whose batch was specialised is retried at batch x this
+
+
+def _batch_specialised(ep: torch.export.ExportedProgram) -> bool:
+    """The trace fixed the batch although it was asked for a dynamic one: a size computed from
+    it was 0 or 1 (one sample per view: ``chunk(x, 2, 0)`` at batch 2) and tracing or the
+    decompositions specialised it, so the program runs at that batch only."""
+    size = _batch_size(ep)
+    return size is not None and is_concrete_int(size)
+
+
+def _batch_size(ep: torch.export.ExportedProgram) -> int | torch.SymInt | None:
+    """The batch size of the program's first batched user input."""
+    users = set(ep.graph_signature.user_inputs)
+    for node in ep.graph.nodes:
+        val = node.meta.get("val")
+        user = node.op == "placeholder" and node.name in users
+        if user and isinstance(val, torch.Tensor) and val.dim() > 0:
+            return val.shape[0]
+    return None
+
+
+def _retrace_larger(
+    model: torch.nn.Module, inputs: tuple, shapes: tuple
+) -> torch.export.ExportedProgram | None:
+    """The symbolic trace at a multiple of the batch (so the model sees the same divisibility),
+    where sizes computed from the batch stay above 1. None where that fails, specialises too,
+    or yields a program whose batch range leaves out the user's batch (a model that takes
+    only this batch keeps its static trace)."""
+    batch = next(x.shape[0] for x in inputs if x.dim() > 0)
+    larger = tuple(
+        x.repeat(RETRACE_SCALE, *[1] * (x.dim() - 1)) if x.dim() > 0 else x for x in inputs
+    )
+    try:
+        ep = _functional(torch.export.export(model, larger, strict=False, dynamic_shapes=shapes))
+    except Exception:
+        return None
+    size = _batch_size(ep)
+    if not isinstance(size, torch.SymInt) or is_concrete_int(size):
+        return None
+    bounds = ep.range_constraints.get(size.node.expr)
+    return ep if bounds is not None and bounds.lower <= batch <= bounds.upper else None
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -1,0 +1,93 @@
+"""mask, export and plan leave the user's model as it was, apart from the zeroed weights."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+import chanprune
+from helpers import outputs_match
+
+
+class CachingHead(nn.Module):
+    """Caches what forward computes, as detection heads (anchors, strides) and rotary
+    embeddings do: a tensor sized by the batch, the last batch size, a list of calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.anchors: torch.Tensor | None = None
+        self.seen: list[int] = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.anchors is None or self.anchors.shape[0] != y.shape[0]:
+            self.anchors = torch.ones(y.shape[0], 8, 1, 1)
+            self.last_batch = y.shape[0]
+        self.seen.append(1)
+        return y * self.anchors
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = CachingHead()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.head(self.stem(x)).mean((2, 3)))
+
+
+def _attributes(model: nn.Module) -> dict[str, dict]:
+    return {n: dict(m.__dict__) for n, m in model.named_modules()}
+
+
+def test_caches_filled_in_forward_are_left_as_they_were():
+    model = Net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        model(x)  # the user's own forward fills the cache at batch 2
+    anchors, before = model.head.anchors, _attributes(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chanprune.mask(model, x, amount=0.5)
+        exported = chanprune.export(model, x)
+        chanprune.plan(model, x)
+    assert model.head.anchors is anchors and model.head.last_batch == 2
+    assert model.head.seen == [1]  # the user's one call, not ours
+    after = _attributes(model)
+    assert after.keys() == before.keys()
+    for name in before:
+        assert after[name].keys() == before[name].keys(), name
+        for k, v in before[name].items():
+            assert after[name][k] is v, (name, k)
+    copy.deepcopy(model)  # no fake tensor left behind
+    with torch.no_grad():
+        assert outputs_match(model(x), exported(x))
+
+
+def test_a_model_never_run_keeps_an_empty_cache():
+    model = Net().eval()
+    x = torch.randn(3, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chanprune.mask(model, x, amount=0.5)
+        chanprune.export(model, x)
+    assert model.head.anchors is None and model.head.seen == []
+    assert not hasattr(model.head, "last_batch")
+
+
+def test_buffers_and_parameters_keep_their_slots():
+    model = Net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    slots = {n: t for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chanprune.mask(model, x, amount=0.5)
+    now = dict([*model.named_parameters(), *model.named_buffers()])
+    assert now.keys() == slots.keys() and all(now[n] is t for n, t in slots.items())
+    assert (model.stem[0].weight == 0).any()  # the zeroing itself is kept
