@@ -46,6 +46,7 @@ class Producer:
     ids: np.ndarray  # channel id of each output row
     first: int  # global index of its first output channel (see Axis.origin)
     where: str
+    dim: int = 0  # the weight's output-channel dimension (1 for addmm's (in, out) weight)
 
     @property
     def channels(self) -> int:
@@ -60,6 +61,7 @@ class Consumer:
     weight: str
     ids: np.ndarray  # channel id of each input column (repeats after a flatten)
     where: str
+    dim: int = 1  # the weight's input-channel dimension (0 for addmm's (in, out) weight)
 
 
 @dataclass

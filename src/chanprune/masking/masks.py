@@ -168,17 +168,18 @@ def _score(units, an, heuristic, side, inputs, calibration) -> None:
             s = hrank(maps[li])
             scores = [float(s[u.rows].mean()) for u in us]
         else:
-            rows = _rows(w, us, side)
+            rows = _rows(w.movedim(layers[li].dim, 0), us, side)
             scores = WEIGHT_SCORERS[heuristic](rows).tolist()
         for u, s in zip(us, scores, strict=True):
             u.score = float(s)
 
 
 def _rows(w: torch.Tensor, us: list[Unit], side: str) -> torch.Tensor:
-    """One row per unit: its filter (output side) or all its input columns (input side)."""
+    """One row per unit: its filter (output side) or all its input columns (input side).
+    ``w`` has the masked dimension first."""
     if side == "output":
         return w.flatten(1)[torch.tensor([u.channel for u in us])]
-    cols = w.transpose(0, 1)  # (in, out, *kernel)
+    cols = w  # (in, ...)
     flat = [cols[torch.from_numpy(u.rows)].reshape(-1) for u in us]
     # a channel read at several positions (concatenated twice) has more columns: zero-pad,
     # which leaves norms (l1, l2, lamp) unchanged
@@ -274,7 +275,7 @@ def _apply(an: ChannelAnalysis, chosen: list[Unit], side: str) -> dict[str, list
         for li, us in _group(chosen, key=lambda u: u.layer).items():
             p = an.producers[li]
             rows = np.array(sorted(u.channel for u in us), dtype=np.int64)
-            edits.append((tensors[p.weight], 0, rows))
+            edits.append((tensors[p.weight], p.dim, rows))
             if p.bias is not None:
                 edits.append((tensors[p.bias], 0, rows))
             dead.append(p.first + rows)
@@ -286,7 +287,8 @@ def _apply(an: ChannelAnalysis, chosen: list[Unit], side: str) -> dict[str, list
                 edits.append((tensors[comp.param], comp.dim, comp.index[sel]))
     else:
         for u in chosen:
-            edits.append((tensors[an.consumers[u.layer].weight], 1, u.rows))
+            con = an.consumers[u.layer]
+            edits.append((tensors[con.weight], con.dim, u.rows))
             result.setdefault(an.consumers[u.layer].weight, []).append(u.channel)
     _zero(edits)
     return {k: sorted(v) for k, v in sorted(result.items())}

@@ -1,8 +1,10 @@
 """Convolutions and linear layers: the producers and consumers of channels.
 
 A dense conv/linear (groups == 1) reads its input channels through weight columns (consumer) and
-creates fresh output channels (producer). A depthwise conv maps channel c to channel c, so it is
-channel-preserving with per-channel weights. Other grouped convs need equal channel counts per
+creates fresh output channels (producer). ``addmm(bias, x, W)`` with a parameter ``W`` of shape
+(in, out) is a linear too (GPT-2's ``Conv1D``): its weight holds the channels transposed. A
+depthwise conv maps channel c to channel c, so it is channel-preserving with per-channel
+weights. Other grouped convs need equal channel counts per
 group: each group is padded to the largest kept count with zero-weight slots (see Grouped).
 """
 
@@ -31,18 +33,49 @@ def conv_groups(node: fx.Node) -> int:
     return int(g)
 
 
+def _is_addmm(node: fx.Node) -> bool:
+    return op_name(node).split(".")[0] == "addmm"
+
+
+def _x(node: fx.Node) -> object:
+    return node.args[1] if _is_addmm(node) else node.args[0]
+
+
+def _w(node: fx.Node) -> object:
+    return node.args[2] if _is_addmm(node) else node.args[1]
+
+
 def _bias(node: fx.Node) -> object:
+    if _is_addmm(node):
+        return node.args[0]
     return node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+
+
+def weight_dims(node: fx.Node) -> tuple[int, int]:
+    """(output-channel, input-channel) dimension of the layer's weight."""
+    return (1, 0) if _is_addmm(node) else (0, 1)
+
+
+def _with(node: fx.Node, x: object, w: object, b: object) -> tuple:
+    """The layer's positional arguments with input, weight and bias replaced."""
+    args = list(node.args)
+    if _is_addmm(node):
+        args[0], args[1], args[2] = b, x, w
+    else:
+        args[0], args[1] = x, w
+        if b is not None:
+            args[2] = b
+    return tuple(args)
 
 
 class Dense(Rule):
     """conv (groups == 1) and linear: consumer of the input axis, producer of the output axis."""
 
     def _in_dim(self, node: fx.Node) -> int:
-        return 1 if _is_conv(node) else len(node_shape(node.args[0])) - 1
+        return 1 if _is_conv(node) else len(node_shape(_x(node))) - 1
 
     def flow(self, node: fx.Node, st: FlowState) -> None:
-        x, w, b = node.args[0], node.args[1], _bias(node)
+        x, w, b = _x(node), _w(node), _bias(node)
         wname, bname = st.param(w), st.param(b)
         if (
             wname is None
@@ -51,6 +84,12 @@ class Dense(Rule):
         ):
             why = "weight/bias is computed or shared with another op"
             return st.barrier(node, f"{op_name(node)} {why}")
+        if _is_addmm(node) and (
+            node.kwargs.get("beta", 1) != 1
+            or node.kwargs.get("alpha", 1) != 1
+            or len(node_shape(b) or ()) != 1
+        ):
+            return st.barrier(node, f"{op_name(node)} scales its terms or broadcasts a 2-D bias")
         groups = conv_groups(node)
         if groups != 1:
             return GROUPED.flow(node, st)
@@ -59,22 +98,24 @@ class Dense(Rule):
             st.pin(ax.ids, f"{st.where(node)} reads channels along another dimension")
             ax = None
         where = st.where(node)
+        w_out, w_in = weight_dims(node)
         if ax is not None:
-            st.consumers.append(Consumer(node.name, wname, ax.ids, where))
+            st.consumers.append(Consumer(node.name, wname, ax.ids, where, w_in))
         w_shape = st.capture.tensors[wname].shape
         out_dim = 1 if _is_conv(node) else len(node_shape(node)) - 1
-        out = st.new_axis(out_dim, int(w_shape[0]))
+        out = st.new_axis(out_dim, int(w_shape[w_out]))
         first = st.n_producer_channels
         out.origin = np.arange(first, first + len(out), dtype=np.int64)
         st.n_producer_channels += len(out)
-        st.producers.append(Producer(node.name, wname, bname, out.ids, first, where))
+        st.producers.append(Producer(node.name, wname, bname, out.ids, first, where, w_out))
         st.axes[node.name] = out
 
     def _nonzero(self, node: fx.Node, lv) -> np.ndarray:
         """(out, in) mask of weight entries that are not all zero."""
         key = ("nz", node.name)
         if key not in lv.cache:
-            w = lv.t(node.args[1])
+            w = lv.t(_w(node))
+            w = w.t() if _is_addmm(node) else w
             w = w.reshape(w.shape[0], w.shape[1], -1)
             # a 1x1 kernel or a linear needs no reduction over the kernel (a pass saved)
             nz = w[..., 0].ne(0) if w.shape[2] == 1 else w.abs().amax(-1).ne(0)
@@ -87,7 +128,7 @@ class Dense(Rule):
         if conv_groups(node) != 1:
             return GROUPED.zeros(node, lv)
         nz = self._nonzero(node, lv)
-        zin = lv.zero_of(node.args[0]) if lv.axis(node.args[0]) is not None else None
+        zin = lv.zero_of(_x(node)) if lv.axis(_x(node)) is not None else None
         live = nz if zin is None else nz & ~zin  # columns of zero inputs do not count
         zero = ~live.any(1)
         b = lv.t(_bias(node))
@@ -100,9 +141,9 @@ class Dense(Rule):
             return Rule.demand(self, node, lv)
         if conv_groups(node) != 1:
             return GROUPED.demand(node, lv)
-        if lv.axis(node.args[0]) is not None:
+        if lv.axis(_x(node)) is not None:
             dout = lv.out_demand(node)
-            lv.want(node.args[0], self._nonzero(node, lv)[dout].any(0))
+            lv.want(_x(node), self._nonzero(node, lv)[dout].any(0))
 
     def emit(self, node: fx.Node, rw) -> None:
         if rw.analysis.axes.get(node.name) is None:
@@ -110,9 +151,10 @@ class Dense(Rule):
         if conv_groups(node) != 1:
             return GROUPED.emit(node, rw)
         lv = rw.live
-        x, w_arg, b_arg = node.args[0], node.args[1], _bias(node)
+        x, w_arg, b_arg = _x(node), _w(node), _bias(node)
+        w_out, w_in = weight_dims(node)
         out = output_rows(node, lv, rw.policy)
-        w = lv.t(w_arg)
+        w = lv.t(w_arg).index_select(w_out, torch.from_numpy(out))
         xn, lx = rw.value(x)
         ax = rw.axis(x)
         if ax is not None:
@@ -120,16 +162,14 @@ class Dense(Rule):
             if len(keep) == 0:
                 keep = lx[:1] if len(lx) else np.array([0], dtype=np.int64)
             xn = rw.align(xn, ax.dim, lx, keep, x)
-            w = w.index_select(0, torch.from_numpy(out)).index_select(1, torch.from_numpy(keep))
-        else:
-            w = w.index_select(0, torch.from_numpy(out))
-        wname = rw.capture.state_names[w_arg.name]
-        args = list(node.args)
-        args[0], args[1] = xn, rw.put(wname, w, fresh=True)
+            w = w.index_select(w_in, torch.from_numpy(keep))
+        wn = rw.put(rw.capture.state_names[w_arg.name], w, fresh=True)
+        bn = None
         if b_arg is not None:
             bias = lv.t(b_arg).index_select(0, torch.from_numpy(out))
-            args[2] = rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
-        rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), out)
+            bn = rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
+        args = _with(node, xn, wn, bn)
+        rw.set(node, rw.call(node.target, args, dict(node.kwargs)), out)
 
 
 def output_rows(node: fx.Node, lv, policy) -> np.ndarray:
@@ -144,7 +184,7 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
     A layer that reads every channel its input keeps but the ones kept only to round a width
     (``liveness.rounding.round_depthwise``) reads those too, with its zero weights: usually the
     whole tensor instead of a slice, and an input width that is a multiple of the quantum."""
-    x = node.args[0]
+    x = _x(node)
     reads = DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(x)
     pad = lv.padding.get(x.name) if isinstance(x, fx.Node) else None
     if pad is not None and len(pad) == len(reads):
@@ -319,4 +359,6 @@ class Depthwise(ChannelwiseParams):
 
 GROUPED = Grouped()
 DEPTHWISE = Depthwise()
-DENSE = register(Dense(), "aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.linear")
+DENSE = register(
+    Dense(), "aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.linear", "aten.addmm.default"
+)
