@@ -1,8 +1,9 @@
 """Convolutions and linear layers: the producers and consumers of channels.
 
 A dense conv/linear (groups == 1) reads its input channels through weight columns (consumer) and
-creates fresh output channels (producer). ``addmm(bias, x, W)`` with a parameter ``W`` of shape
-(in, out) is a linear too (GPT-2's ``Conv1D``): its weight holds the channels transposed. A
+creates fresh output channels (producer). Transposed convs, and ``addmm(bias, x, W)`` with a
+parameter ``W`` of shape (in, out) (GPT-2's ``Conv1D``), are dense layers whose weight holds the
+channels as (in, out, ...); a grouped transposed conv that is not depthwise is a barrier. A
 depthwise conv maps channel c to channel c, so it is channel-preserving with per-channel
 weights. Other grouped convs need equal channel counts per
 group: each group is padded to the largest kept count with zero-weight slots (see Grouped).
@@ -22,8 +23,15 @@ from .registry import register
 CONV = ("aten.conv1d", "aten.conv2d", "aten.conv3d")
 
 
+TRANSPOSED = ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+
 def _is_conv(node: fx.Node) -> bool:
-    return op_name(node).split(".")[0] in ("conv1d", "conv2d", "conv3d")
+    return op_name(node).split(".")[0] in ("conv1d", "conv2d", "conv3d", *TRANSPOSED)
+
+
+def _is_transposed(node: fx.Node) -> bool:
+    return op_name(node).split(".")[0] in TRANSPOSED
 
 
 def conv_groups(node: fx.Node) -> int:
@@ -52,8 +60,9 @@ def _bias(node: fx.Node) -> object:
 
 
 def weight_dims(node: fx.Node) -> tuple[int, int]:
-    """(output-channel, input-channel) dimension of the layer's weight."""
-    return (1, 0) if _is_addmm(node) else (0, 1)
+    """(output-channel, input-channel) dimension of the layer's weight: transposed convs and
+    addmm store it (in, out, ...)."""
+    return (1, 0) if _is_addmm(node) or _is_transposed(node) else (0, 1)
 
 
 def _with(node: fx.Node, x: object, w: object, b: object) -> tuple:
@@ -91,6 +100,8 @@ class Dense(Rule):
         ):
             return st.barrier(node, f"{op_name(node)} scales its terms or broadcasts a 2-D bias")
         groups = conv_groups(node)
+        if groups != 1 and _is_transposed(node) and not DEPTHWISE.matches(node, st):
+            return st.barrier(node, f"{op_name(node)} with {groups} groups (not depthwise)")
         if groups != 1:
             return GROUPED.flow(node, st)
         ax = st.axis(x)
@@ -115,7 +126,7 @@ class Dense(Rule):
         key = ("nz", node.name)
         if key not in lv.cache:
             w = lv.t(_w(node))
-            w = w.t() if _is_addmm(node) else w
+            w = w.transpose(0, 1) if weight_dims(node)[0] == 1 else w  # (out, in, ...)
             w = w.reshape(w.shape[0], w.shape[1], -1)
             # a 1x1 kernel or a linear needs no reduction over the kernel (a pass saved)
             nz = w[..., 0].ne(0) if w.shape[2] == 1 else w.abs().amax(-1).ne(0)
@@ -216,7 +227,7 @@ class Grouped(Rule):
         wname = st.param(node.args[1])
         w = st.capture.tensors[wname]
         ax = st.axis(node.args[0])
-        if w.shape[1] == 1 and w.shape[0] == conv_groups(node) and ax is not None and ax.dim == 1:
+        if DEPTHWISE.matches(node, st):
             return DEPTHWISE.flow(node, st)
         if ax is not None and ax.dim != 1:
             st.pin(ax.ids, f"{st.where(node)} reads channels along another dimension")
@@ -341,7 +352,16 @@ class Grouped(Rule):
 
 
 class Depthwise(ChannelwiseParams):
-    """Depthwise conv: output channel c = conv(input channel c, weight[c]) + bias[c]."""
+    """Depthwise conv, transposed or not: output channel c = conv(input channel c, weight[c])
+    + bias[c]."""
+
+    def matches(self, node: fx.Node, st: FlowState) -> bool:
+        """One input and one output channel per group, on a tracked channel axis."""
+        w = st.capture.tensors[st.param(node.args[1])]
+        ax = st.axis(node.args[0])
+        return (
+            w.shape[1] == 1 and w.shape[0] == conv_groups(node) and ax is not None and ax.dim == 1
+        )
 
     def params(self, node: fx.Node) -> list[tuple[int, int]]:
         return [(1, 0), (2, 0)]  # (argument index, channel dim of that tensor)
@@ -360,5 +380,7 @@ class Depthwise(ChannelwiseParams):
 GROUPED = Grouped()
 DEPTHWISE = Depthwise()
 DENSE = register(
-    Dense(), "aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.linear", "aten.addmm.default"
+    Dense(),
+    *("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.linear", "aten.addmm.default"),
+    *(f"aten.{op}" for op in TRANSPOSED),
 )
