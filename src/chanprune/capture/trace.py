@@ -16,9 +16,12 @@ import dataclasses
 import functools
 import gc
 import logging
+import sysconfig
+import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import torch
@@ -352,10 +355,38 @@ def _capture(model: torch.nn.Module, inputs: tuple, dynamic_batch: bool, marked:
 def _capture_message(model: torch.nn.Module, e: Exception) -> str:
     text = str(e).strip().splitlines()
     head = text[0] if text else type(e).__name__
-    return (
-        f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: {head} "
-        "(chanprune needs a model that torch.export.export(strict=False) accepts)"
+    line = failing_line(e)
+    children = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
+    hint = (
+        f"; prune the parts it can capture with submodules=[...], e.g. of its children "
+        f"{', '.join(repr(c) for c in children)}"
+        if children
+        else ""
     )
+    return (
+        f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: {head}"
+        f"{f' (at {line})' if line else ''}. chanprune needs a model that "
+        f"torch.export.export(strict=False) accepts{hint}"
+    )
+
+
+def failing_line(error: BaseException) -> str | None:
+    """``file:line (function)`` of the model code where tracing failed: the deepest frame of
+    the failure and its causes outside torch, chanprune and the standard library."""
+    frames: list[traceback.FrameSummary] = []
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        frames = list(traceback.extract_tb(e.__traceback__)) + frames
+        e = e.__cause__ or e.__context__
+    skip = (
+        str(Path(torch.__file__).parent),
+        str(Path(__file__).parents[1]),
+        sysconfig.get_paths()["stdlib"],
+    )
+    user = [f for f in frames if not f.filename.startswith(skip) and "<" not in f.filename]
+    return f"{user[-1].filename}:{user[-1].lineno} ({user[-1].name})" if user else None
 
 
 def _from_exported(

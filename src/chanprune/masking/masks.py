@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from ..analysis.propagate import analyze
 from ..analysis.share import low_share_message, prunable_share
 from ..analysis.types import ChannelAnalysis
+from ..capture.submodules import for_each_part
 from ..capture.trace import as_input_tuple, capture, gc_paused, run_graph
 from ..errors import InputError, MaskError
 from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
@@ -62,6 +63,7 @@ def mask(
     side: str = "output",
     constrained: bool = False,
     calibration: Iterable[object] | None = None,
+    submodules: Sequence[str] | None = None,
 ) -> dict[str, list[int]]:
     """Zero ``amount`` of the prunable channels of ``model`` in place; return what was zeroed.
 
@@ -78,8 +80,26 @@ def mask(
     ``side="output"``, input channels of the consumer for ``side="input"``. Warns, naming the
     causes, when less than half of the conv/linear channels can be pruned at all
     (``chanprune.analysis.share``).
+
+    ``submodules=["backbone", ...]`` masks each named submodule on the inputs it receives in one
+    eager run of ``model`` (for models torch.export cannot capture whole, such as detectors with
+    their post-processing); ``amount`` and ``scope`` then apply to each part on its own.
     """
     validate(amount, heuristic, scope, side)
+    if submodules is not None:
+        if calibration is not None:
+            raise InputError(
+                "calibration batches are the whole model's inputs; with submodules, HRank scores "
+                "each part on the inputs it receives from the example inputs"
+            )
+        kw = dict(heuristic=heuristic, scope=scope, side=side, constrained=constrained)
+        parts = for_each_part(
+            model,
+            example_inputs,
+            submodules,
+            lambda sub, xs: mask(sub, xs, amount, calibration=calibration, **kw),
+        )
+        return {f"{n}.{k}": v for n, got in parts.items() for k, v in got.items()}
     inputs = as_input_tuple(example_inputs)
     # HRank runs the captured graph on calibration batches, unchecked: the symbolic trace
     cap = capture(model, inputs, marked=heuristic != "hrank")
