@@ -264,3 +264,61 @@ def test_fully_pruned_split_branch_keeps_one_channel(masks, side, op):
         assert exported.fc.weight.shape == (3, 2)
         if op == "depthwise":
             assert exported.get_parameter("dw.weight").shape == (1, 1, 3, 3)
+
+
+# batch sizes the captured graph does not hold for -----------------------------------------------
+class PerSample(nn.Module):
+    """Python over the samples: torch.export fixes the batch (one piece per sample)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x))
+        return self.out(torch.stack([t * (i + 1) for i, t in enumerate(f.unbind(0))], 0))
+
+
+class TensorSplit(nn.Module):
+    """tensor_split into two views: torch's decomposition holds for one parity of the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.a, self.b = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Conv2d(8, 4, 1),
+            nn.Conv2d(8, 4, 1),
+        )
+
+    def forward(self, x):
+        a, b = torch.tensor_split(torch.relu(self.conv(x)), 2, 0)
+        return torch.cat([self.a(a), self.b(b)], 0)
+
+
+@pytest.mark.parametrize(
+    "cls, batch, good, bad, says",
+    [
+        (PerSample, 2, [2], [1, 3, 4], "for a batch of 2 only"),
+        (TensorSplit, 2, [2, 4, 6], [1, 3, 5], "n % 2 == 0 only"),
+        (TensorSplit, 3, [1, 3, 5], [2, 4], "n % 2 == 1 only"),
+    ],
+)
+def test_a_graph_that_holds_for_some_batches_refuses_the_others_by_name(
+    cls, batch, good, bad, says
+):
+    """Before, the export ran at any batch: the per-sample model returned two samples for three,
+    tensor_split's halves lost a sample at the other parity, both without an error."""
+    torch.manual_seed(0)
+    model = cls().eval()
+    x = torch.randn(batch, 3, 8, 8)
+    quiet(chanprune.mask, model, x, amount=0.3)
+    with pytest.warns(UserWarning, match=says):
+        exported = chanprune.export(model, x)
+    assert chanprune.count_params(exported) < chanprune.count_params(model)
+    for n in good:
+        y = torch.randn(n, 3, 8, 8)
+        with torch.no_grad():
+            assert outputs_match(model(y), exported(y)), n
+    for n in bad:
+        with pytest.raises(InputError, match=f"got a batch of {n}, but {cls.__name__} .*{says}"):
+            exported(torch.randn(n, 3, 8, 8))

@@ -217,3 +217,42 @@ def test_the_pipeline_pauses_the_garbage_collector_and_restores_it():
     finally:
         gc.enable()
         capture_mod._capture = real
+
+
+class Views(nn.Module):
+    """Two views split off the batch (a two-view encoder): chunk at the marker batch traces as
+    a split of size 49, no multiple of the marker, which the pass would have kept."""
+
+    def __init__(self, how="chunk"):
+        super().__init__()
+        self.how = how
+        self.conv, self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        f = self.conv(x)
+        a, b = (
+            f.chunk(2, 0) if self.how == "chunk" else (f[: f.shape[0] // 2], f[f.shape[0] // 2 :])
+        )
+        return torch.cat([self.a(a), self.b(b)], 0)
+
+
+@pytest.mark.parametrize("how", ["chunk", "slice"])
+def test_a_split_of_the_batch_takes_the_symbolic_trace_and_holds_at_every_batch(how):
+    """At batch 2 the symbolic trace fixes the batch (each view is one sample: the 0/1 rule),
+    so capture traces again at 842 (the same remainders modulo 2..8): the graph is general."""
+    torch.manual_seed(0)
+    model = Views(how).eval()
+    x = torch.randn(2, 3, 4, 4)
+    traced = torch.export.export(model, (torch.randn(97, 3, 4, 4),), strict=False)
+    ep = capture_mod._functional(traced)  # chunk -> split, as capture does
+    placeholder = next(n for n in ep.graph.nodes if n.name == "x")
+    assert generalise(ep.graph, 97, placeholder) is False
+    cap = capture_mod.capture(model, x)
+    assert cap.marker is None and cap.fixed_batch is None
+    batch = next(n for n in cap.graph.nodes if n.name == "x").meta["val"].shape[0]
+    assert isinstance(batch, torch.SymInt)
+    exported = _export(model, x)
+    for n in (2, 4, 6, 8):
+        y = torch.randn(n, 3, 4, 4)
+        with torch.no_grad():
+            assert outputs_match(model(y), exported(y)), n

@@ -9,7 +9,7 @@ from torch import nn
 import chanprune
 from chanprune.analysis.propagate import analyze
 from chanprune.capture.trace import capture
-from helpers import prune_and_check
+from helpers import outputs_match, prune_and_check
 
 MASKINGS = [
     dict(amount=0.5, side="output", constrained=False),
@@ -816,3 +816,133 @@ def test_gather_rows_equals_index_select():
         x = torch.randn(shape, generator=g)
         idx = torch.randperm(shape[1], generator=g)[: shape[1] - 2]  # unsorted on purpose
         assert torch.equal(gather_rows(x, idx), x.index_select(1, idx))
+
+
+# splits and concatenations along the batch and other non-channel dims (issue 24) ------------------
+class TwoView(nn.Module):
+    """A two-view encoder: a shared stem on both views stacked along the batch, the batch split
+    back into its views (``how``), each view through its own block, the views concatenated
+    along the batch again, a shared head."""
+
+    def __init__(self, how="chunk"):
+        super().__init__()
+        self.how = how
+        self.stem, self.a, self.b = cbr(3, 16), cbr(16, 12), cbr(16, 12)
+        self.head = nn.Conv2d(12, 5, 1)
+
+    def forward(self, x):
+        f = self.stem(x)
+        n = f.shape[0]
+        if self.how == "chunk":
+            a, b = torch.chunk(f, 2, dim=0)
+        elif self.how == "split":
+            a, b = f.split(n // 2, dim=0)
+        elif self.how == "uneven":  # the first sample against the rest
+            a, b = f.split([1, n - 1], dim=0)
+        elif self.how == "slice":
+            a, b = f[: n // 2], f[n // 2 :]
+        return self.head(torch.cat([self.a(a), self.b(b)], dim=0))
+
+
+def _views_are_exact_at_another_batch(model, exported, n):
+    y = torch.randn(n, 3, 8, 8)
+    with torch.no_grad():
+        ref, got = model(y), exported(y)
+    assert ref.shape == got.shape == (n, 5, 8, 8)
+    assert outputs_match(ref, got)
+
+
+@pytest.mark.parametrize("method", ["baseline", "reorder"])
+@pytest.mark.parametrize("side", ["output", "input"])
+@pytest.mark.parametrize("how", ["chunk", "split", "uneven", "slice"])
+def test_views_split_off_the_batch_are_pruned_exactly_at_any_batch(how, side, method):
+    """chunk/split/slice along dim 0 hand every view all channels (the same ids); before, the
+    split rule crashed on a size computed from the batch, and the marker capture baked one in."""
+    torch.manual_seed(0)
+    model = randomise_bn(TwoView(how)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no barrier: every channel stays prunable
+        exported, masks = prune_and_check(model, x, method=method, amount=0.3, side=side)
+    layers = ("stem.0", "a.0", "b.0") if side == "output" else ("a.0", "b.0", "head")
+    assert {f"{layer}.weight" for layer in layers} <= set(masks)
+    assert chanprune.count_params(exported) < chanprune.count_params(model)
+    for n in (4, 6):
+        _views_are_exact_at_another_batch(model, exported, n)
+
+
+def test_the_views_of_one_split_are_one_segment():
+    """Both views' blocks write into the concatenation along the batch: one segment, as a
+    residual add's operands; the stem's channels reach both views with the same ids."""
+    model = TwoView("chunk").eval()
+    an = analyze(capture(model, torch.randn(2, 3, 8, 8)))
+    rows = {w: an.resolve(an.producer_of(f"{w}.0.weight").ids).tolist() for w in ("a", "b")}
+    assert rows["a"] == rows["b"]
+    cols = {w: an.resolve(an.consumer_of(f"{w}.0.weight").ids).tolist() for w in ("a", "b")}
+    assert cols["a"] == cols["b"] == an.resolve(an.producer_of("stem.0.weight").ids).tolist()
+    assert not an.barriers
+
+
+class BatchCat(nn.Module):
+    """Two branches concatenated along the batch (dim 0), a shared head, the halves added."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = cbr(3, 10), cbr(3, 10)
+        self.head = nn.Conv2d(10, 4, 3, padding=1)
+
+    def forward(self, x):
+        n = x.shape[0]
+        h = self.head(torch.cat([self.a(x), self.b(x)], 0))
+        return h[:n] + h[n:]
+
+
+@pytest.mark.parametrize("method", ["baseline", "reorder"])
+@pytest.mark.parametrize("side", ["output", "input"])
+def test_a_concatenation_along_the_batch_is_exact(side, method):
+    torch.manual_seed(0)
+    model = randomise_bn(BatchCat()).eval()
+    x = torch.randn(3, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported, masks = prune_and_check(model, x, method=method, amount=0.3, side=side)
+    assert masks
+    assert chanprune.count_params(exported) < chanprune.count_params(model)
+    y = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        assert outputs_match(model(y), exported(y))
+
+
+class OtherDims(nn.Module):
+    """Splits and joins along dims that are neither the batch nor the channels: the height
+    unevenly (each part through its own conv, concatenated back), the width by unbind and
+    stack; and two views joined by stack."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.top, self.bottom = cbr(3, 12), cbr(12, 8), cbr(12, 8)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        f = self.stem(x)
+        top, bottom = f.split([3, 5], dim=2)
+        g = torch.cat([self.top(top), self.bottom(bottom)], dim=2)
+        g = torch.stack([c * (i + 1) for i, c in enumerate(g.unbind(3))], dim=3)
+        a, b = g.chunk(2, 0)
+        return self.head(torch.stack([a, b], 1).flatten(0, 1))
+
+
+@pytest.mark.parametrize("method", ["baseline", "reorder"])
+@pytest.mark.parametrize("side", ["output", "input"])
+def test_splits_and_joins_along_other_dims_keep_channels_prunable(side, method):
+    torch.manual_seed(0)
+    model = randomise_bn(OtherDims()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported, masks = prune_and_check(model, x, method=method, amount=0.3, side=side)
+    assert len(masks) == 3
+    assert chanprune.count_params(exported) < chanprune.count_params(model)
+    y = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        assert outputs_match(model(y), exported(y))

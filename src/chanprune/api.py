@@ -16,6 +16,7 @@ from .errors import ExportError, InputError
 from .layout.policy import NaturalOrder, SolvedOrder
 from .liveness.flow import liveness
 from .liveness.rounding import round_depthwise
+from .rewrite.fixed_batch import guard as guard_fixed_batch
 from .rewrite.rewriter import GROUP_QUANTUM, rewrite
 from .rewrite.verify import compare, verify
 
@@ -95,12 +96,13 @@ def export(
     cap = capture(model, inputs, dynamic_batch=dynamic_batch, marked=check)
     try:
         result = _build(cap, method, group_quantum, inputs, reference if check else None)
-    except (ExportError, RuntimeError):
+    except Exception:  # any failure of a marker capture (a wrong split: IndexError) recaptures
         if cap.marker is None:
             raise
         cap = capture(model, inputs, dynamic_batch=dynamic_batch, marked=False)
         result = _build(cap, method, group_quantum, inputs, reference)
     module = result.module
+    guard_fixed_batch(module, cap, type(model).__name__)
     module.chanprune_copies = result.copies
     module.chanprune_method = method
     module.chanprune_group_quantum = group_quantum

@@ -26,11 +26,10 @@ from typing import ParamSpec, TypeVar
 
 import torch
 from torch import fx
-from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from torch.utils import _pytree as pytree
 
 from ..errors import CaptureError, InputError
-from .batch import generalise, marker_inputs
+from .batch import MAX_MARKER_BYTES, Allowed, allowed_batches, generalise, marker_inputs
 from .checks import check_values
 from .functional import functionalize
 
@@ -56,6 +55,10 @@ class Capture:
     dynamic_batch: bool
     module_paths: dict[str, str] = field(default_factory=dict)  # node name -> module path
     marker: int | None = None  # the static batch traced at, then generalised (capture.batch)
+    # where a dynamic batch was asked for, the batches the graph holds for when torch.export
+    # restricted them: one batch size, or (m, residues) for n % m in residues; None: any
+    # (rewrite/fixed_batch.py makes the export refuse the others)
+    fixed_batch: Allowed = None
 
     def where(self, node: fx.Node) -> str:
         """A human-readable location of a node: the module path and the op."""
@@ -232,27 +235,20 @@ def _export(
             got = _export_marked(model, inputs)
             if got is not None:
                 return got
+        traced = inputs
         if dynamic:
             shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() > 0 else None for x in inputs)
             # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
-            inputs = tuple(
+            traced = tuple(
                 torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs
             )
-        ep = _functional(torch.export.export(model, inputs, strict=False, dynamic_shapes=shapes))
-        if dynamic and _batch_specialised(ep):
+        ep = _functional(torch.export.export(model, traced, strict=False, dynamic_shapes=shapes))
+        if dynamic and not _holds_for(ep, inputs):
             ep = _retrace_larger(model, inputs, shapes) or ep
         return ep, None
 
 
-RETRACE_SCALE = 4  # a symbolic trace whose batch was specialised is retried at batch x this
-
-
-def _batch_specialised(ep: torch.export.ExportedProgram) -> bool:
-    """The trace fixed the batch although it was asked for a dynamic one: a size computed from
-    it was 0 or 1 (one sample per view: ``chunk(x, 2, 0)`` at batch 2) and tracing or the
-    decompositions specialised it, so the program runs at that batch only."""
-    size = _batch_size(ep)
-    return size is not None and is_concrete_int(size)
+RETRACE_EXTRA = 840  # lcm(1..8): a retrace at batch + this keeps n % m for m up to 8
 
 
 def _batch_size(ep: torch.export.ExportedProgram) -> int | torch.SymInt | None:
@@ -266,26 +262,39 @@ def _batch_size(ep: torch.export.ExportedProgram) -> int | torch.SymInt | None:
     return None
 
 
+def _holds_for(ep: torch.export.ExportedProgram, inputs: tuple) -> bool:
+    """The program holds for batch sizes from 64 on (``allowed_batches``), of the user's remainder
+    where it holds for some remainders only (torch's lower bound of 2 is the 0/1 rule, which
+    the trace of a batch of 1 at two copies already relies on)."""
+    size = _batch_size(ep)
+    if size is None:
+        return True
+    allowed = allowed_batches(size)
+    batch = next(x.shape[0] for x in inputs if x.dim() > 0)
+    return not isinstance(allowed, int) and (not allowed or batch % allowed[0] in allowed[1])
+
+
 def _retrace_larger(
     model: torch.nn.Module, inputs: tuple, shapes: tuple
 ) -> torch.export.ExportedProgram | None:
-    """The symbolic trace at a multiple of the batch (so the model sees the same divisibility),
-    where sizes computed from the batch stay above 1. None where that fails, specialises too,
-    or yields a program whose batch range leaves out the user's batch (a model that takes
-    only this batch keeps its static trace)."""
+    """The symbolic trace at a much larger batch, where the trace at the user's fixed it (a
+    size computed from the batch was 0 or 1: one sample per view, ``chunk(x, 2, 0)`` at batch
+    2). The larger batch is the user's plus 840, so it has the same remainder modulo 2..8 (two
+    or three views still divide it), on uninitialised stand-ins (tracing reads only their
+    metadata). None where that fails or does not hold for the user's batch either (a model
+    that takes only this batch keeps its static trace)."""
     batch = next(x.shape[0] for x in inputs if x.dim() > 0)
+    per_sample = sum(x[:1].nbytes for x in inputs if x.dim() > 0)
+    if (batch + RETRACE_EXTRA) * per_sample > MAX_MARKER_BYTES:
+        return None
     larger = tuple(
-        x.repeat(RETRACE_SCALE, *[1] * (x.dim() - 1)) if x.dim() > 0 else x for x in inputs
+        x.new_empty((batch + RETRACE_EXTRA, *x.shape[1:])) if x.dim() > 0 else x for x in inputs
     )
     try:
         ep = _functional(torch.export.export(model, larger, strict=False, dynamic_shapes=shapes))
     except Exception:
         return None
-    size = _batch_size(ep)
-    if not isinstance(size, torch.SymInt) or is_concrete_int(size):
-        return None
-    bounds = ep.range_constraints.get(size.node.expr)
-    return ep if bounds is not None and bounds.lower <= batch <= bounds.upper else None
+    return ep if _holds_for(ep, inputs) else None
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -338,6 +347,7 @@ def _rebind(model: torch.nn.Module, cap: Capture) -> Capture:
 
 
 def _capture(model: torch.nn.Module, inputs: tuple, dynamic_batch: bool, marked: bool) -> Capture:
+    asked = dynamic_batch
     with eval_mode(model):
         try:
             ep, marker = _export(model, inputs, dynamic_batch, marked)
@@ -349,7 +359,11 @@ def _capture(model: torch.nn.Module, inputs: tuple, dynamic_batch: bool, marked:
                 dynamic_batch = False
             except Exception as e:
                 raise CaptureError(_capture_message(model, e)) from e
-    return dataclasses.replace(_from_exported(model, ep, dynamic_batch), marker=marker)
+    cap = _from_exported(model, ep, dynamic_batch)
+    fixed = None
+    if asked and marker is None and _batch_size(ep) is not None:
+        fixed = allowed_batches(_batch_size(ep))  # asked for any batch: did the trace restrict it?
+    return dataclasses.replace(cap, marker=marker, fixed_batch=fixed)
 
 
 def _capture_message(model: torch.nn.Module, e: Exception) -> str:

@@ -75,6 +75,30 @@ class Shuffle(nn.Module):
         return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+class Views(nn.Module):
+    """A two-view encoder's split: the batch cut in two views at ``n // 2`` (``how``: a split
+    or two slices; a view may be empty), each through its own 1x1 conv (``body="conv"``) or as
+    it is, concatenated back along the batch (``swap``: in the other order). The sizes depend
+    on the batch, so capture takes the symbolic trace. (``tensor_split`` is left out: its
+    decomposition holds for the traced batch's parity only, and the export refuses the other.)"""
+
+    def __init__(self, c: int, out: int, how: str, body: str, swap: bool) -> None:
+        super().__init__()
+        self.how, self.swap = how, swap
+        convs = body == "conv"
+        self.a = nn.Conv2d(c, out, 1) if convs else nn.Identity()
+        self.b = nn.Conv2d(c, out, 1) if convs else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.how == "split":
+            a, b = torch.split(x, [n // 2, n - n // 2], 0)
+        else:
+            a, b = x[: n // 2], x[n // 2 :]
+        a, b = self.a(a), self.b(b)
+        return torch.cat([b, a] if self.swap else [a, b], 0)
+
+
 def _act(fn: str, x: torch.Tensor) -> torch.Tensor:
     if fn == "leaky_relu":
         return F.leaky_relu(x, 0.1)
@@ -130,6 +154,8 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         return ChannelsLastMLP(c, op.get("hidden"), op.get("out"), op.get("act"), op.get("norm"))
     if k == "shuffle":
         return Shuffle(op.get("groups"), op.get("how"))
+    if k == "views":
+        return Views(c, op.get("out"), op.get("how"), op.get("body"), op.get("swap"))
     if k == "scale":
         return Scale(c, kind)
     return None

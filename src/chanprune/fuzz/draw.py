@@ -157,6 +157,12 @@ def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
     if op == "mlp":  # ConvNeXt-style: channels-last LayerNorm? -> Linear -> act -> Linear
         p = (("act", d.choice(ACTS)), ("hidden", d.integer(1, 12)), ("norm", d.boolean()))
         return Op("mlp", (src,), (*p, ("out", c if d.boolean() else d.integer(1, 8))))
+    if op == "views":  # two views split off the batch, each through its own conv, cat back
+        body = d.choice(("conv", "none"))
+        out = (c if d.boolean() else d.integer(1, 8)) if body == "conv" else c
+        how = d.choice(("split", "slice"))
+        p = (("body", body), ("how", how), ("out", out), ("swap", d.boolean()))
+        return Op("views", (src,), p)
     return Op("act", (src,), (("fn", "relu"),))  # the op did not fit: a harmless fallback
 
 

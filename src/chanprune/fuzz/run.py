@@ -195,6 +195,8 @@ def features(case: Case, ms_set: MaskSet) -> set[str]:
             f.add(f"{op.kind}:{op.get('fn') or op.get('how') or op.get('gate')}")
         if op.kind == "split":
             f.add("split:chunk" if op.get("chunks") else "split:sizes")
+        if op.kind == "views":
+            f.add(f"views:{op.get('how')}")
     if len(case.net.outputs) > 1:
         f.add("two outputs")
     if ms_set.auto is not None:

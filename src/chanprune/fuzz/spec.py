@@ -11,7 +11,9 @@ MAP_OPS = (
     "conv", "act", "conv", "bn", "add", "cat", "split", "pool", "se", "gn", "ln", "shuffle", "plin",
     "gap", "flatten", "slice", "gate", "scale",
 )  # fmt: skip
-EXTRA_MAP_OPS = ("mlp",)  # added after the committed soak run; opt-in keeps its seeds valid
+# added after the committed soak run; opt-in keeps its seeds valid. "views": two views split
+# off the batch and concatenated back (a two-view encoder)
+EXTRA_MAP_OPS = ("mlp", "views")
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")
 MASK_KINDS = ("random", "none", "all_but_one", "all", "same", "nested", "disjoint")
 
@@ -97,7 +99,7 @@ def out_shapes(op: Op, shapes: list) -> list[tuple[str, int, int]]:
         return [(kind, s, h) for s in _split_sizes(op, c)]
     if k == "pool":
         return [(MAP, c, {"max2": h // 2, "avg3": h, "max3s2": (h - 1) // 2 + 1}[op.get("how")])]
-    if k in ("plin", "mlp"):
+    if k in ("plin", "mlp", "views"):
         return [(MAP, op.get("out"), h)]
     if k == "gap":
         return [(VEC, c, 1)]

@@ -1,9 +1,14 @@
-"""Concatenation, split and slice along the channel axis, and tuple indexing.
+"""Concatenation, split, unbind and slice, and tuple indexing.
 
-Concatenating along the channel axis places the inputs' channels side by side (DenseNet,
-Inception), each input keeping its own ids; an untracked input gets fresh pinned ids. Split and
-slice hand out ranges of positions. Along any other dimension these ops only need the operands'
-channels to agree, like a residual add.
+Along the channel axis, concatenation places the inputs' channels side by side (DenseNet,
+Inception), each input keeping its own ids (an untracked input gets fresh pinned ids), and split
+and slice hand out ranges of positions. Along any other dimension (the batch of a two-view
+encoder, tokens, a spatial half) these ops keep every channel at its position: the pieces of a
+split share the input's ids, and the operands of a concatenation or stack are unified position
+by position, like a residual add's. So pruning stays exact and the op runs unchanged on the
+pruned width. Sizes along those dimensions may be symbolic (computed from the batch), so the
+rules read the number of pieces off the traced value and map the size arguments into the new
+graph rather than recomputing them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ def _dim(node: fx.Node, i: int, default: int, rank: int) -> int:
     return d % rank
 
 
+def _mapped(rw, node: fx.Node, first: object) -> tuple[tuple, dict]:
+    """``node``'s arguments in the new graph with ``first`` in place of its first one: size
+    arguments may be nodes (a split size computed from a symbolic batch)."""
+    args = (first, *(rw.map_arg(a) for a in node.args[1:]))
+    return args, {k: rw.map_arg(v) for k, v in node.kwargs.items()}
+
+
 class Cat(Rule):
+    """cat(tensors, dim): along the channel axis the operands' ids side by side ("channels");
+    along any other dimension one channel axis whose ids every operand shares ("align")."""
+
     def flow(self, node: fx.Node, st: FlowState) -> None:
         tensors = node.args[0]
         axes = [st.axis(t) for t in tensors]
@@ -48,15 +63,11 @@ class Cat(Rule):
             return
         if len(tracked_dims) > 1 or dim in tracked_dims:
             return st.barrier(node, "cat mixes channel axes")
-        cdim = tracked_dims.pop()
-        first = next(a for a in axes if a is not None)
-        for a in axes:
-            if a is not None:
-                st.union(first.ids, a.ids)
-        # an untracked operand (a class token) holds every channel in order: it is aligned to
-        # the output's layout like a tracked one, so the channels stay prunable
-        st.kinds[node.name] = "align"
-        st.axes[node.name] = Axis(cdim, first.ids, np.full(len(first), -1, dtype=np.int64))
+        _align_flow(node, st, axes, tracked_dims.pop())
+
+    def _in_dim(self, node: fx.Node, out_dim: int) -> int:
+        """The operands' channel dimension, given the output's (cat keeps the rank)."""
+        return out_dim
 
     def _mode(self, node: fx.Node, an) -> str | None:
         return an.kinds.get(node.name)
@@ -99,11 +110,12 @@ class Cat(Rule):
             return rw.verbatim(node)
         tensors = node.args[0]
         ax = rw.axis(node)
+        in_dim = self._in_dim(node, ax.dim)
         news, layouts = [], []
         for t in tensors:
             new, lay = rw.value(t)
             if rw.axis(t) is None:
-                lay = np.arange(node_shape(t)[ax.dim], dtype=np.int64)
+                lay = np.arange(node_shape(t)[in_dim], dtype=np.int64)
             news.append(new)
             layouts.append(lay)
         if mode == "channels":
@@ -123,10 +135,10 @@ class Cat(Rule):
             else:
                 target = rw.policy.merge(node, need, tracked)
             news = [
-                rw.align(n, ax.dim, lay, target, t)
+                rw.align(n, in_dim, lay, target, t)
                 for t, n, lay in zip(tensors, news, layouts, strict=True)
             ]
-        out = rw.call(node.target, (news, *node.args[1:]), dict(node.kwargs))
+        out = rw.call(node.target, *_mapped(rw, node, news))
         if mode == "channels":
             out, target = _drop_unread(node, rw, out, target, ax.dim)
         rw.set(node, out, target)
@@ -168,31 +180,78 @@ def _feeds_one_consumer(node: fx.Node, analysis) -> bool:
     return False
 
 
-class Split(Rule):
-    """split.Tensor(x, size, dim) / split_with_sizes(x, sizes, dim) -> a list of tensors."""
+def _align_flow(node: fx.Node, st: FlowState, axes: list[Axis | None], out_dim: int) -> None:
+    """Operands joined along a dimension other than their channel axis: position i of every
+    operand is the same channel (its zero needs all of theirs), so their ids are unified."""
+    first = next(a for a in axes if a is not None)
+    for a in axes:
+        if a is not None:
+            st.union(first.ids, a.ids)
+    # an untracked operand (a class token) holds every channel in order: it is aligned to
+    # the output's layout like a tracked one, so the channels stay prunable
+    st.kinds[node.name] = "align"
+    st.axes[node.name] = Axis(out_dim, first.ids, np.full(len(first), -1, dtype=np.int64))
 
-    def _sizes(self, node: fx.Node, n: int) -> list[int]:
-        s = node.args[1]
-        if isinstance(s, int):
-            return [min(s, n - i) for i in range(0, n, s)]
-        return list(s)
+
+class Stack(Cat):
+    """stack(tensors, dim): a new dimension, never the channel axis; the operands' channels
+    are unified as in a concatenation along another dimension (two views stacked back)."""
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        axes = [st.axis(t) for t in node.args[0]]
+        if all(a is None for a in axes):
+            st.axes[node.name] = None
+            return
+        tracked_dims = {a.dim for a in axes if a is not None}
+        if len(tracked_dims) > 1:
+            return st.barrier(node, "stack mixes channel axes")
+        c = tracked_dims.pop()
+        d = _dim(node, 1, 0, len(node_shape(node)))
+        _align_flow(node, st, axes, c + (d <= c))
+
+    def _in_dim(self, node: fx.Node, out_dim: int) -> int:
+        d = _dim(node, 1, 0, len(node_shape(node)))
+        return out_dim - (d < out_dim)
+
+
+class Split(Rule):
+    """split.Tensor(x, size, dim) / split_with_sizes(x, sizes, dim) -> a list of tensors.
+
+    Along the channel axis each piece takes its range of ids ("channels"). Along any other
+    dimension ("other": two views split off the batch, a spatial half) every piece holds every
+    channel with the input's ids, so the pieces stay in the input's segments and the op runs
+    unchanged on the pruned width. The pieces are read off the traced value: the size
+    arguments may be nodes (a size computed from a symbolic batch), and their number is what
+    the trace saw."""
+
+    dim_arg = 2  # the index of the ``dim`` argument
+
+    def _piece_dim(self, ax_dim: int, dim: int) -> int:
+        """Where a piece's channel axis is, split along ``dim`` (split keeps the rank)."""
+        return ax_dim
+
+    def _channel_pieces(self, node: fx.Node, st: FlowState, ax: Axis, sizes: list) -> None:
+        if not all(isinstance(s, int) for s in sizes):
+            return st.barrier(node, "split of the channel axis into sizes known only at run time")
+        bounds = np.cumsum([0, *sizes])
+        st.kinds[node.name] = "channels"
+        st.axes[node.name] = [
+            Axis(ax.dim, ax.ids[s:e], ax.origin[s:e]) for s, e in itertools.pairwise(bounds)
+        ]
 
     def flow(self, node: fx.Node, st: FlowState) -> None:
         ax = st.axis(node.args[0])
         if ax is None:
             return Rule.flow(self, node, st)
-        rank = len(node_shape(node.args[0]))
-        dim = _dim(node, 2, 0, rank)
-        sizes = self._sizes(node, node_shape(node.args[0])[dim])
+        pieces = node.meta.get("val")
+        if not isinstance(pieces, list | tuple):
+            return st.barrier(node, "a split whose pieces were not traced")
+        dim = _dim(node, self.dim_arg, 0, len(node_shape(node.args[0])))
         if dim == ax.dim:
-            bounds = np.cumsum([0, *sizes])
-            st.kinds[node.name] = "channels"
-            st.axes[node.name] = [
-                Axis(dim, ax.ids[s:e], ax.origin[s:e]) for s, e in itertools.pairwise(bounds)
-            ]
-        else:
-            st.kinds[node.name] = "other"
-            st.axes[node.name] = [Axis(ax.dim, ax.ids, ax.origin) for _ in sizes]
+            return self._channel_pieces(node, st, ax, [p.shape[dim] for p in pieces])
+        st.kinds[node.name] = "other"
+        moved = self._piece_dim(ax.dim, dim)
+        st.axes[node.name] = [Axis(moved, ax.ids, ax.origin) for _ in pieces]
 
     def zeros(self, node: fx.Node, lv) -> None:
         mode = lv.analysis.kinds.get(node.name)
@@ -223,8 +282,7 @@ class Split(Rule):
         xn, lx = rw.value(x)
         axes = rw.analysis.axes[node.name]
         if mode == "other":
-            out = rw.call(node.target, (xn, *node.args[1:]), dict(node.kwargs))
-            rw.set(node, out, [lx for _ in axes])
+            rw.set(node, rw.call(node.target, *_mapped(rw, node, xn)), [lx for _ in axes])
             return
         dim = rw.axis(x).dim
         bounds = np.cumsum([0] + [len(a) for a in axes])
@@ -236,6 +294,20 @@ class Split(Rule):
         else:
             news = [rw.align(xn, dim, lx, p, x) for p in pieces]
         rw.set(node, news, [p - s for p, s in zip(pieces, bounds, strict=False)])
+
+
+class Unbind(Split):
+    """unbind.int(x, dim) -> the slices along ``dim``, which disappears. Along any dimension
+    but the channel axis, as a split; along the channel axis each piece is one channel without
+    an axis of its own: a barrier."""
+
+    dim_arg = 1
+
+    def _piece_dim(self, ax_dim: int, dim: int) -> int:
+        return ax_dim - (dim < ax_dim)
+
+    def _channel_pieces(self, node: fx.Node, st: FlowState, ax: Axis, sizes: list) -> None:
+        st.barrier(node, "unbind of the channel axis")
 
 
 class Slice(Rule):
@@ -253,10 +325,12 @@ class Slice(Rule):
             return Rule.flow(self, node, st)
         rank = len(node_shape(node.args[0]))
         dim = _dim(node, 1, 0, rank)
-        if dim != ax.dim:
+        if dim != ax.dim:  # every channel, at its position (two views sliced off the batch)
             st.kinds[node.name] = "other"
             st.axes[node.name] = Axis(ax.dim, ax.ids, ax.origin)
             return
+        if any(isinstance(a, fx.Node) for a in node.args[2:]):
+            return st.barrier(node, "slice of the channel axis at a bound known only at run time")
         s, e, step = self._range(node, len(ax))
         if step != 1:
             return st.barrier(node, "strided slice of the channel axis")
@@ -296,7 +370,7 @@ class Slice(Rule):
         xn, lx = rw.value(x)
         b = self._bounds(node, rw.analysis)
         if b is None:
-            rw.set(node, rw.call(node.target, (xn, *node.args[1:]), dict(node.kwargs)), lx)
+            rw.set(node, rw.call(node.target, *_mapped(rw, node, xn)), lx)
             return
         sel = lx[(lx >= b[0]) & (lx < b[1])]
         rw.set(node, rw.align(xn, rw.axis(x).dim, lx, sel, x), sel - b[0])
@@ -327,6 +401,8 @@ class GetItem(Rule):
 
 
 register(Cat(), "aten.cat")
+register(Stack(), "aten.stack")
 register(Split(), "aten.split.Tensor", "aten.split_with_sizes")
+register(Unbind(), "aten.unbind.int")
 register(Slice(), "aten.slice.Tensor")
 register(GetItem(), "<built-in function getitem>")
