@@ -46,7 +46,7 @@ def test_generator_covers_the_listed_constructs():
         "conv", "conv:grouped", "conv:depthwise", "conv:strided", "conv:dilated", "linear",
         "bn", "ln", "gn", "add", "cat", "split:sizes", "split:chunk", "se", "pool", "gap",
         "flatten", "shuffle:view", "shuffle:module", "plin", "mlp", "slice", "gate", "scale",
-        "two outputs", "views:split", "views:slice",
+        "two outputs", "frozen:frozen", "frozen:div", "views:split", "views:slice",
         "mask:output none", "mask:input all_but_one", "mask:output all", "mask:input nested",
         "mask:input disjoint", "mask:input same", "mask:output all raw",
         "mask:auto input constrained", "mask:auto output",

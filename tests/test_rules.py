@@ -818,6 +818,159 @@ def test_gather_rows_equals_index_select():
         assert torch.equal(gather_rows(x, idx), x.index_select(1, idx))
 
 
+# per-channel vectors computed in forward from parameters and buffers (issue 24) -------------------
+def _frozen(c):
+    """torchvision's FrozenBatchNorm2d (scale and shift computed in forward from buffers),
+    with non-trivial statistics so a forgotten shift would show."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    bn = FrozenBatchNorm2d(c)
+    bn.weight.uniform_(0.5, 1.5)
+    bn.bias.uniform_(-0.5, 0.5)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    return bn
+
+
+class FrozenBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn, self.c2 = nn.Conv2d(3, 16, 3, padding=1), _frozen(16), nn.Conv2d(16, 8, 3)
+
+    def forward(self, x):
+        return self.c2(torch.relu(self.bn(self.c1(x))))
+
+
+@pytest.mark.parametrize("method", ["baseline", "reorder"])
+@pytest.mark.parametrize("side", ["output", "input"])
+def test_frozen_batchnorm_is_channelwise(side, method):
+    model = FrozenBN().eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert not _pinned_weights(model, x) - {"c2.weight"}  # c1's channels were all pinned
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported, masks = prune_and_check(model, x, method=method, amount=0.3, side=side)
+    assert sum(len(v) for v in masks.values()) == 4
+    if side == "output":  # companions: the weight and bias, as for BatchNorm
+        for name in ("weight", "bias"):
+            assert (getattr(model.bn, name)[masks["c1.weight"]] == 0).all()
+    assert chanprune.count_params(exported) < chanprune.count_params(model)
+    state = exported.state_dict()
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        assert state[f"bn.{name}"].shape == (12,), name  # the buffers are sliced
+    assert state["c1.weight"].shape[0] == state["c2.weight"].shape[1] == 12
+
+
+class HandAffine(nn.Module):
+    """A per-channel affine computed from buffers in forward, written by hand (not FrozenBN):
+    on 1-D tensors then indexed to (C, 1, 1) / (1, C, 1, 1), or BatchNorm's formula with a
+    division by a computed standard deviation."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+        self.c1, self.c2 = nn.Conv2d(3, 12, 3, padding=1), nn.Conv2d(12, 5, 1)
+        self.register_buffer("mean", torch.rand(12) - 0.5)
+        self.register_buffer("var", torch.rand(12) + 0.5)
+        self.gamma = nn.Parameter(torch.rand(12) + 0.5)
+        self.beta = nn.Parameter(torch.rand(12) - 0.5)
+
+    def forward(self, x):
+        y = self.c1(x)
+        if self.form == "1d":
+            scale = (self.var + 1e-3).sqrt().reciprocal() * self.gamma
+            shift = self.beta - self.mean * scale
+            y = y * scale[:, None, None] + shift[None, :, None, None]
+        else:
+            std = (self.var + 1e-5).sqrt().view(1, -1, 1, 1)
+            y = (y - self.mean.view(1, -1, 1, 1)) / std * self.gamma.view(1, -1, 1, 1)
+            y = y + self.beta.view(1, -1, 1, 1)
+        return self.c2(torch.relu(y))
+
+
+@pytest.mark.parametrize("method", ["baseline", "reorder"])
+@pytest.mark.parametrize("side", ["output", "input"])
+@pytest.mark.parametrize("form", ["1d", "div"])
+def test_per_channel_affine_computed_from_buffers(form, side, method):
+    model = HandAffine(form).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported, _ = prune_and_check(model, x, method=method, amount=0.3, side=side)
+    state = exported.state_dict()
+    for name in ("mean", "var", "gamma", "beta", "c1.weight", "c2.weight"):
+        assert state[name].shape[1 if name == "c2.weight" else 0] == 9, name
+
+
+class SharedScale(nn.Module):
+    """FrozenBN whose scale is also read by an op outside the affine (its sources then stay
+    whole), and a second one after filters zeroed by hand (its shift keeps them alive)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(3, 8, 1), _frozen(8)
+        self.c2, self.bn2, self.c3 = nn.Conv2d(8, 8, 1), _frozen(8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        w = self.bn1.weight.reshape(1, -1, 1, 1)
+        scale = w * (self.bn1.running_var.reshape(1, -1, 1, 1) + 1e-5).rsqrt()
+        shift = self.bn1.bias.reshape(1, -1, 1, 1) - self.bn1.running_mean.reshape(1, -1, 1, 1)
+        y = torch.relu(self.c1(x) * scale + shift * scale)
+        y = self.c3(torch.relu(self.bn2(self.c2(y))))
+        return y * scale.mean()
+
+
+@pytest.mark.parametrize("method", ["baseline", "reorder"])
+def test_parameter_vectors_read_elsewhere_or_reviving_stay_exact(method):
+    model = SharedScale().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        model.c2.weight[[1, 4, 6]] = 0  # filters only: bn2's shift keeps them alive
+        model.c2.bias[[1, 4, 6]] = 0
+    chanprune.apply_masks(model, x, {"c2.weight": [0, 3], "c3.weight": [2]}, side="input")
+    exported, _ = prune_and_check(model, x, method=method)
+    state = exported.state_dict()
+    assert state["bn1.weight"].shape == (8,)  # the scale is read by the mean too: whole
+    assert state["c1.weight"].shape[0] == 6
+    assert state["c2.weight"].shape[0] == 7 and state["bn2.bias"].shape == (7,)
+
+
+def test_detection_backbone_with_frozen_batchnorm_prunes():
+    """torchvision's FPN backbone (FrozenBatchNorm2d throughout its body): 2% of its channels
+    were pruned instead of the 30% asked for."""
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    class Backbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fpn = resnet_fpn_backbone(
+                backbone_name="resnet18", weights=None, trainable_layers=5
+            )
+
+        def forward(self, x):
+            return torch.cat([v.flatten(1) for v in self.fpn(x).values()], 1)
+
+    torch.manual_seed(0)
+    model = Backbone().eval()
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.load_state_dict(_frozen(m.weight.shape[0]).state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    body = {
+        f"fpn.body.{n}.weight": m.out_channels
+        for n, m in model.fpn.body.named_modules()
+        if isinstance(m, nn.Conv2d)
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported, _ = prune_and_check(model, x, method="reorder", amount=0.3)
+    state = exported.state_dict()
+    removed = sum(n - state[k].shape[0] for k, n in body.items())
+    assert removed >= 0.25 * sum(body.values()), (removed, sum(body.values()))
+    assert chanprune.count_params(exported) < 0.75 * chanprune.count_params(model)
+
+
 # splits and concatenations along the batch and other non-channel dims (issue 24) ------------------
 class TwoView(nn.Module):
     """A two-view encoder: a shared stem on both views stacked along the batch, the batch split

@@ -60,6 +60,27 @@ class Scale(nn.Module):
         return x * (self.gamma[:, None, None] if self.kind == MAP else self.gamma)
 
 
+class FrozenAffine(nn.Module):
+    """A per-channel affine computed in forward from buffers: torchvision's FrozenBatchNorm2d
+    (``how="frozen"``: ``x * scale + (b - rm * scale)``) or BatchNorm's formula written out
+    (``"div"``: ``(x - rm) / sqrt(rv + eps) * w + b``)."""
+
+    def __init__(self, c: int, how: str) -> None:
+        super().__init__()
+        self.how = how
+        for name, value in (("weight", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0)):
+            self.register_buffer(name, torch.full((c,), value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b, rm, rv = (
+            t.reshape(1, -1, 1, 1) for t in (self.weight, self.bias, self.mean, self.var)
+        )
+        if self.how == "div":
+            return (x - rm) / (rv + 1e-5).sqrt() * w + b
+        scale = w * (rv + 1e-5).rsqrt()
+        return x * scale + (b - rm * scale)
+
+
 class Shuffle(nn.Module):
     """ShuffleNet's channel shuffle, written out (view-transpose-reshape) or as the module."""
 
@@ -158,6 +179,8 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         return Views(c, op.get("out"), op.get("how"), op.get("body"), op.get("swap"))
     if k == "scale":
         return Scale(c, kind)
+    if k == "frozen":
+        return FrozenAffine(c, op.get("how"))
     return None
 
 
@@ -209,6 +232,10 @@ def build(case: Case) -> tuple[FuzzNet, torch.Tensor]:
             if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm):
                 m.weight.uniform_(0.5, 1.5, generator=gen)
                 m.bias.uniform_(-0.5, 0.5, generator=gen)
+            if isinstance(m, FrozenAffine):
+                for t, lo, hi in ((m.weight, 0.5, 1.5), (m.bias, -0.5, 0.5), (m.mean, -1, 1)):
+                    t.uniform_(lo, hi, generator=gen)
+                m.var.uniform_(0.5, 2, generator=gen)
     n = case.net
     x = torch.randn(case.batch, n.in_ch, n.size, n.size, generator=gen)
     return model, x

@@ -157,6 +157,8 @@ def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
     if op == "mlp":  # ConvNeXt-style: channels-last LayerNorm? -> Linear -> act -> Linear
         p = (("act", d.choice(ACTS)), ("hidden", d.integer(1, 12)), ("norm", d.boolean()))
         return Op("mlp", (src,), (*p, ("out", c if d.boolean() else d.integer(1, 8))))
+    if op == "frozen":  # FrozenBatchNorm2d-style: scale and shift computed in forward
+        return Op("frozen", (src,), (("how", d.choice(("frozen", "div"))),))
     if op == "views":  # two views split off the batch, each through its own conv, cat back
         body = d.choice(("conv", "none"))
         out = (c if d.boolean() else d.integer(1, 8)) if body == "conv" else c

@@ -13,7 +13,7 @@ MAP_OPS = (
 )  # fmt: skip
 # added after the committed soak run; opt-in keeps its seeds valid. "views": two views split
 # off the batch and concatenated back (a two-view encoder)
-EXTRA_MAP_OPS = ("mlp", "views")
+EXTRA_MAP_OPS = ("mlp", "frozen", "views")
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")
 MASK_KINDS = ("random", "none", "all_but_one", "all", "same", "nested", "disjoint")
 

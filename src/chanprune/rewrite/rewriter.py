@@ -92,6 +92,8 @@ class Rewriter:
         # qualified name -> its spec entry (deploy/spec.py) for tensors a rule builds that are no
         # plain index selection of the original: grouped convs' per-group inputs and zero fillers
         self.selections: dict[str, list] = {}
+        # parameter-expression group -> its layout and emitted nodes (analysis/rules/paramexpr.py)
+        self.exprs: dict[str, dict] = {}
         self._current: fx.Node | None = None
 
     # values ---------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 Operands tracked on the same output dimension are the same channels: their ids are unified
 (this is what makes a residual stage one segment). A parameter operand as wide as the channel
-axis (layer scale, a bias) is sliced to the layout; a broadcast operand (size 1) passes; any
-other full-width operand pins the channels, since its order cannot be changed.
+axis (layer scale, a bias) is sliced to the layout, and so is a per-channel vector computed
+from parameters in forward (FrozenBatchNorm2d's scale and shift: ``paramexpr.py``); a
+broadcast operand (size 1) passes; any other full-width operand pins the channels, since its
+order cannot be changed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import fx
 
 from ..types import Axis, Companion, FlowState, node_shape
+from . import paramexpr
 from .base import Rule
 from .registry import register
 
@@ -50,22 +53,12 @@ def param_view(capture, a: object) -> str | None:
     return q
 
 
-def _reput(rw, name: str, tensor: torch.Tensor) -> fx.Node:
-    """``rw.put``, or replace the value when the view chain already emitted the parameter in
-    full (that chain is then dead and removed)."""
-    node = rw._attrs.get(name)
-    if node is None:
-        return rw.put(name, tensor)
-    tensor = tensor.detach().clone().contiguous()
-    if name in rw.capture.parameter_names:
-        tensor = torch.nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
-    rw.state[name] = tensor
-    return node
-
-
-def _operand_tensor(node: fx.Node, i: int, lv) -> torch.Tensor | None:
-    """A parameter operand's value: the placeholder, or the parameter behind a view chain."""
+def _operand_tensor(node: fx.Node, i: int, lv, info: dict) -> torch.Tensor | None:
+    """A parameter operand's value: the placeholder, the parameter behind a view chain, or a
+    vector computed from parameters (evaluated on the current weights)."""
     a = _operands(node)[i]
+    if i in info.get("exprs", {}):
+        return paramexpr.value(a, info["exprs"][i], lv)
     t = lv.t(a)
     if t is None and isinstance(a, fx.Node):
         q = param_view(lv.capture, a)
@@ -101,7 +94,8 @@ class Binary(Rule):
         first = tracked[0][2]
         for _, _, ax in tracked[1:]:
             st.union(first.ids, ax.ids)
-        pinned = False
+        pinned = revives = False
+        exprs: dict[int, paramexpr.Expr] = {}
         for i, a in others:
             shape = node_shape(a) or ()
             d = dim - (rank - len(shape))
@@ -117,6 +111,17 @@ class Binary(Rule):
                     comp = Companion(name, pdim, np.arange(len(first)), first.origin)
                     st.companions.append(comp)
                 continue
+            expr = paramexpr.find(st.capture, a) if name is None else None
+            if expr is not None and expr.channels == len(first):
+                consts.append((i, d))  # a per-channel vector computed from parameters
+                exprs[i] = expr
+                if self.kind == "add":  # a shift: zero its sources with the producer channel
+                    sources = paramexpr.zeroing(st.capture, a, expr)
+                    revives |= sources is None
+                    for q, qdim in sources or ():
+                        comp = Companion(q, qdim, np.arange(len(first)), first.origin)
+                        st.companions.append(comp)
+                continue
             st.pin(first.ids, f"{st.where(node)} combines them with a full-width untracked tensor")
             pinned = True
         origin = np.full(len(first), -1, dtype=np.int64)
@@ -125,7 +130,7 @@ class Binary(Rule):
         scalars = [a for a in _operands(node) if isinstance(a, int | float) and a != 0]
         if self.kind == "add" and scalars:
             st.dependent_raw.append(first.origin)  # x + 3: a zero x does not stay zero
-        elif len(tracked) == 1 and len(others) == len(consts) and not pinned:
+        elif len(tracked) == 1 and len(others) == len(consts) and not (pinned or revives):
             origin = first.origin  # x + bias: zeroing the bias keeps the channel zero
         elif len(tracked) == 1:
             st.dependent_raw.append(first.origin)  # x + something: a zero x does not stay zero
@@ -134,6 +139,7 @@ class Binary(Rule):
             "tracked": [t[0] for t in tracked],
             "consts": consts,
             "full": pinned,
+            "exprs": exprs,  # const operand -> its parameter expression (paramexpr.py)
         }
         st.axes[node.name] = Axis(dim, first.ids, origin)
 
@@ -144,7 +150,7 @@ class Binary(Rule):
             return lv.zero_of(a)
         if isinstance(a, int | float | bool):
             return np.full(n, a == 0)
-        t = _operand_tensor(node, i, lv)
+        t = _operand_tensor(node, i, lv, info)
         for j, d in info["consts"]:
             if j == i:
                 return (t == 0).movedim(d, 0).reshape(n, -1).all(1).numpy()
@@ -166,6 +172,10 @@ class Binary(Rule):
             den = _operands(node)[1]
             safe = isinstance(den, int | float) and den != 0
             safe = safe or lv.analysis.kinds.get(getattr(den, "name", None)) == "group-merge"
+            for j, d in info["consts"]:
+                if j == 1:  # a parameter denominator: safe in the channels it has no zero in
+                    t = _operand_tensor(node, 1, lv, info)
+                    safe = (t != 0).movedim(d, 0).reshape(n, -1).all(1).numpy()
             zero = z[0] & safe
         lv.zero[node.name] = zero
 
@@ -183,6 +193,8 @@ class Binary(Rule):
                     if j != i:
                         d = d & ~self._zero_of_operand(node, j, info, lv, n)
             lv.want(ops[i], d)
+        if len(info["tracked"]) == 1 and not info["full"]:  # x + shift: keep the zero x
+            lv.revive_input(node, ops[info["tracked"][0]])  # channels it revives (no pad)
 
     # rewriting ---------------------------------------------------------------------------
     def emit(self, node: fx.Node, rw) -> None:
@@ -202,6 +214,9 @@ class Binary(Rule):
             target = layouts[0]
         else:
             target = rw.policy.merge(node, need, layouts)
+        for i, expr in info.get("exprs", {}).items():  # within the vector's one layout
+            lay = paramexpr.layout(rw, ops[i], expr, target)
+            target = target[np.isin(target, lay)]
         if self._scatter_add(node, rw, info, target):
             return
         args = list(node.args)
@@ -212,6 +227,9 @@ class Binary(Rule):
             args[i] = rw.align(new, info["dim"] - (out_rank - len(node_shape(a))), lay, target, a)
         for i, d in info["consts"]:
             idx = torch.from_numpy(target)
+            if i in info.get("exprs", {}):
+                args[i] = paramexpr.operand(rw, ops[i], info["exprs"][i], target)
+                continue
             if ops[i].name in rw.capture.state_names:
                 name = rw.capture.state_names[ops[i].name]
                 args[i] = rw.put(name, rw.live.t(ops[i]).index_select(d, idx))
@@ -222,7 +240,7 @@ class Binary(Rule):
             shape = list(node_shape(ops[i]))
             shape[d] = len(target)
             val = ops[i].meta["val"]
-            sliced = _reput(rw, name, t.index_select(pdim, idx))
+            sliced = paramexpr.reput(rw, name, t.index_select(pdim, idx))
             new = rw.call(aten.view.default, (sliced, shape))
             if val.dtype != t.dtype:
                 new = rw.call(aten._to_copy.default, (new,), {"dtype": val.dtype})
