@@ -81,6 +81,20 @@ class FrozenAffine(nn.Module):
         return x * scale + (b - rm * scale)
 
 
+class AddmmLinear(nn.Module):
+    """GPT-2's ``Conv1D``: a linear over the last dimension written as ``addmm`` with its weight
+    stored (in, out)."""
+
+    def __init__(self, c: int, out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c, out) * c**-0.5)
+        self.bias = nn.Parameter(torch.randn(out) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
+        return flat.view(*x.shape[:-1], -1)
+
+
 class Shuffle(nn.Module):
     """ShuffleNet's channel shuffle, written out (view-transpose-reshape) or as the module."""
 
@@ -181,6 +195,13 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         return Scale(c, kind)
     if k == "frozen":
         return FrozenAffine(c, op.get("how"))
+    if k == "convt":
+        return nn.ConvTranspose2d(
+            c, op.get("out"), op.get("k"), 1, op.get("k") // 2, groups=op.get("groups"),
+            bias=op.get("bias"),
+        )  # fmt: skip
+    if k == "addmm":
+        return ChannelsLast(AddmmLinear(c, op.get("out")))
     return None
 
 

@@ -165,6 +165,13 @@ def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
         how = d.choice(("split", "slice"))
         p = (("body", body), ("how", how), ("out", out), ("swap", d.boolean()))
         return Op("views", (src,), p)
+    if op == "convt":  # a transposed conv at the same size: dense, or depthwise
+        depthwise = d.boolean()
+        out = c if depthwise or d.boolean() else d.integer(1, 10)
+        p = (("bias", d.boolean()), ("groups", c if depthwise else 1), ("k", d.choice((1, 3))))
+        return Op("convt", (src,), (*p, ("out", out)))
+    if op == "addmm":  # GPT-2's Conv1D over the channels: addmm with an (in, out) weight
+        return Op("addmm", (src,), (("out", c if d.boolean() else d.integer(1, 8)),))
     return Op("act", (src,), (("fn", "relu"),))  # the op did not fit: a harmless fallback
 
 

@@ -12,8 +12,9 @@ MAP_OPS = (
     "gap", "flatten", "slice", "gate", "scale",
 )  # fmt: skip
 # added after the committed soak run; opt-in keeps its seeds valid. "views": two views split
-# off the batch and concatenated back (a two-view encoder)
-EXTRA_MAP_OPS = ("mlp", "frozen", "views")
+# off the batch and concatenated back (a two-view encoder); "convt": a transposed conv (dense
+# or depthwise); "addmm": a channels-last linear written as addmm (GPT-2's Conv1D)
+EXTRA_MAP_OPS = ("mlp", "frozen", "views", "convt", "addmm")
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")
 MASK_KINDS = ("random", "none", "all_but_one", "all", "same", "nested", "disjoint")
 
@@ -99,7 +100,7 @@ def out_shapes(op: Op, shapes: list) -> list[tuple[str, int, int]]:
         return [(kind, s, h) for s in _split_sizes(op, c)]
     if k == "pool":
         return [(MAP, c, {"max2": h // 2, "avg3": h, "max3s2": (h - 1) // 2 + 1}[op.get("how")])]
-    if k in ("plin", "mlp", "views"):
+    if k in ("plin", "mlp", "views", "convt", "addmm"):
         return [(MAP, op.get("out"), h)]
     if k == "gap":
         return [(VEC, c, 1)]

@@ -9,12 +9,15 @@ Shape arguments are rewritten for the pruned width.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import fx
 
 from ..types import ABSORBED, Axis, FlowState, node_shape
 from . import attention
 from .channelwise import Channelwise
 from .registry import register
+
+aten = torch.ops.aten
 
 
 def _norm(d: int, rank: int) -> int:
@@ -220,7 +223,11 @@ class View(Channelwise):
         dim = rw.axis(node).dim
         if shape[dim] != -1:
             shape[dim] = len(out)
-        rw.set(node, rw.call(node.target, (xn, shape), dict(node.kwargs)), out)
+        # a view relies on its input's strides, which a pad or gather before it may have changed
+        # (an elementwise op keeps its input's memory format): reshape is the same view where
+        # one exists, and a copy where the pruned input is laid out differently
+        target = aten.reshape.default if node.target == aten.view.default else node.target
+        rw.set(node, rw.call(target, (xn, shape), dict(node.kwargs)), out)
 
 
 register(Permute(), "aten.permute")
