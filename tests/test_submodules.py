@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import chanprune
+from chanprune.rewrite.verify import compare
 from helpers import outputs_match
 
 
@@ -115,3 +116,34 @@ def test_parts_that_cannot_be_exported_alone_are_refused_by_name():
         chanprune.mask(model, x, submodules=["unused"])
     with pytest.raises(chanprune.InputError, match="calibration batches"):
         chanprune.mask(model, x, heuristic="hrank", calibration=[x], submodules=["stem"])
+
+
+@pytest.mark.slow
+def test_a_torchvision_detector_prunes_its_frozen_bn_backbone_and_runs_end_to_end():
+    """Faster R-CNN (FrozenBatchNorm2d in its ResNet body, as with pretrained backbones): the
+    backbone and the box head are pruned, post-processing runs unchanged, outputs equal."""
+    pytest.importorskip("torchvision")
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=5
+    )
+    model = FasterRCNN(backbone, num_classes=5, min_size=128, max_size=128).eval()
+    for m in model.modules():  # FrozenBN holds identity statistics: give it some to zero
+        if isinstance(m, FrozenBatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    x = torch.rand(2, 3, 128, 128)
+    parts = ["backbone", "roi_heads.box_head"]
+    masks = _quiet(chanprune.mask, model, x, amount=0.3, submodules=parts)
+    convs = [m for n, m in model.backbone.body.named_modules() if isinstance(m, nn.Conv2d)]
+    body = sum(len(v) for k, v in masks.items() if k.startswith("backbone.body."))
+    assert body >= 0.25 * sum(c.out_channels for c in convs)  # FrozenBN no longer pins it
+    pruned = _quiet(chanprune.export, model, x, submodules=parts)
+    assert chanprune.count_params(pruned) < chanprune.count_params(model)
+    with torch.no_grad():
+        got, want = pruned(x), model(x)
+    assert compare(want, got).ok  # boxes, labels and scores of both images
