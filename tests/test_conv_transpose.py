@@ -125,3 +125,19 @@ def test_a_grouped_transposed_conv_is_a_named_barrier_and_stays_exact():
     assert any("with 2 groups (not depthwise)" in str(w.message) for w in caught)
     with torch.no_grad():
         assert outputs_match(model(x), exported(x))
+
+
+def test_the_reports_layer_table_reads_transposed_weights_as_in_out():
+    import copy
+
+    from chanprune.report.collect import _layers
+
+    torch.manual_seed(0)
+    model, x = UNet().eval(), torch.randn(2, 3, 16, 16)
+    unpruned = copy.deepcopy(model)
+    chanprune.apply_masks(model, x, {"up.weight": [0, 3]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = chanprune.export(model, x)
+    up = next(layer for layer in _layers(unpruned, exported) if layer.name == "up")
+    assert (up.out_total, up.out_kept, up.in_total, up.in_kept) == (16, 14, 32, 32)

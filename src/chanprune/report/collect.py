@@ -104,14 +104,32 @@ def _exports(model, x, amount, masking, original) -> dict[str, torch.nn.Module]:
 def _layers(original: torch.nn.Module, pruned: torch.nn.Module) -> list[Layer]:
     """Dense layers (weights of rank >= 2) in model order, with channels kept by the export."""
     kept = dict(pruned.state_dict())
+    transposed = _transposed_weights(pruned)
     out = []
     for name, w in original.state_dict().items():
         if w.dim() >= 2 and name.endswith("weight") and name in kept:
             k = kept[name]
+            o, i = (1, 0) if name in transposed else (0, 1)
             out.append(
-                Layer(name.removesuffix(".weight"), w.shape[0], k.shape[0], w.shape[1], k.shape[1])
+                Layer(name.removesuffix(".weight"), w.shape[o], k.shape[o], w.shape[i], k.shape[i])
             )
     return out
+
+
+def _transposed_weights(pruned: torch.nn.Module) -> set[str]:
+    """Weights stored (in, out, ...): those of transposed convs and of ``addmm`` (GPT-2's
+    ``Conv1D``), read off the exported graph."""
+    graph = getattr(pruned, "graph", None)
+    if graph is None:
+        return set()
+    names = set()
+    for node in graph.nodes:
+        op = getattr(node.target, "__name__", "").split(".")[0]
+        if node.op == "call_function" and (op == "addmm" or op.startswith("conv_transpose")):
+            w = node.args[2] if op == "addmm" else node.args[1]
+            if getattr(w, "op", None) == "get_attr":
+                names.add(str(w.target))
+    return names
 
 
 def _restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
