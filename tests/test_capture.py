@@ -220,3 +220,39 @@ def test_capture_generates_no_code_for_graphs_it_only_reads(monkeypatch):
     monkeypatch.setattr(capture_mod, "_lazy_graph_modules", contextlib.nullcontext)
     capture_mod._capture(model, (x,), True, True)
     assert len(calls) >= 4  # the test sees recompiles when they happen
+
+
+class NewRules(nn.Module):
+    """FrozenBatchNorm2d (rsqrt of a buffer), a transposed conv and GPT-2's Conv1D (addmm)."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.frozen = FrozenBatchNorm2d(8)
+        self.up = nn.ConvTranspose2d(8, 8, 2, 2)
+        self.weight = nn.Parameter(torch.randn(8, 4) * 0.3)
+        self.bias = nn.Parameter(torch.randn(4) * 0.1)
+
+    def forward(self, x):
+        y = self.up(torch.relu(self.frozen(self.conv(x)))).mean((2, 3))
+        return torch.addmm(self.bias, y, self.weight)
+
+
+def test_frozen_bn_transposed_convs_and_addmm_take_the_fast_path_and_prune_alike(monkeypatch):
+    x = torch.randn(2, 3, 8, 8)
+    ep = _export_program(NewRules().eval(), x)
+    assert functionalize(ep) is ep.graph  # rsqrt, conv_transpose2d and addmm are listed
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(capture_mod, "FAST_PATH", fast)
+        torch.manual_seed(0)
+        model = NewRules().eval()
+        masks = chanprune.mask(model, x, amount=0.5, side="output")
+        exported = chanprune.export(model, x)
+        with torch.no_grad():
+            assert outputs_match(model(x), exported(x))
+        results.append((masks, {k: v.shape for k, v in exported.state_dict().items()}))
+    assert results[0] == results[1]
+    assert {"conv.weight", "up.weight"} <= set(results[0][0])
