@@ -179,3 +179,17 @@ def test_regression_a_view_whose_input_strides_change_when_pruned():
         outcomes = fuzz.run_case(case, spec=True)
     for ms, out in zip(case.masksets, outcomes, strict=True):
         assert out.ok, (ms, out.log, out.results)
+
+
+def test_regression_flatten_of_a_non_contiguous_map_on_the_fast_capture_path():
+    """Found by CI's fuzz test once conv_transpose2d joined the fast path's op list: the fast
+    path wrote flatten as a view, which fails on a channels-last LayerNorm's permuted output
+    (capture/functional.py _flatten now writes a reshape there)."""
+    conv_t = (("bias", False), ("groups", 2), ("k", 1), ("out", 2))
+    relu = (("fn", "relu"),)
+    ops = (Op("convt", (0,), conv_t), Op("ln", (1,)), Op("flatten", (2,)), Op("act", (3,), relu))
+    case = Case(net=NetSpec(in_ch=2, size=4, ops=ops, outputs=(4,)), masksets=(MaskSet(),))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (out,) = fuzz.run_case(case, spec=True)
+    assert out.ok, out.results

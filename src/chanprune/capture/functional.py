@@ -251,9 +251,13 @@ def _batch_norm(node: fx.Node) -> None:
 
 
 def _flatten(node: fx.Node) -> None:
-    """flatten / unflatten -> view(x, shape), the one symbolic size (the batch) as -1."""
+    """flatten / unflatten -> view(x, shape), the one symbolic size (the batch) as -1; a
+    reshape where x is not contiguous (flatten copies then, a view would fail)."""
     shape = [s if isinstance(s, int) else -1 for s in node.meta["val"].shape]
-    _replace(node, aten.view.default, (node.args[0], shape), {})
+    x = node.args[0].meta.get("val")
+    contiguous = isinstance(x, torch.Tensor) and x.is_contiguous()
+    target = aten.view.default if contiguous else aten.reshape.default
+    _replace(node, target, (node.args[0], shape), {})
 
 
 def _contiguous(node: fx.Node) -> None:
