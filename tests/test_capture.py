@@ -90,6 +90,21 @@ class Spellings(nn.Module):
         return self.head(self.drop(y))
 
 
+def _both_paths(monkeypatch, make, x, y) -> list:
+    """(masks, exported shapes) with the fast path on, then off; each export checked on ``y``."""
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(capture_mod, "FAST_PATH", fast)
+        torch.manual_seed(0)
+        model = make().eval()
+        masks = chanprune.mask(model, x, amount=0.5, side="output")
+        exported = chanprune.export(model, x)
+        with torch.no_grad():
+            assert outputs_match(model(y), exported(y))
+        results.append((masks, {k: v.shape for k, v in exported.state_dict().items()}))
+    return results
+
+
 def test_renamed_spellings_take_the_fast_path_and_prune_alike(monkeypatch):
     x = torch.randn(1, 3, 8, 8)
     ep = _export_program(Spellings().eval(), x)
@@ -99,17 +114,7 @@ def test_renamed_spellings_take_the_fast_path_and_prune_alike(monkeypatch):
         "aten.chunk.default", "aten.swapaxes.default", "aten.unflatten.int",
         "aten.contiguous.default", "aten.dropout.default", "aten.flatten.using_ints",
     }  # fmt: skip
-    results = []
-    for fast in (True, False):
-        monkeypatch.setattr(capture_mod, "FAST_PATH", fast)
-        torch.manual_seed(0)
-        model = Spellings().eval()
-        masks = chanprune.mask(model, x, amount=0.5, side="output")
-        exported = chanprune.export(model, x)
-        y = torch.randn(4, 3, 8, 8)
-        with torch.no_grad():
-            assert outputs_match(model(y), exported(y))
-            results.append((masks, {k: v.shape for k, v in exported.state_dict().items()}))
+    results = _both_paths(monkeypatch, Spellings, x, torch.randn(4, 3, 8, 8))
     assert results[0] == results[1]
     assert any(len(v) for v in results[0][0].values())  # something was pruned
 
@@ -244,15 +249,6 @@ def test_frozen_bn_transposed_convs_and_addmm_take_the_fast_path_and_prune_alike
     x = torch.randn(2, 3, 8, 8)
     ep = _export_program(NewRules().eval(), x)
     assert functionalize(ep) is ep.graph  # rsqrt, conv_transpose2d and addmm are listed
-    results = []
-    for fast in (True, False):
-        monkeypatch.setattr(capture_mod, "FAST_PATH", fast)
-        torch.manual_seed(0)
-        model = NewRules().eval()
-        masks = chanprune.mask(model, x, amount=0.5, side="output")
-        exported = chanprune.export(model, x)
-        with torch.no_grad():
-            assert outputs_match(model(x), exported(x))
-        results.append((masks, {k: v.shape for k, v in exported.state_dict().items()}))
+    results = _both_paths(monkeypatch, NewRules, x, x)
     assert results[0] == results[1]
     assert {"conv.weight", "up.weight"} <= set(results[0][0])
