@@ -91,3 +91,26 @@ def test_buffers_and_parameters_keep_their_slots():
     now = dict([*model.named_parameters(), *model.named_buffers()])
     assert now.keys() == slots.keys() and all(now[n] is t for n, t in slots.items())
     assert (model.stem[0].weight == 0).any()  # the zeroing itself is kept
+
+
+class FrozenConfig(dict):
+    """A read-only mapping held by a module, as diffusers' FrozenDict config: restoring the
+    module's state must not write into it."""
+
+    def update(self, *args, **kwargs):
+        raise TypeError("read-only")
+
+    def clear(self):
+        raise TypeError("read-only")
+
+
+def test_a_read_only_mapping_on_a_module_is_left_alone():
+    model = Net().eval()
+    model.config = FrozenConfig(width=8)
+    x = torch.randn(2, 3, 8, 8)
+    chanprune.mask(model, x, amount=0.25)
+    exported = chanprune.export(model, x)
+    assert model.config == {"width": 8} and type(model.config) is FrozenConfig
+    x3 = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        assert outputs_match(model(x3), exported(x3))

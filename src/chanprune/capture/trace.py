@@ -11,6 +11,7 @@ runs at any batch size.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -101,11 +102,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
                 del m.__dict__[k]
             m.__dict__.update(attrs)
             for box, items in contents:
-                box.clear()
-                if isinstance(box, list):
-                    box.extend(items)
-                else:
-                    box.update(items)
+                _refill(box, items)
 
 
 def _contents(attrs: dict) -> list[tuple[object, object]]:
@@ -113,11 +110,30 @@ def _contents(attrs: dict) -> list[tuple[object, object]]:
     (``_parameters``, ``_buffers`` and ``_modules`` included)."""
     out: list[tuple[object, object]] = []
     for v in attrs.values():
-        if isinstance(v, dict):
-            out.append((v, dict(v)))
-        elif isinstance(v, list | set):
+        if type(v) in (dict, collections.OrderedDict):  # not read-only mappings (diffusers'
+            out.append((v, dict(v)))  # FrozenDict config), whose update() raises
+        elif type(v) in (list, set):
             out.append((v, list(v)))
     return out
+
+
+def _refill(box: object, items: object) -> None:
+    """Put ``items`` back into ``box`` where they changed (one by identity)."""
+    now = list(box.items()) if isinstance(box, dict) else list(box)
+    was = list(items.items()) if isinstance(items, dict) else list(items)
+    if len(now) == len(was) and all(_same(a, b) for a, b in zip(now, was, strict=True)):
+        return
+    box.clear()
+    if isinstance(box, list):
+        box.extend(items)
+    else:
+        box.update(items)
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):  # dict items
+        return a[0] == b[0] and a[1] is b[1]
+    return a is b
 
 
 def run_model(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> object:
