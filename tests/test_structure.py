@@ -80,7 +80,7 @@ def test_the_public_api():
     assert set(chanprune.__all__) == {
         *("HEURISTICS", "CaptureError", "ChanpruneError", "ExportError", "InputError", "MaskError"),
         *("Plan", "apply_masks", "count_macs", "count_params", "export", "ideal", "mask", "plan"),
-        *("load_program", "load_pruned", "save_program", "save_pruned", "to_onnx"),
+        *("load_program", "load_pruned", "recalibrate", "save_program", "save_pruned", "to_onnx"),
     }
     assert all(hasattr(chanprune, n) for n in chanprune.__all__)
     from chanprune.deploy import ort_runner, ort_session, to_onnx  # noqa: F401  (documented)

@@ -4,6 +4,7 @@ from .api import export
 from .deploy.onnx import to_onnx
 from .deploy.saving import load_program, load_pruned, save_program, save_pruned
 from .errors import CaptureError, ChanpruneError, ExportError, InputError, MaskError
+from .evaluation.recovery import recalibrate
 from .evaluation.stats import count_macs, count_params
 from .masking.heuristics import HEURISTICS
 from .masking.masks import apply_masks, mask
@@ -27,6 +28,7 @@ __all__ = [
     "load_pruned",
     "mask",
     "plan",
+    "recalibrate",
     "save_program",
     "save_pruned",
     "to_onnx",

@@ -1,14 +1,22 @@
 """Short supervised training: the accuracy benchmark's base models and fine-tuning after pruning.
 
 One-cycle AdamW over a fixed number of epochs with a fixed seed: a few epochs reach a useful
-accuracy on small data, and the same loop fine-tunes an exported (pruned) module, whose
-parameters are trainable (it keeps inference semantics: BatchNorm uses running statistics).
+accuracy on small data. The loop runs the model in training mode (BatchNorm normalises with batch
+statistics and updates its running statistics, dropout is active) and, when a process group is
+initialised (``torchrun``), as ``DistributedDataParallel``: gradients are averaged over the
+processes and a ``DistributedSampler`` gives each one its share of every global batch.
+``keep_zero`` holds chosen entries at zero after every step: that is how
+:func:`chanprune.evaluation.recovery.finetune` keeps a masked model's pruned channels pruned.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
+
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import InputError
 
@@ -23,8 +31,21 @@ def train(
     seed: int = 0,
     progress: bool = True,
     desc: str = "train",
+    keep_zero: Mapping[str, torch.Tensor] | None = None,
+    distributed: bool | None = None,
 ) -> list[float]:
-    """Train ``model`` in place with cross-entropy; return the mean loss of each epoch."""
+    """Train ``model`` in place with cross-entropy; return the mean loss of each epoch.
+
+    ``batch_size`` is the global batch: under ``distributed`` (default: whenever a process group
+    is initialised) each of the W processes takes ``batch_size / W`` samples of it, and the
+    gradients are averaged, so W processes take the steps one process takes on the same data (up
+    to float rounding; BatchNorm's batch statistics are each process' own, as in any DDP run).
+    Every process ends with the same parameters and with rank 0's buffers. The sample order
+    depends on ``seed`` and the epoch only, dropout on ``seed`` and the rank; the caller's
+    random state is left as it was. ``keep_zero`` maps parameter names to boolean masks of the
+    entries to hold at zero (set to zero before training and after every step). Every module's
+    training flag is restored afterwards.
+    """
     if epochs < 0 or batch_size < 1:
         raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
     if epochs == 0:
@@ -32,30 +53,103 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InputError(f"{type(model).__name__} has no trainable parameters")
+    held = _held(model, keep_zero or {})
+    rank, world = _rank_and_world(distributed)
+    if batch_size % world:
+        raise InputError(
+            f"batch_size {batch_size} is the global batch and must be divisible by the "
+            f"{world} processes; pass a multiple of {world}"
+        )
     device = params[0].device
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True)
+    sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, drop_last=True)
     if len(loader) == 0:
         raise InputError(f"dataset of {len(dataset)} items is smaller than batch_size {batch_size}")
+    net = _ddp(model, device) if world > 1 else model
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(loader))
-    was_training = model.training
-    model.train()
     losses = []
-    try:
+    devices = [device] if device.type == "cuda" else []
+    with kept_modes(model), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + rank)
+        model.train()
+        _zero(held)
         for epoch in range(epochs):
-            total, n = 0.0, 0
+            sampler.set_epoch(epoch)
+            total = torch.zeros(2, dtype=torch.float64)
             for x, y in _bar(loader, progress, f"{desc} epoch {epoch + 1}/{epochs}"):
-                loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+                loss = torch.nn.functional.cross_entropy(net(x.to(device)), y.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total, n = total + loss.item() * len(y), n + len(y)
-            losses.append(total / n)
-    finally:
-        model.train(was_training)
+                _zero(held)
+                total += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+            if world > 1:
+                dist.all_reduce(total)
+            losses.append(float(total[0] / total[1]))
+        if world > 1:
+            _broadcast_buffers(model)
     return losses
+
+
+@contextlib.contextmanager
+def kept_modes(model: torch.nn.Module) -> Iterator[None]:
+    """Give every submodule its own training flag back on leaving (``model.train(flag)`` would
+    set one flag for all of them, losing a frozen BatchNorm or a dropout left in eval mode)."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _held(
+    model: torch.nn.Module, keep_zero: Mapping[str, torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(parameter, mask) pairs of ``keep_zero``, checked against the model's parameters."""
+    params = dict(model.named_parameters())
+    held = []
+    for name, m in keep_zero.items():
+        if name not in params or params[name].shape != m.shape:
+            raise InputError(
+                f"keep_zero names {name!r} with shape {tuple(m.shape)}, which is not a "
+                f"parameter of {type(model).__name__} of that shape"
+            )
+        if m.any():
+            held.append((params[name], m.to(device=params[name].device, dtype=torch.bool)))
+    return held
+
+
+def _zero(held: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for p, m in held:
+            p.masked_fill_(m, 0)
+
+
+def _rank_and_world(distributed: bool | None) -> tuple[int, int]:
+    initialised = dist.is_available() and dist.is_initialized()
+    if distributed and not initialised:
+        raise InputError("distributed training needs an initialised process group (torchrun)")
+    if distributed is False or not initialised:
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` wrapped for data-parallel training (it starts from rank 0's parameters)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers on every process: DDP hands them out before each forward, but each
+    process' last forward updated its own running statistics."""
+    for b in model.buffers():
+        dist.broadcast(b.data, 0)
 
 
 def _bar(it, progress: bool, desc: str):
