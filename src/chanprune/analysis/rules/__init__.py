@@ -4,7 +4,15 @@
 Register a rule with :func:`register`; anything unregistered is a barrier (``base.Rule``).
 """
 
-from . import channelwise, concat, elementwise, linear, norm, shape  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    channelwise,
+    concat,
+    elementwise,
+    linear,
+    norm,
+    reduce,
+    shape,
+)
 from .registry import known_ops, register, rule_for
 
 __all__ = ["known_ops", "register", "rule_for"]

@@ -153,7 +153,8 @@ class Pool3d(Pool):
 
 
 class Reduce(Channelwise):
-    """mean/sum/amax/norm over a list of dims; the channel axis must not be reduced."""
+    """mean/sum/amax/norm over a list of dims other than the channel axis (registered, with
+    reductions over the channels, in ``reduce.py``)."""
 
     dims_arg = 1
     keepdim_arg = 2
@@ -175,13 +176,6 @@ class Reduce(Channelwise):
         if ax.dim in dims:
             return None
         return ax.dim if keep else ax.dim - sum(d < ax.dim for d in dims)
-
-
-class Norm(Reduce):
-    """linalg_vector_norm(x, ord, dim, keepdim)."""
-
-    dims_arg = 2
-    keepdim_arg = 3
 
 
 class Pad(Channelwise):
@@ -362,6 +356,4 @@ register(
 register(Pool1d(), "aten.max_pool1d", "aten.avg_pool1d", "aten.adaptive_avg_pool1d")
 register(Pool3d(), "aten.max_pool3d", "aten.avg_pool3d", "aten.adaptive_avg_pool3d")
 register(Pad(), "aten.pad", "aten.constant_pad_nd")
-register(Reduce(), "aten.mean.dim", "aten.sum.dim_IntList", "aten.amax", "aten.amin")
-register(Norm(), "aten.linalg_vector_norm")
 register(BatchNorm(), "aten._native_batch_norm_legit_no_training")

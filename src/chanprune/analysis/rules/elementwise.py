@@ -15,7 +15,7 @@ import torch
 from torch import fx
 
 from ..types import Axis, Companion, FlowState, node_shape
-from . import paramexpr
+from . import paramexpr, reduce
 from .base import Rule
 from .registry import register
 
@@ -67,6 +67,17 @@ def _operand_tensor(node: fx.Node, i: int, lv, info: dict) -> torch.Tensor | Non
     return t
 
 
+def _centering(node: fx.Node, st: FlowState, others: list[tuple[int, fx.Node]]) -> bool:
+    """``x - x.mean(dim, keepdim=True)`` over the channel axis: a LayerNorm written out. A zero
+    channel of x does not stay zero, but as for ``aten.layer_norm`` (``norm.py``) that neither
+    takes x's producers off the output-side candidates nor keeps their zero rows: the rows go,
+    the centering pads its input back, and a residual stream read by the norm stays prunable."""
+    if node.target is not aten.sub.Tensor or len(others) != 1 or others[0][0] != 1:
+        return False
+    stat = others[0][1]
+    return st.kinds.get(stat.name) == reduce.STAT and stat.args[0] is node.args[0]
+
+
 class Binary(Rule):
     kind = "add"  # "add" (sum-like), "mul" (product-like) or "div"
 
@@ -81,8 +92,14 @@ class Binary(Rule):
         tracked, consts, others = [], [], []
         for i, a in enumerate(_operands(node)):
             ax = st.axis(a)
-            if ax is not None:
-                tracked.append((i, ax.dim + rank - len(node_shape(a)), ax))
+            d = None if ax is None else ax.dim + rank - len(node_shape(a))
+            if ax is not None and len(ax) == 1 and out_shape[d] != 1:
+                # one channel broadcast over all of them (CBAM's spatial gate): read whole by
+                # every output channel, so it stays, as an untracked broadcast operand
+                st.pin(ax.ids, f"{st.where(node)} broadcasts it over the channels")
+                others.append((i, a))
+            elif ax is not None:
+                tracked.append((i, d, ax))
             elif isinstance(a, fx.Node):
                 others.append((i, a))
         if not tracked:
@@ -128,11 +145,12 @@ class Binary(Rule):
         if self.kind == "mul" or (self.kind == "div" and tracked[0][0] == 0):
             origin = first.origin  # a zero factor zeroes the product
         scalars = [a for a in _operands(node) if isinstance(a, int | float) and a != 0]
+        centering = len(tracked) == 1 and _centering(node, st, others)
         if self.kind == "add" and scalars:
             st.dependent_raw.append(first.origin)  # x + 3: a zero x does not stay zero
         elif len(tracked) == 1 and len(others) == len(consts) and not (pinned or revives):
             origin = first.origin  # x + bias: zeroing the bias keeps the channel zero
-        elif len(tracked) == 1:
+        elif len(tracked) == 1 and self.kind != "mul" and not centering:
             st.dependent_raw.append(first.origin)  # x + something: a zero x does not stay zero
         st.kinds[node.name] = {
             "dim": dim,
@@ -140,6 +158,7 @@ class Binary(Rule):
             "consts": consts,
             "full": pinned,
             "exprs": exprs,  # const operand -> its parameter expression (paramexpr.py)
+            "centering": centering,
         }
         st.axes[node.name] = Axis(dim, first.ids, origin)
 
@@ -193,8 +212,12 @@ class Binary(Rule):
                     if j != i:
                         d = d & ~self._zero_of_operand(node, j, info, lv, n)
             lv.want(ops[i], d)
-        if len(info["tracked"]) == 1 and not info["full"]:  # x + shift: keep the zero x
-            lv.revive_input(node, ops[info["tracked"][0]])  # channels it revives (no pad)
+        for i, a in enumerate(ops):
+            if i not in info["tracked"] and lv.axis(a) is not None:
+                lv.require_all(a)  # a one-channel operand broadcast over the channels
+        if len(info["tracked"]) == 1 and not (info["full"] or info.get("centering")):
+            lv.revive_input(node, ops[info["tracked"][0]])  # x + shift: keep the zero x
+            # channels it revives (no pad); a norm's centering pads them as aten.layer_norm does
 
     # rewriting ---------------------------------------------------------------------------
     def emit(self, node: fx.Node, rw) -> None:
