@@ -4,12 +4,15 @@ For a fixed-seed sample of timm models (random init, < 150M parameters) and ever
 classification model, record per model the outcome of each stage (build, capture, analysis,
 mask, export, verify, spec: the pruned model rebuilt from its pruning spec), the share of
 prunable conv/linear output channels (final classifiers excluded), the parameter drop and the
-export time. Every model runs in its own subprocess with
+export time. The third zoo, ``--zoo beyond``, holds models beyond classification
+(benchmarks/beyond_zoo.py: segmentation, detection, video, optical flow, Hugging Face, diffusers)
+and checks more per model (:func:`run_beyond`). Every model runs in its own subprocess with
 a timeout, so a hang or crash costs one row; results go to a resumable JSON cache and the table
 to benchmarks/results/coverage.md.
 
     nice -n 10 python benchmarks/coverage.py                 # both zoos, resumes from the cache
     nice -n 10 python benchmarks/coverage.py --rerun failed  # only the models that failed
+    nice -n 10 python benchmarks/coverage.py --zoo beyond    # segmentation, detection, HF ...
     python benchmarks/coverage.py --report                   # rewrite coverage.md from the cache
 
 Input size: the model's default (timm: pretrained cfg), capped at 224 px where the model
@@ -20,9 +23,11 @@ tests/test_zoo.py (CPU time on a shared machine); ViT/Swin/MaxViT need 224.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -212,6 +217,192 @@ def run_one(zoo: str, name: str) -> dict:
     return rec
 
 
+# the beyond-classification zoo (benchmarks/beyond_zoo.py) --------------------------------------
+BEYOND = "beyond"
+NEW_BATCH = 3
+# q/k/v projections (separate or fused): their kept output width says whether heads shrank
+QKV = re.compile(
+    r"(^|\.)(query|key|value|q_proj|k_proj|v_proj|to_q|to_k|to_v|c_attn|qkv)\.weight$"
+    r"|(^|\.)in_proj_weight$"
+)
+FIXED = "n/a (fixed)"  # the export takes the traced size only: no dynamic_shapes= in export yet
+
+
+def beyond_zoo():
+    """benchmarks/beyond_zoo.py as a module (benchmarks are scripts, not a package)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import beyond_zoo
+
+    return beyond_zoo
+
+
+def beyond_models() -> list[str]:
+    return [c.name for c in beyond_zoo().cases()]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:400]
+
+
+def _share(model, x: tuple, parts: list[str] | None):
+    """The analysis' prunable share of the model, or summed over its named submodules."""
+    from chanprune.analysis.propagate import analyze
+    from chanprune.analysis.share import PrunableShare, prunable_share
+    from chanprune.capture.submodules import for_each_part
+    from chanprune.capture.trace import capture
+
+    def one(module, inputs) -> PrunableShare:
+        return prunable_share(analyze(capture(module, inputs), warn=False))
+
+    shares = list(for_each_part(model, x, parts, one).values()) if parts else [one(model, x)]
+    return PrunableShare(
+        sum(s.prunable for s in shares),
+        sum(s.total for s in shares),
+        [c for s in shares for c in s.causes],
+    )
+
+
+def _qkv_dims(model) -> dict[str, int]:
+    """The output dim of each q/k/v projection weight (GPT-2's Conv1D stores (in, out))."""
+    dims = {}
+    for name, _ in model.named_parameters():
+        if QKV.search(name):
+            owner = model.get_submodule(name.rpartition(".")[0])
+            dims[name] = 1 if type(owner).__name__ == "Conv1D" else 0
+    return dims
+
+
+def qkv_pruned(model, exported) -> float | None:
+    """The share of q/k/v projection output channels the export removed (None: no attention).
+    Above zero, attention heads, or channels within them, were pruned."""
+    dims = _qkv_dims(model)
+    if not dims:
+        return None
+    before, after = dict(model.named_parameters()), dict(exported.named_parameters())
+    width = {n: before[n].shape[d] for n, d in dims.items()}
+    kept = {n: after[n].shape[d] if n in after else width[n] for n, d in dims.items()}
+    return 1 - sum(kept.values()) / sum(width.values())
+
+
+def _check(model, exported, inputs: tuple) -> str:
+    """'exact', or why the export's outputs on ``inputs`` are not the masked model's."""
+    import torch
+
+    from chanprune.rewrite.verify import compare
+
+    try:
+        with torch.no_grad():
+            ref = model(*inputs)
+    except Exception as e:
+        return f"the model itself fails: {_first_line(e)}"
+    try:
+        with torch.no_grad():
+            got = compare(ref, exported(*inputs))
+    except Exception as e:
+        return f"fails: {_first_line(e)}"
+    if got.ok:
+        return "exact"
+    return f"differs: max |diff| {got.max_abs_diff:.3g} vs max |output| {got.max_abs_ref:.3g}"
+
+
+def dynamic_shapes(case, model) -> dict | None:
+    """``dynamic_shapes=`` for mask and export: the case's size dims as ``Dim.AUTO``, keyed by
+    the forward's parameter names. None where the model has no such dims, or where
+    ``chanprune.export`` takes no ``dynamic_shapes`` (then it exports at the traced size)."""
+    import chanprune
+
+    if (
+        case.size != "dynamic"
+        or "dynamic_shapes" not in inspect.signature(chanprune.export).parameters
+    ):
+        return None
+    from torch.export import Dim
+
+    names = list(inspect.signature(model.forward).parameters)
+    return {n: {i: Dim.AUTO for i in d} for n, d in zip(names, case.dynamic, strict=False) if d}
+
+
+def _other_size(case, model, exported, dynamic: dict | None) -> str:
+    """How the export compares with the masked model at the case's other size."""
+    if case.size == "one":
+        return "n/a (model)"
+    if case.size == "dynamic" and dynamic is None:
+        return FIXED
+    return _check(model, exported, case.inputs(2, True))
+
+
+def _input_side(case, parts, shapes: dict) -> str:
+    """Mask a fresh build on the input side, export it and check it on fresh inputs."""
+    import chanprune
+
+    model, x = case.build(), case.inputs(2, False)
+    try:
+        chanprune.mask(model, x, amount=AMOUNT, side="input", submodules=parts, **shapes)
+        exported = chanprune.export(model, x, method="reorder", submodules=parts, **shapes)
+    except Exception as e:
+        return f"fails: {_first_line(e)}"
+    return _check(model, exported, case.inputs(2, False))
+
+
+def run_beyond(name: str) -> dict:
+    """One model of the beyond zoo: capture and share, mask (output side), export, then checks
+    on fresh inputs, at a new batch size, at another size, and of the input side."""
+    import torch
+
+    import chanprune
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    case = beyond_zoo().by_name()[name]
+    rec: dict = {"zoo": BEYOND, "model": name, "family": case.family, "stage": "build"}
+    rec["code"] = _commit()
+    if not case.available():
+        rec.update(stage="skipped", error=f"needs {', '.join(case.needs)}")
+        return rec
+    parts = list(case.submodules) if case.submodules else None
+    rec["parts"] = parts
+    try:
+        model, x = case.build(), case.inputs(2, False)
+        rec["input"] = [list(t.shape) for t in x]
+        rec["params"] = chanprune.count_params(model)
+        rec["stage"] = "capture"
+        share = _share(model, x, parts)
+        rec["prunable"], rec["channels"], rec["causes"] = share.prunable, share.total, share.causes
+        rec["stage"] = "mask"
+        dynamic = dynamic_shapes(case, model)
+        shapes = {"dynamic_shapes": dynamic} if dynamic else {}
+        rec["dynamic"] = {n: sorted(d) for n, d in (dynamic or {}).items()}
+        masks = chanprune.mask(model, x, amount=AMOUNT, side="output", submodules=parts, **shapes)
+        rec["masked"] = sum(len(v) for v in masks.values())
+        rec["stage"] = "export"
+        t = time.perf_counter()
+        exported = chanprune.export(model, x, method="reorder", submodules=parts, **shapes)
+        rec["export_s"] = round(time.perf_counter() - t, 2)
+        rec["params_after"] = chanprune.count_params(exported)
+        rec["qkv_pruned"] = qkv_pruned(model, exported)
+        rec["stage"] = "verify"
+        rec["fresh"] = _check(model, exported, case.inputs(2, False))
+        rec["batch"] = _check(model, exported, case.inputs(NEW_BATCH, False))
+        rec["size"] = _other_size(case, model, exported, dynamic)
+        rec["stage"] = "input side"
+        rec["input_side"] = _input_side(case, parts, shapes)
+        rec["stage"] = "ok" if beyond_ok(rec) else "checks"
+    except Exception as e:
+        rec["error"] = _first_line(e)
+        rec["trace"] = traceback.format_exc()[-1500:]
+    return rec
+
+
+def beyond_ok(rec: dict) -> bool:
+    """Exact everywhere it was checked, with a parameter drop."""
+    checks = [rec.get(k, "") for k in ("fresh", "batch", "input_side")]
+    size_ok = rec.get("size", "").startswith(("exact", "n/a"))
+    drop = rec.get("params_after", rec.get("params", 0)) < rec.get("params", 0)
+    return all(c == "exact" for c in checks) and size_ok and drop
+
+
 # driver ------------------------------------------------------------------------------------
 def _load(path: Path = CACHE) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
@@ -264,7 +455,12 @@ def run_subprocess(zoo: str, name: str, timeout: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--zoo", choices=["timm", "torchvision", "both"], default="both")
+    ap.add_argument(
+        "--zoo",
+        choices=["timm", "torchvision", "both", BEYOND],
+        default="both",
+        help="both: timm and torchvision; beyond: benchmarks/beyond_zoo.py",
+    )
     ap.add_argument("--n", type=int, default=100, help="timm sample size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
@@ -277,7 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--worker", nargs=2, metavar=("ZOO", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(run_one(*args.worker)), flush=True)
+        zoo, name = args.worker
+        rec = run_beyond(name) if zoo == BEYOND else run_one(zoo, name)
+        print("RESULT " + json.dumps(rec), flush=True)
         return
     if args.report:
         return write_report(_load_all(), args.n, args.seed)
@@ -285,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     zoos = ["timm", "torchvision"] if args.zoo == "both" else [args.zoo]
     todo = []
     for zoo in zoos:
-        names = timm_sample(args.n, args.seed, cache) if zoo == "timm" else torchvision_models()
+        names = _names(zoo, args.n, args.seed, cache)
         _save(cache, args.cache)
         for name in names:
             if args.models and name not in args.models:
@@ -304,6 +502,12 @@ def main(argv: list[str] | None = None) -> None:
         _save(cache, args.cache)
         print(f"[{i + 1}/{len(todo)}] {zoo}:{name}: {rec['stage']}", flush=True)
     write_report(_load_all(), args.n, args.seed)
+
+
+def _names(zoo: str, n: int, seed: int, cache: dict) -> list[str]:
+    if zoo == "timm":
+        return timm_sample(n, seed, cache)
+    return beyond_models() if zoo == BEYOND else torchvision_models()
 
 
 def _ok(rec: dict) -> bool:
@@ -421,7 +625,101 @@ def write_report(cache: dict, n: int, seed: int) -> None:
             out += [f"- {r['model']}: {r['stage']}: {r.get('error', '')[:200]}" for r in failed]
             out.append("")
         out += [*_table(recs), ""]
+    names = beyond_models()
+    recs = [cache[f"{BEYOND}:{m}"] for m in names if f"{BEYOND}:{m}" in cache]
+    if recs:
+        out += beyond_section(recs, names)
     REPORT.write_text("\n".join(out))
+
+
+BEYOND_HEAD = (
+    "Models of `benchmarks/beyond_zoo.py`, random init, tiny configurations (2-layer, 64-wide "
+    "transformers; small images and clips). Each: capture and analysis ('prunable', summed over "
+    "the parts for models pruned through `submodules=`), mask 30% on the output side, export "
+    "with reorder, then check the export against the masked model on fresh inputs, at batch "
+    f"{NEW_BATCH} and at another sequence length or image size ('{FIXED}': `chanprune.export` "
+    "has no `dynamic_shapes=` yet, so the export takes the traced size only; where it has, mask "
+    "and export get the size dims as `Dim.AUTO`; 'n/a (model)': the model takes one size); then "
+    "mask a fresh build on the input side, export and check it. "
+    "'pruned': output channels mask zeroed / all conv and linear output channels, final layers "
+    "excluded (the 'prunable' denominator). 'q/k/v': share of the attention projections' output "
+    "channels the export removed (0%: no attention head, nor channel within one, pruned). Export "
+    "times are single-thread times on a shared machine."
+)
+
+
+def _cell(outcome: str | None) -> str:
+    """A check's outcome in one or two words (the reasons are listed above the table)."""
+    if not outcome:
+        return "-"
+    if outcome == "exact" or outcome.startswith("n/a"):
+        return outcome
+    return "model fails" if outcome.startswith("the model") else outcome.split(":")[0]
+
+
+def _pct(num: float | None, den: float | None = 1.0) -> str:
+    return "-" if num is None or not den else f"{100 * num / den:.0f}%"
+
+
+def _beyond_problems(r: dict) -> list[str]:
+    """Why ``r`` is not exact everywhere: its failing stage, or each failing check."""
+    if r["stage"] not in ("ok", "checks"):
+        return [f"{r['stage']}: {r.get('error', '')}"]
+    checks = {"fresh inputs": "fresh", f"batch {NEW_BATCH}": "batch", "other size": "size"}
+    checks["input side"] = "input_side"
+    bad = [f"{label}: {r[k]}" for label, k in checks.items() if _cell(r.get(k)) != r.get(k)]
+    if r.get("params_after", 0) >= r.get("params", 0):
+        bad.append("no parameter drop")
+    return bad
+
+
+def beyond_section(recs: list[dict], names: list[str]) -> list[str]:
+    """The beyond zoo's part of coverage.md: summary, problems, one row a model."""
+    ok = [r for r in recs if _ok(r)]
+    shares = [r for r in recs if r.get("channels")]
+    enough = [r for r in shares if r.get("masked", 0) >= 0.25 * r["channels"]]
+    attn = [r for r in recs if r.get("qkv_pruned") is not None]
+    heads = [r for r in attn if r["qkv_pruned"] > 0]
+    fixed = [r for r in recs if r.get("size") == FIXED]
+    out = [
+        f"## Beyond classification ({len(recs)} of {len(names)} models run)",
+        "",
+        BEYOND_HEAD,
+        "",
+        f"- exact on fresh inputs, at batch {NEW_BATCH}, at another size where exported for it "
+        f"and on the input side, with a parameter drop: **{len(ok)}/{len(recs)}**",
+        f"- at least 25% of the conv/linear output channels pruned at amount {AMOUNT}: "
+        f"{len(enough)} of {len(shares)} analysed models",
+        f"- attention q/k/v channels pruned: {len(heads)} of {len(attn)} models with attention",
+    ]
+    if fixed:
+        out.append(f"- another size not checked ({FIXED}): {len(fixed)} models")
+    out.append("")
+    problems = [(r["model"], p) for r in recs for p in _beyond_problems(r)]
+    if problems:
+        out += ["Not exact everywhere (reason):", ""]
+        out += [f"- {m}: {p[:240]}" for m, p in problems] + [""]
+    out += [
+        "| model | family | params (M) | output side | new batch | other size | input side "
+        "| prunable | pruned | q/k/v | param drop | export s | code |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(recs, key=lambda r: (r.get("family", ""), r["model"])):
+        outcome = r["stage"] if r["stage"] in ("skipped", "timeout", "crash") else "-"
+        if r["stage"] in ("ok", "checks"):
+            outcome = _cell(r.get("fresh"))
+        elif r["stage"] not in ("skipped", "timeout", "crash"):
+            outcome = f"fails at {r['stage']}"
+        params = f"{r['params'] / 1e6:.2f}" if r.get("params") else "-"
+        drop = _pct(r["params"] - r["params_after"], r["params"]) if r.get("params_after") else "-"
+        out.append(
+            f"| {r['model']} | {r.get('family', '-')} | {params} | {outcome} "
+            f"| {_cell(r.get('batch'))} | {_cell(r.get('size'))} | {_cell(r.get('input_side'))} "
+            f"| {_pct(r.get('prunable'), r.get('channels'))} "
+            f"| {_pct(r.get('masked'), r.get('channels'))} | {_pct(r.get('qkv_pruned'))} "
+            f"| {drop} | {r.get('export_s', '-')} | {r.get('code', '-')} |"
+        )
+    return [*out, ""]
 
 
 if __name__ == "__main__":

@@ -27,12 +27,15 @@ def prune_and_check(model, x, method="baseline", group_quantum=GROUP_QUANTUM, **
 
 
 def load_benchmark(name: str):
-    """The module of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    """The module of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package). It is
+    registered in ``sys.modules``, where dataclasses look their module up."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     script = Path(__file__).parent.parent / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"{name}_bench", script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import warnings
 
+import pytest
 import torch
 from torch import nn
 
 import chanprune
-from helpers import outputs_match
+from chanprune.rewrite.verify import compare
+from helpers import load_benchmark, outputs_match
 
 
 class CachingHead(nn.Module):
@@ -114,3 +116,71 @@ def test_a_read_only_mapping_on_a_module_is_left_alone():
     x3 = torch.randn(3, 3, 8, 8)
     with torch.no_grad():
         assert outputs_match(model(x3), exported(x3))
+
+
+# the beyond-classification zoo (benchmarks/beyond_zoo.py) --------------------------------------
+ZOO = load_benchmark("beyond_zoo")
+
+
+def _snapshot(model: nn.Module) -> dict[str, dict[str, tuple]]:
+    """Per module, each attribute's object and, for a list, dict or set, its items' objects."""
+    out = {}
+    for name, m in model.named_modules():
+        attrs = {}
+        for k, v in m.__dict__.items():
+            items = list(v.items()) if isinstance(v, dict) else v
+            attrs[k] = (v, list(items) if isinstance(items, list | set) else None)
+        out[name] = attrs
+    return out
+
+
+def assert_unchanged(before: dict, after: dict) -> None:
+    """The same attributes holding the same objects, containers the same items."""
+    assert after.keys() == before.keys()
+    for name, attrs in before.items():
+        assert after[name].keys() == attrs.keys(), name
+        for k, (v, items) in attrs.items():
+            now, now_items = after[name][k]
+            assert now is v, (name, k)
+            if items is not None:
+                assert len(now_items) == len(items), (name, k)
+                assert all(_same(a, b) for a, b in zip(now_items, items, strict=True)), (name, k)
+
+
+def _same(a: object, b: object) -> bool:
+    """Identical objects (dict items: same key, identical value)."""
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) == 2:
+        return a[0] == b[0] and a[1] is b[1]
+    return a is b
+
+
+def _zoo_params():
+    for case in ZOO.cases():
+        yield pytest.param(case, id=case.name, marks=[pytest.mark.slow] if case.slow else [])
+
+
+@pytest.mark.parametrize("case", _zoo_params())
+def test_the_beyond_zoo_is_left_as_it_was(case):
+    """Segmentation, detection (whole detectors through submodules=), video, optical flow,
+    Hugging Face and diffusers models: after mask, export and plan, every module holds the same
+    attributes, parameters and buffers as before, deep-copies, and runs as the export does."""
+    for package in case.needs:
+        pytest.importorskip(package)
+    model, x = case.build(), case.inputs(2, False)
+    parts = list(case.submodules) if case.submodules else None
+    with torch.no_grad():
+        model(*x)  # the user's own forward first: caches filled at the user's sizes
+    before = _snapshot(model)
+    slots = dict([*model.named_parameters(), *model.named_buffers()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chanprune.mask(model, x, amount=0.3, submodules=parts)
+        exported = chanprune.export(model, x, submodules=parts)
+        if parts is None:  # plan prunes a whole model
+            chanprune.plan(model, x)
+    assert_unchanged(before, _snapshot(model))
+    now = dict([*model.named_parameters(), *model.named_buffers()])
+    assert now.keys() == slots.keys() and all(now[n] is t for n, t in slots.items())
+    copy.deepcopy(model)  # no fake tensor left behind
+    with torch.no_grad():
+        assert compare(model(*x), exported(*x)).ok
