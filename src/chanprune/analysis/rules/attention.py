@@ -1,17 +1,31 @@
-"""Multi-head attention from one q/k/v projection (timm ViT, MaxViT and the like).
+"""Multi-head attention: q, k and v split into heads, ``scaled_dot_product_attention``, merged.
 
-The chain ``qkv(..., 3D).view(...)`` -> permutes/transposes -> ``unbind``/``chunk`` into q, k, v
-of shape (B, H, N, d) -> ``scaled_dot_product_attention`` -> ``.transpose(1, 2).reshape(...,
-D)`` is folded into its last node (:func:`match`), so the projection's channels stay prunable,
-exactly: q/k pairs with a zero member and zero v channels go (:func:`demand`, :func:`emit`).
-Anything else (q/k norms, rotary embeddings, a hand-written softmax, separate q/k/v
-projections) does not match and stays a barrier (the split view pins the projection).
+The pattern is found from its SDPA node (:func:`match`): each of q, k, v is traced back through
+moves (permute/transpose/copies), an optional split of a fused projection (timm's
+``qkv.unbind``), an optional rotary embedding (``x * cos + rotate_half(x) * sin``, q and k) and
+an optional key/value head repeat (grouped-query attention) to the view that splits a
+projection's channels into (heads, head_dim). The output's ``transpose(1, 2).reshape(..., D)``
+ends it. Everything in between is folded into that last node, so the projections' channels stay
+prunable, exactly:
+
+- q/k: head h's score is ``sum_u q_hu . k_gu`` over units u (one channel, or the pair
+  (u, u + d/2) that a rotary embedding rotates together), g = h's key/value head. A unit whose
+  q or k part is zero adds nothing, so its non-zero partner is not needed either.
+- v: output channel (h, j) is ``attn_h @ v_gj``: zero where v is, needed where demanded.
+- A head whose output nobody reads is dropped whole (q, its mask rows, and k/v heads no
+  remaining q head uses).
+
+Every head keeps the same width (SDPA needs it), padded with units whose product is zero; the
+original ``1/sqrt(d)`` scale is passed explicitly. Patterns that do not match (a hand-written
+softmax, partial rotary) leave the splitting view a barrier.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,138 +36,402 @@ from ..types import ABSORBED, Axis, FlowState, node_shape
 ATTENTION = "attention"
 aten = torch.ops.aten
 
-
-def _only_user(node: fx.Node) -> fx.Node | None:
-    users = [u for u in node.users if not str(u.target).startswith("aten._assert")]
-    return users[0] if len(users) == 1 and users[0].op == "call_function" else None
-
-
-def _is(node: fx.Node | None, *names: str) -> bool:
-    name = getattr(getattr(node, "target", None), "__name__", "")
-    return node is not None and name.split(".")[0] in names
+_MOVES = ("permute", "transpose", "clone", "contiguous", "alias")
+_SPLITS = ("unbind", "split", "split_with_sizes", "chunk")
+_VIEWS = ("view", "_unsafe_view", "reshape")
+_SDPA = "scaled_dot_product_attention"
+_SEARCH = 64  # nodes searched forward from a splitting view for its SDPA
 
 
-_MOVES = ("permute", "transpose")
-_SPLITS = ("unbind", "split", "split_with_sizes")
+@dataclass
+class Operand:
+    """One of q, k, v: the projection output it comes from and where its channels land."""
+
+    src: fx.Node  # (B, L, C), channel axis last
+    index: np.ndarray  # (heads, head_dim): position in ``src`` of each head channel
 
 
-def _replay(node: fx.Node, value: torch.Tensor) -> object:
-    """Apply a view/move/split node to ``value`` (batch and token sizes set to 1)."""
+@dataclass
+class Heads:
+    """A folded attention: kinds[merge] = (ATTENTION, Heads)."""
+
+    q: Operand
+    k: Operand
+    v: Operand
+    sdpa: fx.Node
+    rotary: tuple[fx.Node, fx.Node] | None  # cos, sin, each (B or 1, 1, L, head_dim)
+
+    @property
+    def heads(self) -> int:
+        return self.q.index.shape[0]
+
+    @property
+    def group(self) -> np.ndarray:
+        """The key/value head each q head reads (``h // (H / H_kv)``)."""
+        return np.arange(self.heads) // (self.heads // self.k.index.shape[0])
+
+    def units(self) -> np.ndarray:
+        """(units, members) head-dim positions scored together: pairs under rotary."""
+        d = self.q.index.shape[1]
+        if self.rotary is None:
+            return np.arange(d)[:, None]
+        return np.stack([np.arange(d // 2), np.arange(d // 2) + d // 2], 1)
+
+
+def _name(node: object) -> str:
+    return getattr(getattr(node, "target", None), "__name__", "").split(".")[0]
+
+
+def _is(node: object, *names: str) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and _name(node) in names
+
+
+def _arg(node: fx.Node, i: int, key: str, default: object = None) -> object:
+    return node.args[i] if len(node.args) > i else node.kwargs.get(key, default)
+
+
+# matching ------------------------------------------------------------------------------------
+def _repeat(x: fx.Node, nodes: list[fx.Node]) -> tuple[fx.Node, int]:
+    """Undo a key/value head repeat ``expand(unsqueeze(y, 2)).reshape(B, H, L, d)``."""
+    if not _is(x, *_VIEWS):
+        return x, 1
+    y, chain = x.args[0], [x]
+    if _is(y, "clone"):
+        chain.append(y)
+        y = y.args[0]
+    if not _is(y, "expand"):
+        return x, 1
+    chain.append(y)
+    u = y.args[0]
+    if not _is(u, "unsqueeze") or u.args[1] % 5 != 2:
+        return x, 1
+    chain.append(u)
+    src = u.args[0]
+    shape, rep_shape = node_shape(src), node_shape(y)
+    if shape is None or len(shape) != 4 or rep_shape[:2] + rep_shape[3:] != shape[:2] + shape[2:]:
+        return x, 1
+    if _is(src, "slice") and node_shape(src.args[0]) == shape:  # HF's no-op [:, :]
+        chain.append(src)
+        src = src.args[0]
+    nodes.extend(chain)
+    return src, rep_shape[2]
+
+
+def _rotary(x: fx.Node, nodes: list[fx.Node]) -> tuple[fx.Node, fx.Node, fx.Node] | None:
+    """``y * cos + cat([-y[..., d/2:], y[..., :d/2]], -1) * sin`` -> (y, cos, sin)."""
+    if not _is(x, "add") or len(x.args) != 2 or not all(_is(a, "mul") for a in x.args):
+        return None
+    for plain, turned in (x.args, x.args[::-1]):
+        for y, cos in (plain.args, plain.args[::-1]):
+            for cat, sin in (turned.args, turned.args[::-1]):
+                found = _rotate_half(cat, y)
+                if found is not None and isinstance(cos, fx.Node) and isinstance(sin, fx.Node):
+                    nodes.extend([x, plain, turned, *found])
+                    return y, cos, sin
+    return None
+
+
+def _rotate_half(cat: object, y: object) -> list[fx.Node] | None:
+    if not _is(cat, "cat") or not isinstance(y, fx.Node):
+        return None
+    shape = node_shape(y)
+    if shape is None or len(cat.args) < 2 or cat.args[1] % len(shape) != len(shape) - 1:
+        return None
+    parts = cat.args[0]
+    if len(parts) != 2 or not _is(parts[0], "neg"):
+        return None
+    hi, lo, half = parts[0].args[0], parts[1], shape[-1] // 2
+    for s, start, end in ((hi, half, shape[-1]), (lo, 0, half)):
+        if not _is(s, "slice") or s.args[0] is not y or s.args[1] % len(shape) != len(shape) - 1:
+            return None
+        if s.args[2] != start or min(s.args[3], shape[-1]) != end:
+            return None
+    return [cat, parts[0], hi, lo]
+
+
+def _path(x: fx.Node, nodes: list[fx.Node]) -> tuple[fx.Node, list[fx.Node]] | None:
+    """Back from an SDPA operand through moves and splits to the splitting view.
+
+    Returns (view, nodes from the view forward to the operand); ``nodes`` gains them."""
+    path = []
+    while True:
+        if _is(x, *_MOVES):
+            path.append(x)
+            x = x.args[0]
+        elif x.op == "call_function" and x.target is operator.getitem and _is(x.args[0], *_SPLITS):
+            path.extend([x, x.args[0]])
+            x = x.args[0].args[0]
+        elif _is(x, *_VIEWS):
+            path.append(x)
+            nodes.extend(path)
+            return x, path[::-1]
+        else:
+            return None
+
+
+def _replay(node: fx.Node, value: object, batch: int, tokens: int) -> object:
+    """Apply a view/move/split node to ``value``, a (batch, tokens, C) stand-in of its input."""
+    if node.target is operator.getitem:
+        return value[node.args[1]]
     args = [value, *node.args[1:]]
-    name = node.target.__name__.split(".")[0]
-    if name in ("view", "reshape", "_unsafe_view"):
-        shape = list(node_shape(node))
-        args[1] = [1, 1, *shape[2:]]
+    if _is(node, *_VIEWS):
+        args[1] = [batch, tokens, *node_shape(node)[2:]]
+    if _is(node, "clone", "contiguous", "alias"):
+        return value
     return node.target(*args, **node.kwargs)
 
 
-def match(split: fx.Node, ax: Axis, st: FlowState) -> list[fx.Node] | None:
-    """The nodes from the view splitting the qkv channels to the merging reshape, or None.
+def _index(view: fx.Node, path: list[fx.Node]) -> np.ndarray | None:
+    """(heads, head_dim) -> channel of the view's input, by replaying the path on indices.
 
-    Where each q/k/v head channel sits in the projection is found by replaying the view,
-    moves and split on the projection's channel indices (``qkv_index``), so the ViT layout
-    ([q | k | v] over all heads) and MaxViT's ([q | k | v] per head) are the same case.
-    """
-    a, b = node_shape(split.args[0]), node_shape(split)
-    if ax.dim != len(a) - 1 or len(b) not in (4, 5) or a[0] != b[0]:
+    The stand-in has batch 2 and 3 tokens so that a move mixing them up would show."""
+    src = node_shape(view.args[0])
+    if src is None or len(src) != 3 or node_shape(view)[:2] != src[:2]:
         return None
-    if int(np.prod(b[2:])) != a[-1] or a[-1] % 3:
-        return None
-    chain, node = [split], _only_user(split)
-    while _is(node, *_MOVES):
-        chain.append(node)
-        node = _only_user(node)
-    if not _is(node, *_SPLITS):
-        return None
-    items = [u for u in node.users if u.target is operator.getitem]
-    items.sort(key=lambda u: u.args[1])
-    if len(items) != 3 or [u.args[1] for u in items] != [0, 1, 2]:
-        return None
-    sdpa = _only_user(items[0])
-    if not _is(sdpa, "scaled_dot_product_attention") or list(sdpa.args[:3]) != items:
-        return None
-    if any(_only_user(u) is not sdpa for u in items) or sdpa.kwargs.get("enable_gqa"):
-        return None
-    if any(st.axis(x) is not None for x in sdpa.all_input_nodes if x not in items):
-        return None
-    heads, dim = node_shape(items[0])[1], node_shape(items[0])[3]
-    if any(node_shape(u)[1::2] != (heads, dim) for u in items) or heads * dim * 3 != a[-1]:
-        return None
-    swap = _only_user(sdpa)
-    if not _is(swap, "transpose") or sorted(d % 4 for d in swap.args[1:3]) != [1, 2]:
-        return None
-    merge = _only_user(swap)
-    if not _is(merge, "view", "_unsafe_view", "reshape"):
-        return None
-    if node_shape(merge) != (*a[:-1], heads * dim):
-        return None
-    try:  # where each (q/k/v, head, j) sits among the projection's channels
-        value = torch.arange(a[-1]).reshape(1, 1, a[-1])
-        for n in [*chain, node]:
-            value = _replay(n, value)
-        index = np.stack([value[i].reshape(heads, dim).numpy() for i in range(3)])
+    c = src[-1]
+    value = torch.arange(2 * 3 * c).reshape(2, 3, c)
+    try:
+        for n in path:
+            value = _replay(n, value, 2, 3)
     except Exception:
         return None
-    if sorted(index.reshape(-1).tolist()) != list(range(a[-1])):
+    if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[0] != 2:
         return None
-    return [*chain, node, *items, sdpa, swap, merge], index
+    if value.shape[2] != 3:
+        return None
+    where = (value // c).numpy()
+    expect = np.arange(2)[:, None, None, None] * 3 + np.arange(3)[None, None, :, None]
+    if not (where == expect).all():
+        return None
+    index = (value[0, :, 0, :] % c).numpy().astype(np.int64)
+    if not (value % c == torch.from_numpy(index)[None, :, None, :]).all():
+        return None
+    return index
+
+
+def _operand(
+    x: object, nodes: list[fx.Node], k_or_v: bool, rotary: list
+) -> tuple[Operand, fx.Node, int] | None:
+    if not isinstance(x, fx.Node) or (shape := node_shape(x)) is None or len(shape) != 4:
+        return None
+    rep = 1
+    if k_or_v:
+        x, rep = _repeat(x, nodes)
+    if rotary is not None:
+        found = _rotary(x, nodes)
+        if found is not None:
+            x, cos, sin = found
+            rotary.append((cos, sin))
+    walked = _path(x, nodes)
+    if walked is None:
+        return None
+    view, path = walked
+    index = _index(view, path)
+    if index is None:
+        return None
+    return Operand(view.args[0], index), view, rep
+
+
+def _find_sdpa(start: fx.Node) -> fx.Node | None:
+    seen, todo = {start}, deque([start])
+    while todo and len(seen) < _SEARCH:
+        node = todo.popleft()
+        for u in node.users:
+            if _is(u, _SDPA):
+                return u
+            if u not in seen:
+                seen.add(u)
+                todo.append(u)
+    return None
+
+
+def _merge(sdpa: fx.Node, nodes: list[fx.Node]) -> fx.Node | None:
+    """The output's ``[view] -> transpose(1, 2) -> [copy] -> reshape(..., H * d)``."""
+    shape = node_shape(sdpa)
+    node = _single_user(sdpa)
+    if _is(node, *_VIEWS) and node_shape(node) == shape:
+        nodes.append(node)
+        node = _single_user(node)
+    if not _is(node, "transpose") or sorted(d % 4 for d in node.args[1:3]) != [1, 2]:
+        return None
+    nodes.append(node)
+    node = _single_user(node)
+    if _is(node, "clone", "contiguous"):
+        nodes.append(node)
+        node = _single_user(node)
+    want = (shape[0], shape[2], shape[1] * shape[3])
+    if not _is(node, *_VIEWS) or node_shape(node) != want:
+        return None
+    return node
+
+
+def _single_user(node: fx.Node) -> fx.Node | None:
+    users = [u for u in node.users if not _is(u, "_assert_tensor_metadata")]
+    return users[0] if len(users) == 1 and users[0].op == "call_function" else None
+
+
+def match(split: fx.Node, ax: Axis, st: FlowState) -> tuple[list[fx.Node], Heads] | None:
+    """The folded attention that the view ``split`` (splitting channels into heads) begins.
+
+    Returns (absorbed nodes with the merging reshape last, Heads), or None where anything
+    differs from the pattern, a node in it is read from outside it, or it was seen already."""
+    if ax.dim != len(node_shape(split.args[0])) - 1:
+        return None
+    sdpa = _find_sdpa(split)
+    if sdpa is None or len(sdpa.args) < 3 or _arg(sdpa, 4, "dropout_p", 0.0):
+        return None
+    nodes: list[fx.Node] = []
+    rotary: list = []
+    found = [_operand(sdpa.args[i], nodes, i > 0, rotary if i < 2 else None) for i in range(3)]
+    if any(f is None for f in found) or split not in [f[1] for f in found]:
+        return None
+    (q, _, rq), (k, _, rk), (v, _, rv) = found
+    if sdpa.kwargs.get("enable_gqa") and rk == rv == 1 and k.index.shape[0]:
+        rk = rv = q.index.shape[0] // k.index.shape[0]  # SDPA repeats the kv heads itself
+    if rq != 1 or rk != rv or len(rotary) not in (0, 2) or not _shapes_fit(q, k, v, rk):
+        return None
+    if rotary and (rotary[0] != rotary[1] or not _rotary_fits(rotary[0], q)):
+        return None
+    merge = _merge(sdpa, nodes)
+    if merge is None:
+        return None
+    absorbed = set(nodes) | {sdpa}
+    absorbed |= {u for n in absorbed for u in n.users if _is(u, "_assert_tensor_metadata")}
+    for n in absorbed:
+        if any(u not in absorbed and u is not merge for u in n.users):
+            return None
+        if n is not split and n.name in st.axes:
+            return None
+    outside = [a for a in sdpa.all_input_nodes if a not in absorbed]
+    outside += list(rotary[0]) if rotary else []
+    if any(st.axis(a) is not None for a in outside):
+        return None
+    heads = Heads(q, k, v, sdpa, rotary[0] if rotary else None)
+    return [*sorted(absorbed, key=_order(split)), merge], heads
+
+
+def _order(split: fx.Node):
+    nodes = {n: i for i, n in enumerate(split.graph.nodes)}
+    return lambda n: nodes[n]
+
+
+def _shapes_fit(q: Operand, k: Operand, v: Operand, rep: int) -> bool:
+    (hq, dq), (hk, dk), (hv, _) = q.index.shape, k.index.shape, v.index.shape
+    return dq == dk and hk == hv and hq == hk * rep
+
+
+def _rotary_fits(cs: tuple[fx.Node, fx.Node], q: Operand) -> bool:
+    d = q.index.shape[1]
+    shapes = [node_shape(n) for n in cs]
+    return d % 2 == 0 and all(
+        s is not None and len(s) == 4 and s[1] == 1 and s[3] == d for s in shapes
+    )
 
 
 def is_attention(kind: object) -> bool:
     return isinstance(kind, tuple) and kind[0] == ATTENTION
 
 
-def fold(found: tuple[list[fx.Node], np.ndarray], st: FlowState) -> None:
-    """Absorb the chain into its merging reshape; kinds[merge] = (ATTENTION, qkv, index)."""
-    chain, index = found
+def fold(found: tuple[list[fx.Node], Heads], st: FlowState) -> None:
+    """Absorb the pattern into its merging reshape; kinds[merge] = (ATTENTION, Heads)."""
+    chain, heads = found
     for n in chain[:-1]:
         st.kinds[n.name] = ABSORBED
-    st.kinds[chain[-1].name] = (ATTENTION, chain[0].args[0], index)
-    st.axes[chain[0].name] = None
+        st.axes[n.name] = None
+    st.kinds[chain[-1].name] = (ATTENTION, heads)
 
 
-def _parts(merge: fx.Node, an) -> tuple[fx.Node, fx.Node, np.ndarray]:
-    """(qkv node, sdpa node, index[q/k/v, head, j] -> qkv channel) of a folded attention."""
-    _, qkv, index = an.kinds[merge.name]
-    return qkv, merge.args[0].args[0], index
+def _heads(merge: fx.Node, an) -> Heads:
+    return an.kinds[merge.name][1]
+
+
+def _tracked(op: Operand, axis) -> Axis | None:
+    """The source's channel axis, if it is tracked along its last dimension."""
+    ax = axis(op.src)
+    return ax if ax is not None and ax.dim == len(node_shape(op.src)) - 1 else None
 
 
 def flow(merge: fx.Node, st: FlowState) -> None:
-    qkv, _, index = _parts(merge, st)
-    ax = st.axis(qkv)
-    v = index[2].reshape(-1)
-    st.axes[merge.name] = Axis(len(node_shape(merge)) - 1, ax.ids[v], ax.origin[v])
+    a = _heads(merge, st)
+    for op in (a.q, a.k, a.v):  # a source tracked along another dim is read in full
+        ax = st.axis(op.src)
+        if ax is not None and _tracked(op, st.axis) is None:
+            st.untracked(ax, f"reaches {st.where(a.sdpa)}: attention heads along another dim")
+    ax = _tracked(a.v, st.axis)
+    v = a.v.index[a.group].reshape(-1)
+    dim = len(node_shape(merge)) - 1
+    if ax is None:  # values from an untracked tensor: the output is a fresh segment
+        st.axes[merge.name] = Axis(dim, st.fresh(len(v)), np.full(len(v), -1, dtype=np.int64))
+    elif len(a.group) > a.k.index.shape[0]:
+        # grouped-query: q heads sharing a v head output copies of its channels; each copy is
+        # its own channel, so a reader can drop one head's copy and keep another's
+        st.axes[merge.name] = Axis(dim, st.fresh(len(v)), ax.origin[v])
+    else:
+        st.axes[merge.name] = Axis(dim, ax.ids[v], ax.origin[v])
+
+
+def _zero(op: Operand, lv) -> np.ndarray:
+    """(heads, head_dim): provably zero channels of an operand (none if untracked)."""
+    if _tracked(op, lv.axis) is None:
+        return np.zeros(op.index.shape, dtype=bool)
+    return lv.zero_of(op.src)[op.index]
 
 
 def zeros(merge: fx.Node, lv) -> None:
-    """v: output channel (h, j) is ``attn_h @ v_hj``: zero where v is, so it follows v."""
-    qkv, _, index = _parts(merge, lv.analysis)
-    lv.zero[merge.name] = lv.zero_of(qkv)[index[2].reshape(-1)]
+    a = _heads(merge, lv.analysis)
+    lv.zero[merge.name] = _zero(a.v, lv)[a.group].reshape(-1)
 
 
-def _pairs(merge: fx.Node, lv) -> np.ndarray:
-    """(heads, dim): q and k both non-zero there, in a head with a demanded output."""
-    qkv, _, index = _parts(merge, lv.analysis)
-    z = lv.zero_of(qkv)[index]
-    used = lv.out_demand(merge).reshape(index.shape[1:]).any(1)
-    return ~z[0] & ~z[1] & used[:, None]
+@dataclass
+class _Live:
+    used: np.ndarray  # (H,) q heads whose output is read
+    pairs: np.ndarray  # (H, U) units with non-zero q and k parts in a used head
+    k_units: np.ndarray  # (H_kv, U) units some used q head of the group scores
+    v_need: np.ndarray  # (H_kv, dv) v channels some used head's demanded output reads
+
+
+def _live(a: Heads, lv, merge: fx.Node) -> _Live:
+    units, group = a.units(), a.group
+    out = lv.out_demand(merge).reshape(a.heads, -1)
+    used = out.any(1)
+    q_unit = ~_zero(a.q, lv)[:, units].all(2)
+    k_unit = ~_zero(a.k, lv)[:, units].all(2)
+    pairs = q_unit & k_unit[group] & used[:, None]
+    hkv = a.k.index.shape[0]
+    k_units = np.zeros((hkv, len(units)), dtype=bool)
+    v_need = np.zeros(a.v.index.shape, dtype=bool)
+    np.logical_or.at(k_units, group, pairs)
+    np.logical_or.at(v_need, group, out)
+    return _Live(used, pairs, k_units, v_need & ~_zero(a.v, lv))
+
+
+def _want(op: Operand, lv, need: np.ndarray) -> None:
+    if _tracked(op, lv.axis) is None:
+        return
+    mask = np.zeros(len(lv.axis(op.src)), dtype=bool)
+    mask[op.index[need]] = True
+    lv.want(op.src, mask)
 
 
 def demand(merge: fx.Node, lv) -> None:
-    """q/k: head h's score is ``sum_j q_hj k_hj * scale``; a pair with a zero q or k adds
-    nothing, so the pair is dropped (its non-zero partner is not needed either). v: needed
-    where its output channel is demanded and v is non-zero."""
-    qkv, _, index = _parts(merge, lv.analysis)
-    pairs = _pairs(merge, lv)
-    need = np.zeros(index.size, dtype=bool)
-    need[index[0]] = pairs
-    need[index[1]] = pairs
-    need[index[2].reshape(-1)] = lv.out_demand(merge) & ~lv.zero_of(qkv)[index[2].reshape(-1)]
-    lv.want(qkv, need)
+    """q/k: the members of every scored unit; v: what a demanded output reads."""
+    a = _heads(merge, lv.analysis)
+    live, units = _live(a, lv, merge), a.units()
+    _want(a.q, lv, _members(live.pairs, units))
+    _want(a.k, lv, _members(live.k_units, units))
+    _want(a.v, lv, live.v_need)
+
+
+def _members(unit_mask: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Per head, the head-dim positions of the marked units."""
+    out = np.zeros((unit_mask.shape[0], units.size), dtype=bool)
+    for m in range(units.shape[1]):
+        out[:, units[:, m]] |= unit_mask
+    return out
 
 
 def _slots(keep: np.ndarray, prefer: np.ndarray, width: int) -> np.ndarray:
-    """Per head: the kept positions, then fillers (``prefer`` first) up to ``width``."""
+    """Per row: the kept positions, then fillers (``prefer`` first) up to ``width``."""
     out = []
     for h in range(keep.shape[0]):
         mine = np.flatnonzero(keep[h])
@@ -162,37 +440,92 @@ def _slots(keep: np.ndarray, prefer: np.ndarray, width: int) -> np.ndarray:
     return np.stack(out)
 
 
+def _present(rw, op: Operand) -> np.ndarray:
+    """(heads, head_dim): channels physically present in the source's emitted tensor."""
+    _, lx = rw.value(op.src)
+    if not isinstance(lx, np.ndarray) or _tracked(op, rw.axis) is None:
+        return np.ones(op.index.shape, dtype=bool)
+    here = np.zeros(len(rw.axis(op.src)), dtype=bool)
+    here[lx] = True
+    return here[op.index]
+
+
+def _source(rw, op: Operand) -> tuple[object, np.ndarray]:
+    if _tracked(op, rw.axis) is None:
+        return rw.map_arg(op.src), np.arange(int(op.index.size), dtype=np.int64)
+    return rw.value(op.src)
+
+
+def _heads_of(rw, op: Operand, heads: np.ndarray, cols: np.ndarray) -> object:
+    """(B, len(heads), L, width): head ``heads[i]``'s head-dim positions ``cols[i]``."""
+    xn, lx = _source(rw, op)
+    pos = op.index[heads[:, None], cols].reshape(-1)
+    t = rw.align(xn, 2, lx, pos, op.src)
+    t = rw.call(aten.unflatten.int, (t, -1, [len(heads), cols.shape[1]]))
+    return rw.call(aten.transpose.int, (t, 1, 2))
+
+
+def _turn(rw, t: object, cos: object, sin: object, half: int) -> object:
+    """Rotary embedding on a (..., 2 * half) tensor laid out [u..., u + d/2...]."""
+    hi = rw.call(aten.slice.Tensor, (t, -1, half, 2 * half))
+    lo = rw.call(aten.slice.Tensor, (t, -1, 0, half))
+    turned = rw.call(aten.cat.default, ([rw.call(aten.neg.default, (hi,)), lo], -1))
+    a = rw.call(aten.mul.Tensor, (t, cos))
+    return rw.call(aten.add.Tensor, (a, rw.call(aten.mul.Tensor, (turned, sin))))
+
+
+def _table(rw, node: fx.Node, cols: np.ndarray) -> object:
+    """A (B|1, 1, L, d) cos/sin table, per head ``cols[i]``: (B|1, heads, L, width)."""
+    t = rw.call(aten.index_select.default, (rw.map_arg(node), -1, rw.index(cols.reshape(-1))))
+    t = rw.call(aten.unflatten.int, (t, -1, list(cols.shape)))
+    return rw.call(aten.squeeze.dim, (rw.call(aten.transpose.int, (t, 1, 3)), 3))
+
+
 def emit(merge: fx.Node, rw) -> None:
-    """The attention on pruned q/k/v. Every head keeps the same width (SDPA needs it): the
-    largest per-head count, shorter heads filled with slots whose product is zero (q/k) or
-    whose output is the channel's own value (v), like grouped convolutions. ``scale`` is passed
-    explicitly (the original ``1/sqrt(d)``), since d shrinks."""
-    lv = rw.live
-    qkv, sdpa, index = _parts(merge, rw.analysis)
-    _, heads, dim = index.shape
-    xn, lx = rw.value(qkv)
-    z = lv.zero_of(qkv)[index]
-    pairs = _pairs(merge, lv)
-    v_keep = np.zeros(heads * dim, dtype=bool)
-    v_keep[lv.kept(merge)] = True
-    v_keep = v_keep.reshape(heads, dim)
-    qk = _slots(pairs, ~pairs, max(1, int(pairs.sum(1).max())))  # fillers: a zero product
-    v = _slots(v_keep, z[2], max(1, int(v_keep.sum(1).max())))  # zero v first: output zero
-    shape = node_shape(qkv)
-    tokens = int(np.prod(shape[1:-1]))
-    rows = np.arange(heads)[:, None]
-    parts = []
-    for which, slots in ((0, qk), (1, qk), (2, v)):
-        pos = index[which][rows, slots].reshape(-1)
-        t = rw.align(xn, len(shape) - 1, lx, pos, qkv)
-        t = rw.call(aten.view.default, (t, [-1, tokens, heads, slots.shape[1]]))
-        parts.append(rw.call(aten.transpose.int, (t, 1, 2)))
-    kwargs = dict(sdpa.kwargs)
+    """The attention on pruned q/k/v: used heads only, each head as wide as the widest."""
+    a = _heads(merge, rw.analysis)
+    live, units, group = _live(a, rw.live, merge), a.units(), a.group
+    heads = np.flatnonzero(live.used)
+    if not len(heads):
+        heads = np.array([0])
+    kv = np.unique(group[heads])
+    d, dv = a.q.index.shape[1], a.v.index.shape[1]
+    # q/k: per key/value head the units scored, then units with a zero product (fillers)
+    width = max(1, int(live.k_units[kv].sum(1).max()))
+    k_here = _present(rw, a.k)[:, units].all(2)
+    unit_slots = _slots(live.k_units[kv], k_here[kv], width)
+    cols = units[unit_slots].transpose(0, 2, 1).reshape(len(kv), -1)  # [u..., u + d/2...]
+    of = np.searchsorted(kv, group[heads])  # each used head's row among the kept kv heads
+    q = _heads_of(rw, a.q, heads, cols[of])
+    k = _heads_of(rw, a.k, kv, cols)
+    if a.rotary is not None:
+        cos, sin = a.rotary
+        half = unit_slots.shape[1]
+        q = _turn(rw, q, _table(rw, cos, cols[of]), _table(rw, sin, cols[of]), half)
+        k = _turn(rw, k, _table(rw, cos, cols), _table(rw, sin, cols), half)
+    # v: per key/value head the channels read, then zero ones (their output is zero)
+    v_width = max(1, int(live.v_need[kv].sum(1).max()))
+    v_slots = _slots(live.v_need[kv], _zero(a.v, rw.live)[kv], v_width)
+    v = _heads_of(rw, a.v, kv, v_slots)
+    if len(kv) != len(heads) or not np.array_equal(kv, heads):
+        spread = rw.index(of)
+        k = rw.call(aten.index_select.default, (k, 1, spread))
+        v = rw.call(aten.index_select.default, (v, 1, spread))
+    args = [q, k, v, *(rw.map_arg(x) for x in a.sdpa.args[3:])]
+    kwargs = {k_: rw.map_arg(x) for k_, x in a.sdpa.kwargs.items() if k_ != "enable_gqa"}
+    mask_at = 3 if len(a.sdpa.args) > 3 else None
+    mask = a.sdpa.args[3] if mask_at else a.sdpa.kwargs.get("attn_mask")
+    if isinstance(mask, fx.Node) and len(heads) < a.heads:
+        shape = node_shape(mask)
+        if len(shape) >= 3 and shape[-3] == a.heads:
+            picked = rw.call(aten.index_select.default, (rw.map_arg(mask), -3, rw.index(heads)))
+            if mask_at:
+                args[3] = picked
+            else:
+                kwargs["attn_mask"] = picked
     if kwargs.get("scale") is None:  # the original width's scale, not the pruned one's
-        kwargs["scale"] = 1.0 / math.sqrt(dim)
-    args = (*parts, *(rw.map_arg(a) for a in sdpa.args[3:]))
-    out = rw.call(sdpa.target, args, kwargs)
+        kwargs["scale"] = 1.0 / math.sqrt(d)
+    out = rw.call(a.sdpa.target, tuple(args), kwargs)
     out = rw.call(aten.transpose.int, (out, 1, 2))
-    out_shape = [-1, *node_shape(merge)[1:-1], heads * v.shape[1]]
-    out = rw.call(aten.reshape.default, (out, out_shape))
-    rw.set(merge, out, (rows * dim + v).reshape(-1))
+    out = rw.call(aten.flatten.using_ints, (out, -2, -1))
+    rw.set(merge, out, (heads[:, None] * dv + v_slots[of]).reshape(-1))
