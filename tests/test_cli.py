@@ -27,6 +27,22 @@ def test_prune_prints_before_and_after_and_writes_a_program(tmp_path):
     assert program.module()(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
 
 
+def test_prune_recalibrates_batchnorm_on_the_calibration_images(tmp_path):
+    from fake_idx import write_fake_fashion_mnist
+
+    root = write_fake_fashion_mnist(tmp_path / "fm", n_train=40)
+    args = ("prune", "resnet18", "--input-size", "32", "--runs", "0", "--quiet")
+    calib = ("--calibrate", "3", "--calibrate-batch", "4", "--data", str(root))
+    r = run(*args, *calib)
+    assert r.returncode == 0, r.stderr
+    assert "BatchNorm recalibrated on 12 images; exported" in r.stdout
+    r = run(*args, *calib, "--input-shape", "3", "32", "48")
+    assert r.returncode == 2
+    assert "fashion-mnist images are (3, 48, 48), the model's input is (3, 32, 48)" in r.stderr
+    r = run(*args, "--calibrate", "0")
+    assert r.returncode == 2 and "--calibrate: expected a positive integer" in r.stderr
+
+
 def test_mistyped_model_name_suggests_close_ones():
     r = run("prune", "resnet5O")
     assert r.returncode == 2

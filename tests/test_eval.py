@@ -110,17 +110,14 @@ def _eval_resnet18(root) -> list[str]:
     return ["eval", "resnet18", "--num-classes", "10", "--data", str(root), "--batch-size", "16"]
 
 
-def test_eval_command_prunes_and_finetunes(tmp_path):
+def test_eval_command_prunes_recalibrates_and_finetunes(tmp_path):
     pytest.importorskip("torchvision")
     root = write_fake_fashion_mnist(tmp_path / "fm", n_train=64, n_test=41)
     r = subprocess.run(
         [
             *EXE.split(),
             *_eval_resnet18(root),
-            "--amount",
-            "0.3",
-            "--finetune-epochs",
-            "1",
+            *("--amount", "0.3", "--calibrate", "2", "--finetune-epochs", "1"),
         ],
         capture_output=True,
         text=True,
@@ -128,9 +125,11 @@ def test_eval_command_prunes_and_finetunes(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "41 fashion-mnist images, 1 process(es)" in r.stdout
-    assert "predictions identical" in r.stdout and "finetuned top-1" in r.stdout
-    params = re.findall(r"params\s+([\d,]+)", r.stdout)
-    assert int(params[1].replace(",", "")) < int(params[0].replace(",", ""))
+    assert "(before BatchNorm recalibration on 32 images)" in r.stdout  # 2 batches of 16
+    assert "finetuned top-1" in r.stdout and "training mode" in r.stdout
+    assert r.stdout.count("predictions identical") == 2  # the export, and the fine-tuned one
+    params = [int(p.replace(",", "")) for p in re.findall(r"params\s+([\d,]+)", r.stdout)]
+    assert params[1] < params[0] and params[2] == params[1]  # fine-tuning kept the pruning
 
 
 def test_eval_command_under_torchrun_matches_one_process(tmp_path):
@@ -149,6 +148,7 @@ def test_eval_command_under_torchrun_matches_one_process(tmp_path):
             *_eval_resnet18(root),
             "--seed",
             "3",
+            *("--amount", "0.3", "--finetune-epochs", "1", "--finetune-limit", "32"),
         ],
         capture_output=True,
         text=True,
@@ -157,6 +157,8 @@ def test_eval_command_under_torchrun_matches_one_process(tmp_path):
     )
     assert t.returncode == 0, t.stderr
     assert "41 fashion-mnist images, 2 process(es)" in t.stdout
+    assert "batch 16, 2 process(es), training mode" in t.stdout  # data-parallel fine-tuning
+    assert t.stdout.count("predictions identical") == 2
     torch.manual_seed(3)  # the command's --seed: the same random init in this process
     model = torchvision.models.get_model("resnet18", weights=None, num_classes=10)
     single = evaluate(model, FashionMNIST(root, "test"))

@@ -119,6 +119,8 @@ def test_calibration_batches_are_a_seeded_sample_without_repeats():
     assert len(got) == 12 == len(set(got)) and got != sorted(got)
     assert got == torch.cat(list(sample_batches(ds, 3, 4, seed=5))).flatten().tolist()
     assert len(list(sample_batches(ds, 9, 4))) == 5  # the whole data set, no more
+    with pytest.raises(chanprune.InputError, match="count and batch_size >= 1"):
+        next(sample_batches(ds, 0, 4))
 
 
 # fine-tuning ----------------------------------------------------------------------------------
@@ -175,9 +177,14 @@ def test_finetuning_holds_input_side_masks_too():
     assert model[3].weight[:, cols].eq(0).all() and model[3].weight.ne(0).any()
 
 
-def test_training_refuses_a_process_group_it_does_not_have():
+def test_training_refuses_a_process_group_it_does_not_have_and_unknown_held_entries():
     with pytest.raises(chanprune.InputError, match="initialised process group"):
         train(net(), data(), 1, batch_size=16, distributed=True, progress=False)
+    keep = {"0.weight": torch.ones(8, 3, 3, 3, dtype=torch.bool), "9.wieght": torch.ones(1)}
+    model = net()
+    with pytest.raises(chanprune.InputError, match=r"keep_zero names '9.wieght' with shape"):
+        train(model, data(), 1, batch_size=16, keep_zero=keep, progress=False)
+    assert model[0].weight.ne(0).all()  # refused before any change
 
 
 # data-parallel fine-tuning --------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""``chanprune eval``: top-1 of a model before and after pruning, optionally fine-tuned.
+"""``chanprune eval``: top-1 of a model before and after pruning, optionally recalibrated
+(``--calibrate``) and fine-tuned (``--finetune-epochs``).
 
 Runs on one process, or on several under ``torchrun`` (each rank evaluates a shard; counts are
-summed), e.g. on an ImageNet tree:
+summed; fine-tuning is data-parallel), e.g. on an ImageNet tree:
 ``torchrun --nproc_per_node 4 -m chanprune.cli eval resnet50 --checkpoint r50.pth
 --dataset imagefolder --data /imagenet --size 224 --amount 0.3``.
 """
@@ -20,10 +21,16 @@ from ..api import export
 from ..errors import InputError
 from ..evaluation.accuracy import evaluate, init_from_env
 from ..evaluation.data import load_dataset
+from ..evaluation.recovery import finetune
 from ..evaluation.stats import count_macs, count_params
-from ..evaluation.training import train
 from ..models import load_model
-from .prune import add_pruning_arguments, mask_from_args, own_warnings_only
+from .prune import (
+    add_calibrate_argument,
+    add_pruning_arguments,
+    calibrate_from_args,
+    mask_from_args,
+    own_warnings_only,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,12 +47,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="seed of the random init (same on every rank)"
     )
     add_pruning_arguments(ev, amount=0.0, side="input")
+    add_calibrate_argument(ev, "--batch-size")
     ev.add_argument(
         "--finetune-epochs",
         type=int,
         default=0,
-        help="fine-tune the pruned model N epochs (under torchrun every rank runs the same "
-        "deterministic fine-tuning)",
+        help="fine-tune the masked model N epochs in training mode (BatchNorm batch statistics, "
+        "dropout; pruned channels held at zero), then export it again; data-parallel under "
+        "torchrun (--batch-size is the global batch)",
     )
     ev.add_argument("--finetune-limit", type=int, default=None, help="first N training images")
     ev.add_argument("--finetune-lr", type=float, default=1e-3)
@@ -121,10 +130,21 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
     )
     if args.amount <= 0:
         return 0
+    train_set = None
+    if args.calibrate or args.finetune_epochs:  # before masking: missing data fails fast
+        train_set = load_dataset(args.dataset, "train", args.data, args.size)
     t0 = time.perf_counter()
     with own_warnings_only():
-        mask_from_args(model, x, args)
+        masks = mask_from_args(model, x, args)
+    seconds = time.perf_counter() - t0
+    if args.calibrate:
+        before = evaluate(model, test, desc="masked, not recalibrated", **kw)
+        n = calibrate_from_args(model, train_set, args.batch_size, args)
+        say(f"masked    top-1 {before.top1:6.2f}  (before BatchNorm recalibration on {n} images)")
+    t0 = time.perf_counter()
+    with own_warnings_only():
         pruned = export(model, x, method=args.method, group_quantum=args.group_quantum)
+    seconds += time.perf_counter() - t0
     kind = "constrained" if args.constrained else "unconstrained"
     masked = evaluate(model, test, keep_predictions=True, desc="masked", **kw)
     got = evaluate(pruned, test, keep_predictions=True, desc="pruned", **kw)
@@ -132,25 +152,34 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
     say(
         f"pruned    top-1 {got.top1:6.2f}  params {count_params(pruned):>11,}  "
         f"MACs {count_macs(pruned, x[:1]):>14,}  ({kind} {args.heuristic} {args.amount}, "
-        f"{args.method} export in {time.perf_counter() - t0:.1f} s; masked model top-1 "
+        f"{args.method} export in {seconds:.1f} s; masked model top-1 "
         f"{masked.top1:.2f}, predictions {'identical' if same else 'DIFFER'})"
     )
     if args.finetune_epochs:
-        train_set = _subset(
-            load_dataset(args.dataset, "train", args.data, args.size), args.finetune_limit
-        )
-        train(
-            pruned,
-            train_set,
-            args.finetune_epochs,
-            lr=args.finetune_lr,
-            batch_size=min(args.batch_size, len(train_set)),
-            progress=rank0,
-            desc="finetune",
-        )
-        tuned = evaluate(pruned, test, desc="finetuned", **kw)
+        tune_set = _subset(train_set, args.finetune_limit)
+        batch = max(min(args.batch_size, len(tune_set)) // procs, 1) * procs  # global batch
+        with own_warnings_only():
+            finetune(
+                model,
+                tune_set,
+                args.finetune_epochs,
+                x,
+                masks,
+                side=args.side,
+                lr=args.finetune_lr,
+                batch_size=batch,
+                seed=args.seed,
+                progress=rank0,
+                desc="finetune",
+            )
+            tuned = export(model, x, method=args.method, group_quantum=args.group_quantum)
+        masked = evaluate(model, test, keep_predictions=True, desc="masked, finetuned", **kw)
+        got = evaluate(tuned, test, keep_predictions=True, desc="finetuned", **kw)
+        same = bool(torch.equal(masked.predictions, got.predictions))
         say(
-            f"finetuned top-1 {tuned.top1:6.2f}  ({args.finetune_epochs} epoch(s) on "
-            f"{len(train_set)} images)"
+            f"finetuned top-1 {got.top1:6.2f}  params {count_params(tuned):>11,}  "
+            f"({args.finetune_epochs} epoch(s) on {len(tune_set)} images, batch {batch}, "
+            f"{procs} process(es), training mode; masked model fine-tuned and exported again, "
+            f"predictions {'identical' if same else 'DIFFER'})"
         )
     return 0

@@ -13,6 +13,7 @@ import torch
 
 from ..api import export
 from ..deps import require
+from ..errors import InputError
 from ..evaluation.stats import count_macs, count_params
 from ..evaluation.timing import measure_latency
 from ..masking.heuristics import HEURISTICS
@@ -81,6 +82,60 @@ def add_pruning_arguments(p: argparse.ArgumentParser, amount: float, side: str) 
     )
 
 
+def add_data_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """Which images to read (``what`` says what for)."""
+    p.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        choices=("fashion-mnist", "imagefolder"),
+        help=f"data set of {what}",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="its folder (fashion-mnist: the IDX files, default the Debian package's; "
+        "imagefolder: the tree's root, train/ used if present)",
+    )
+
+
+def add_calibrate_argument(p: argparse.ArgumentParser, batch: str) -> None:
+    p.add_argument(
+        "--calibrate",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="recompute BatchNorm statistics of the masked model on N batches of training "
+        f"images (drawn at random, seeded; batches of {batch}) before exporting",
+    )
+
+
+def calibration_set(args: argparse.Namespace, x: torch.Tensor, size: int):
+    """The training images ``--calibrate`` draws from, at ``size``; refused (before any work)
+    when they do not have the example input's shape."""
+    from ..evaluation.data import load_dataset
+
+    train_set = load_dataset(args.dataset, "train", args.data, size)
+    shape = tuple(train_set[0][0].shape)
+    if shape != tuple(x.shape[1:]):
+        raise InputError(
+            f"--calibrate: {args.dataset} images are {shape}, the model's input is "
+            f"{tuple(x.shape[1:])}; pick the input size to match (--input-size, --size)"
+        )
+    return train_set
+
+
+def calibrate_from_args(
+    model: torch.nn.Module, train_set, batch_size: int, args: argparse.Namespace
+) -> int:
+    """``chanprune.recalibrate`` on ``args.calibrate`` random batches of ``train_set`` (seeded
+    by ``--seed``); the number of images used (0: the model has no BatchNorm to recalibrate)."""
+    from ..evaluation.recovery import recalibrate, sample_batches
+
+    batches = list(sample_batches(train_set, args.calibrate, batch_size, args.seed))
+    return sum(len(b) for b in batches) if recalibrate(model, batches) else 0
+
+
 def mask_from_args(model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> dict:
     """``chanprune.mask`` with the options of :func:`add_pruning_arguments`."""
     return mask(
@@ -117,6 +172,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--runs", type=int, default=10, help="latency rounds (interleaved, median); 0: skip"
     )
     pr.add_argument("--plan", action="store_true", help="also print the segments and their copies")
+    add_calibrate_argument(pr, "--calibrate-batch")
+    pr.add_argument(
+        "--calibrate-batch", type=positive_int, default=32, metavar="B", help="calibration batch"
+    )
+    add_data_arguments(pr, "the calibration images (--calibrate), at the model's input size")
     pr.set_defaults(func=prune_command)
 
 
@@ -179,7 +239,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 def prune_command(args: argparse.Namespace) -> int:
     validate(args.amount, args.heuristic, args.scope, args.side)
     _check_outputs(args)
-    n_steps = 4 + (args.runs > 0) + (args.out is not None) + (args.onnx is not None)
+    calibrating = args.calibrate is not None
+    n_steps = 4 + calibrating + (args.runs > 0) + (args.out is not None) + (args.onnx is not None)
     steps = Steps(f"prune {Path(args.model).name}", n_steps, enabled=not args.quiet)
     with steps.step("load model"):
         torch.manual_seed(args.seed)  # zoo models are random init: same seed, same model
@@ -187,9 +248,15 @@ def prune_command(args: argparse.Namespace) -> int:
         model = src.model.eval()
         x = example_input(args, src.shape)
         params0, macs0 = count_params(model), count_macs(model, x)
+        if calibrating:  # before the minutes of masking: missing or unfit data fails here
+            train_set = calibration_set(args, x, x.shape[-1])
+    calibrated = 0
     with own_warnings_only():
         with steps.step("mask (capture, score)"):
             masks = mask_from_args(model, x, args)
+        if calibrating:
+            with steps.step("recalibrate BatchNorm"):
+                calibrated = calibrate_from_args(model, train_set, args.calibrate_batch, args)
         with steps.step(f"export ({args.method}, verify)"):
             pruned = export(model, x, method=args.method, group_quantum=args.group_quantum)
         with steps.step("plan copies"):
@@ -213,10 +280,12 @@ def prune_command(args: argparse.Namespace) -> int:
             saved.append(to_onnx(pruned, x, args.onnx))
     steps.close()
     params1, macs1 = count_params(pruned), count_macs(pruned, x)
+    recal = f"BatchNorm recalibrated on {calibrated} images; " if calibrated else ""
     print(
         f"{src.label}: input {tuple(x.shape)}, {sum(map(len, masks.values()))} channels masked in "
         f"{len(masks)} layers (amount {args.amount}, {args.heuristic}, {args.scope}, "
         f"{args.side} side{', constrained' if args.constrained else ''}); "
+        f"{recal}"
         f"exported with method={args.method}, outputs verified"
     )
     with_copies = [s for s in p.segments if s.gathers]
