@@ -1,6 +1,6 @@
 """Evaluation on top of the pipeline: data sets (``data``), top-1 accuracy (``accuracy``),
-training and fine-tuning (``training``), latency measurement (``timing``) and model statistics
-(``stats``).
+training (``training``), BatchNorm recalibration and fine-tuning of masked models
+(``recovery``), latency measurement (``timing``) and model statistics (``stats``).
 """
 
 from .stats import count_macs, count_params
