@@ -95,6 +95,32 @@ class AddmmLinear(nn.Module):
         return flat.view(*x.shape[:-1], -1)
 
 
+class WrittenNorm(nn.Module):
+    """A norm over the channels (``dim``) written out as element-wise ops: Hugging Face's
+    LlamaRMSNorm (``how="rms"``: statistics in float32, which on a float32 model traces as
+    metadata assertions; ``"rms64"``: in float64, as casts) or a LayerNorm (``"ln"``: mean-
+    centred, with a bias; over dim 1 it is ConvNeXt's LayerNorm2d written out)."""
+
+    def __init__(self, c: int, how: str, dim: int) -> None:
+        super().__init__()
+        self.how, self.dim = how, dim
+        self.weight = nn.Parameter(torch.rand(c) + 0.5)
+        self.bias = nn.Parameter(torch.rand(c) - 0.5) if how == "ln" else None
+
+    def _param(self, p: torch.Tensor, rank: int) -> torch.Tensor:
+        return p if self.dim == -1 else p.reshape(-1, *[1] * (rank - 1 - self.dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self._param(self.weight, x.dim())
+        if self.how == "ln":
+            u = x.mean(self.dim, keepdim=True)
+            s = (x - u).pow(2).mean(self.dim, keepdim=True)
+            return (x - u) / torch.sqrt(s + 1e-5) * w + self._param(self.bias, x.dim())
+        h = x.to(torch.float64 if self.how == "rms64" else torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(self.dim, keepdim=True) + 1e-6)
+        return w * h.to(x.dtype)
+
+
 class Shuffle(nn.Module):
     """ShuffleNet's channel shuffle, written out (view-transpose-reshape) or as the module."""
 
@@ -202,6 +228,10 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         )  # fmt: skip
     if k == "addmm":
         return ChannelsLast(AddmmLinear(c, op.get("out")))
+    if k == "rmsnorm":
+        if op.get("last"):
+            return ChannelsLast(WrittenNorm(c, op.get("how"), -1))
+        return WrittenNorm(c, op.get("how"), 1)
     return None
 
 

@@ -191,7 +191,7 @@ def features(case: Case, ms_set: MaskSet) -> set[str]:
                 f.add("conv:strided")
             if op.get("dil") > 1:
                 f.add("conv:dilated")
-        if op.kind in ("act", "pool", "gap", "shuffle", "se", "frozen"):
+        if op.kind in ("act", "pool", "gap", "shuffle", "se", "frozen", "rmsnorm"):
             f.add(f"{op.kind}:{op.get('fn') or op.get('how') or op.get('gate')}")
         if op.kind == "split":
             f.add("split:chunk" if op.get("chunks") else "split:sizes")

@@ -13,8 +13,10 @@ MAP_OPS = (
 )  # fmt: skip
 # added after the committed soak run; opt-in keeps its seeds valid. "views": two views split
 # off the batch and concatenated back (a two-view encoder); "convt": a transposed conv (dense
-# or depthwise); "addmm": a channels-last linear written as addmm (GPT-2's Conv1D)
-EXTRA_MAP_OPS = ("mlp", "frozen", "views", "convt", "addmm")
+# or depthwise); "addmm": a channels-last linear written as addmm (GPT-2's Conv1D);
+# "rmsnorm": a norm over the channels written out as element-wise ops (Llama's RMSNorm, a
+# LayerNorm), channels first or last
+EXTRA_MAP_OPS = ("mlp", "frozen", "views", "convt", "addmm", "rmsnorm")
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")
 MASK_KINDS = ("random", "none", "all_but_one", "all", "same", "nested", "disjoint")
 
