@@ -102,6 +102,23 @@ class SpatialGate(nn.Module):
         return self.c2(h * torch.sigmoid(self.gate(stats)))
 
 
+class SumGate(nn.Module):
+    """A gate from the channel sum (a sum over the channels, run on the pruned tensor) and a
+    written-out instance norm (mean and biased variance over the spatial dims, which keep the
+    channels and a zero channel zero)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 1)
+        self.c3 = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(x))
+        h = self.c2(h * torch.sigmoid(h.sum(1, keepdim=True)))
+        u, s = h.mean((2, 3), keepdim=True), h.var((2, 3), keepdim=True, unbiased=False)
+        return self.c3((h - u) / torch.sqrt(s + 1e-5))
+
+
 def _models():
     return {
         "llama float32": (Mlp(lambda c: LlamaRMSNorm(c, torch.float32)), (2, 5, 8)),
@@ -111,6 +128,7 @@ def _models():
         "layernorm2d pow": (ConvNet("pow"), (2, 3, 6, 6)),
         "layernorm2d var": (ConvNet("var"), (2, 3, 6, 6)),
         "spatial gate": (SpatialGate(), (2, 3, 6, 6)),
+        "sum gate": (SumGate(), (2, 3, 6, 6)),
     }
 
 
@@ -131,3 +149,32 @@ def test_written_out_norms_prune_exactly(name, method, side):
     y = torch.randn(3, *shape[1:])  # another batch
     with torch.no_grad():
         assert outputs_match(model(y), exported(y))
+
+
+def test_metadata_assertions_pass_on_pruned_tensors():
+    """``x.to(torch.float32)`` on a float32 model traces as ``_assert_tensor_metadata``: no
+    barrier, and the export keeps the check (dtype, not the original sizes) on pruned tensors."""
+    torch.manual_seed(0)
+    model, x = Mlp(lambda c: LlamaRMSNorm(c, torch.float32)).eval(), torch.randn(2, 5, 8)
+    cap = capture(model, x)
+    asserts = [n for n in cap.graph.nodes if "_assert_tensor_metadata" in str(n.target)]
+    assert asserts and not analyze(cap, warn=False).barriers
+    chanprune.mask(model, x, amount=0.5)
+    exported = chanprune.export(model, x)
+    kept = [n for n in exported.graph.nodes if "_assert_tensor_metadata" in str(n.target)]
+    assert len(kept) == len(asserts)
+    assert all(n.args[1] is None and n.args[3] == torch.float32 for n in kept)
+
+
+def test_tiny_llama_norms_are_no_barriers():
+    """Hugging Face's LlamaRMSNorm (casts, pow, mean, rsqrt) leaves no barrier in a tiny Llama."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, vocab_size=100, use_cache=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.LlamaModel(config).eval()
+    an = analyze(capture(model, torch.randint(0, 100, (2, 16))), warn=False)
+    reasons = {b.reason for b in an.barriers}
+    assert not {r for r in reasons if "mean" in r or "_assert" in r}, reasons
