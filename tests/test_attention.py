@@ -185,3 +185,64 @@ def test_hugging_face_attention_heads_are_pruned(cls):
     layer = "layers.0.self_attn" if cls == "LlamaConfig" else "encoder.layer.0.attention.self"
     q = f"{layer}.{'q_proj' if cls == 'LlamaConfig' else 'query'}.weight"
     assert not an.pinned[an.root[an.producer_of(q).ids]].any()
+
+
+class WrittenOut(nn.Module):
+    """Swin-style attention written out: fused qkv split by select, q scaled by a constant,
+    ``q @ k^T`` plus a per-head bias, softmax, ``@ v``; windows shifted by ``roll`` over the
+    spatial dims of a channels-last map, with a mask built by ``new_zeros``."""
+
+    def __init__(self, dim=16, heads=4, shift=False):
+        super().__init__()
+        self.heads, self.shift = heads, shift
+        self.stem = nn.Conv2d(3, dim, 1)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.bias = nn.Parameter(torch.randn(heads, 4, 4))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x).permute(0, 2, 3, 1)  # (B, 2, 2, C)
+        if self.shift:
+            x = torch.roll(x, shifts=(1, 1), dims=(1, 2))
+        b, h, w, c = x.shape
+        t = x.reshape(b, h * w, c)
+        qkv = self.qkv(t).reshape(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        s = (q * 0.5) @ k.transpose(-2, -1) + self.bias[None]
+        if self.shift:
+            mask = x.new_zeros((h * w, h * w))
+            mask[0, 1:] = -1.0
+            s = s + mask
+        y = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
+        return self.head((t + self.proj(y)).mean(1))
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_written_out_attention_prunes_head_widths(shift):
+    torch.manual_seed(0)
+    model = WrittenOut(shift=shift).eval()
+    x = torch.randn(2, 3, 2, 2)
+    _no_barrier(model, x)
+    # q0 zero (head 0: k16 goes too), k21 zero (head 1: q5 too), v40 zero -> 48 - 5 rows
+    chanprune.apply_masks(model, x, {"qkv.weight": [0, 21, 40]})
+    exported, _ = prune_and_check(model, x, method="reorder")
+    assert exported.get_parameter("qkv.weight").shape[0] == 43
+    assert exported.get_parameter("proj.weight").shape[1] == 15
+    for side in ("output", "input"):
+        m = WrittenOut(shift=shift).eval()
+        prune_and_check(m, x, method="reorder", amount=0.3, side=side)
+
+
+def test_rolling_the_channels_stays_a_barrier():
+    class Rolled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.b(torch.roll(self.a(x), 1, 1))
+
+    model = Rolled().eval()
+    with pytest.warns(UserWarning, match="roll"):
+        an = analyze(capture(model, torch.randn(2, 3, 4, 4)))
+    assert an.pinned[an.root[an.producer_of("a.weight").ids]].all()

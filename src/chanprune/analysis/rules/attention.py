@@ -1,11 +1,13 @@
-"""Multi-head attention: q, k and v split into heads, ``scaled_dot_product_attention``, merged.
+"""Multi-head attention: q, k and v split into heads, attended, merged back.
 
-The pattern is found from its SDPA node (:func:`match`): each of q, k, v is traced back through
-moves (permute/transpose/copies), an optional split of a fused projection (timm's
-``qkv.unbind``), an optional rotary embedding (``x * cos + rotate_half(x) * sin``, q and k) and
-an optional key/value head repeat (grouped-query attention) to the view that splits a
-projection's channels into (heads, head_dim). The output's ``transpose(1, 2).reshape(..., D)``
-ends it. Everything in between is folded into that last node, so the projections' channels stay
+The core is ``scaled_dot_product_attention`` or the written-out ``q @ k.transpose(-2, -1)`` ...
+``softmax`` ... ``@ v`` (Swin). From it (:func:`match`) each of q, k, v is traced back through
+moves (permute/transpose/select/copies), scalings by a constant, an optional split of a fused
+projection (timm's ``qkv.unbind``), an optional rotary embedding (``x * cos + rotate_half(x) *
+sin``, q and k) and an optional key/value head repeat (grouped-query attention) to the view that
+splits a projection's channels into (heads, head_dim). The output's ``transpose(1, 2).reshape(...,
+D)`` ends it. Everything in between is folded into that last node (the written-out form keeps
+its score ops, between the two matmuls, as they are), so the projections' channels stay
 prunable, exactly:
 
 - q/k: head h's score is ``sum_u q_hu . k_gu`` over units u (one channel, or the pair
@@ -13,7 +15,7 @@ prunable, exactly:
   q or k part is zero adds nothing, so its non-zero partner is not needed either.
 - v: output channel (h, j) is ``attn_h @ v_gj``: zero where v is, needed where demanded.
 - A head whose output nobody reads is dropped whole (q, its mask rows, and k/v heads no
-  remaining q head uses).
+  remaining q head uses); in the written-out form every head stays, its score ops untouched.
 
 Every head keeps the same width (SDPA needs it), padded with units whose product is zero; the
 original ``1/sqrt(d)`` scale is passed explicitly. Patterns that do not match (a hand-written
@@ -25,6 +27,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,11 +35,15 @@ import torch
 from torch import fx
 
 from ..types import ABSORBED, Axis, FlowState, node_shape
+from .base import Rule
+from .registry import register
 
 ATTENTION = "attention"
+SCORE = "attention-score"  # kinds[] mark of the written-out form's q @ k^T
 aten = torch.ops.aten
 
-_MOVES = ("permute", "transpose", "clone", "contiguous", "alias")
+_MOVES = ("permute", "transpose", "clone", "contiguous", "alias", "select")
+_SCALES = ("mul", "div")
 _SPLITS = ("unbind", "split", "split_with_sizes", "chunk")
 _VIEWS = ("view", "_unsafe_view", "reshape")
 _SDPA = "scaled_dot_product_attention"
@@ -49,6 +56,7 @@ class Operand:
 
     src: fx.Node  # (B, L, C), channel axis last
     index: np.ndarray  # (heads, head_dim): position in ``src`` of each head channel
+    scales: tuple[tuple[object, float], ...] = ()  # (mul or div, constant) on the way
 
 
 @dataclass
@@ -58,8 +66,14 @@ class Heads:
     q: Operand
     k: Operand
     v: Operand
-    sdpa: fx.Node
+    sdpa: fx.Node  # SDPA, or the score matmul q @ k^T of the written-out form
     rotary: tuple[fx.Node, fx.Node] | None  # cos, sin, each (B or 1, 1, L, head_dim)
+    merge: fx.Node | None = None
+    value: fx.Node | None = None  # the written-out form's probabilities @ v
+
+    @property
+    def manual(self) -> bool:
+        return self.value is not None
 
     @property
     def heads(self) -> int:
@@ -149,13 +163,17 @@ def _rotate_half(cat: object, y: object) -> list[fx.Node] | None:
     return [cat, parts[0], hi, lo]
 
 
-def _path(x: fx.Node, nodes: list[fx.Node]) -> tuple[fx.Node, list[fx.Node]] | None:
-    """Back from an SDPA operand through moves and splits to the splitting view.
-
-    Returns (view, nodes from the view forward to the operand); ``nodes`` gains them."""
+def _path(x: fx.Node, nodes: list[fx.Node], scales: list) -> tuple[fx.Node, list[fx.Node]] | None:
+    """Back from an SDPA operand through moves, constant scalings and splits to the splitting
+    view. Returns (view, the moves and splits from the view forward to the operand); ``nodes``
+    gains every node passed, ``scales`` the (op, constant) of each scaling."""
     path = []
     while True:
-        if _is(x, *_MOVES):
+        if _is(x, *_SCALES) and isinstance(x.args[1], int | float) and len(x.args) == 2:
+            nodes.append(x)
+            scales.append((x.target, x.args[1]))
+            x = x.args[0]
+        elif _is(x, *_MOVES):
             path.append(x)
             x = x.args[0]
         elif x.op == "call_function" and x.target is operator.getitem and _is(x.args[0], *_SPLITS):
@@ -222,26 +240,53 @@ def _operand(
         if found is not None:
             x, cos, sin = found
             rotary.append((cos, sin))
-    walked = _path(x, nodes)
+    scales: list = []
+    walked = _path(x, nodes, scales)
     if walked is None:
         return None
     view, path = walked
     index = _index(view, path)
     if index is None:
         return None
-    return Operand(view.args[0], index), view, rep
+    return Operand(view.args[0], index, tuple(scales)), view, rep
 
 
-def _find_sdpa(start: fx.Node) -> fx.Node | None:
+def _is_core(node: fx.Node) -> bool:
+    """SDPA, or a score matmul ``q @ k.transpose(-2, -1)``."""
+    if _is(node, _SDPA):
+        return True
+    k_t = node.args[1] if _is(node, "matmul") and len(node.args) == 2 else None
+    return _is(k_t, "transpose") and sorted(d % 4 for d in k_t.args[1:3]) == [2, 3]
+
+
+def _find(start: fx.Node, hit: Callable[[fx.Node], bool]) -> fx.Node | None:
+    """The first node downstream of ``start`` that ``hit`` accepts (breadth first, bounded)."""
     seen, todo = {start}, deque([start])
     while todo and len(seen) < _SEARCH:
         node = todo.popleft()
         for u in node.users:
-            if _is(u, _SDPA):
+            if hit(u):
                 return u
             if u not in seen:
                 seen.add(u)
                 todo.append(u)
+    return None
+
+
+def _value_matmul(score: fx.Node) -> fx.Node | None:
+    """The written-out form's ``probabilities @ v``: the matmul downstream of the score whose
+    first operand descends from it (through the score ops: scale, bias, softmax, ...)."""
+    node = _find(score, lambda n: _is(n, "matmul"))
+    if node is None or len(node.args) != 2:
+        return None
+    seen, todo = set(), deque([node.args[0]])
+    while todo and len(seen) < 8 * _SEARCH:  # breadth first: a mask's own graph can be long
+        n = todo.popleft()
+        if n is score:
+            return node
+        if isinstance(n, fx.Node) and n not in seen:
+            seen.add(n)
+            todo.extend(n.all_input_nodes)
     return None
 
 
@@ -277,12 +322,20 @@ def match(split: fx.Node, ax: Axis, st: FlowState) -> tuple[list[fx.Node], Heads
     differs from the pattern, a node in it is read from outside it, or it was seen already."""
     if ax.dim != len(node_shape(split.args[0])) - 1:
         return None
-    sdpa = _find_sdpa(split)
-    if sdpa is None or len(sdpa.args) < 3 or _arg(sdpa, 4, "dropout_p", 0.0):
+    sdpa = _find(split, _is_core)
+    value = None
+    if _is(sdpa, "matmul"):  # written out: q @ k^T ... @ v
+        value, k_t = _value_matmul(sdpa), sdpa.args[1]
+        if value is None or len(node_shape(k_t)) != 4:
+            return None
+        operands = [sdpa.args[0], k_t.args[0], value.args[1]]
+    elif sdpa is None or len(sdpa.args) < 3 or _arg(sdpa, 4, "dropout_p", 0.0):
         return None
-    nodes: list[fx.Node] = []
+    else:
+        operands = list(sdpa.args[:3])
+    nodes: list[fx.Node] = [k_t] if value is not None else []
     rotary: list = []
-    found = [_operand(sdpa.args[i], nodes, i > 0, rotary if i < 2 else None) for i in range(3)]
+    found = [_operand(operands[i], nodes, i > 0, rotary if i < 2 else None) for i in range(3)]
     if any(f is None for f in found) or split not in [f[1] for f in found]:
         return None
     (q, _, rq), (k, _, rk), (v, _, rv) = found
@@ -292,13 +345,14 @@ def match(split: fx.Node, ax: Axis, st: FlowState) -> tuple[list[fx.Node], Heads
         return None
     if rotary and (rotary[0] != rotary[1] or not _rotary_fits(rotary[0], q)):
         return None
-    merge = _merge(sdpa, nodes)
+    merge = _merge(value if value is not None else sdpa, nodes)
     if merge is None:
         return None
-    absorbed = set(nodes) | {sdpa}
+    absorbed = set(nodes) | {value if value is not None else sdpa}
     absorbed |= {u for n in absorbed for u in n.users if _is(u, "_assert_tensor_metadata")}
+    inside = absorbed | {merge, sdpa}
     for n in absorbed:
-        if any(u not in absorbed and u is not merge for u in n.users):
+        if any(u not in inside for u in n.users):
             return None
         if n is not split and n.name in st.axes:
             return None
@@ -306,7 +360,7 @@ def match(split: fx.Node, ax: Axis, st: FlowState) -> tuple[list[fx.Node], Heads
     outside += list(rotary[0]) if rotary else []
     if any(st.axis(a) is not None for a in outside):
         return None
-    heads = Heads(q, k, v, sdpa, rotary[0] if rotary else None)
+    heads = Heads(q, k, v, sdpa, rotary[0] if rotary else None, merge, value)
     return [*sorted(absorbed, key=_order(split)), merge], heads
 
 
@@ -339,6 +393,8 @@ def fold(found: tuple[list[fx.Node], Heads], st: FlowState) -> None:
         st.kinds[n.name] = ABSORBED
         st.axes[n.name] = None
     st.kinds[chain[-1].name] = (ATTENTION, heads)
+    if heads.manual:
+        st.kinds[heads.sdpa.name] = (SCORE, heads)
 
 
 def _heads(merge: fx.Node, an) -> Heads:
@@ -481,21 +537,37 @@ def _table(rw, node: fx.Node, cols: np.ndarray) -> object:
     return rw.call(aten.squeeze.dim, (rw.call(aten.transpose.int, (t, 1, 3)), 3))
 
 
-def emit(merge: fx.Node, rw) -> None:
-    """The attention on pruned q/k/v: used heads only, each head as wide as the widest."""
-    a = _heads(merge, rw.analysis)
-    live, units, group = _live(a, rw.live, merge), a.units(), a.group
-    heads = np.flatnonzero(live.used)
+def _keep(a: Heads, live: _Live) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(q heads kept, kv heads kept, each kept q head's row among the kept kv heads)."""
+    heads = np.flatnonzero(live.used) if not a.manual else np.arange(a.heads)
     if not len(heads):
         heads = np.array([0])
-    kv = np.unique(group[heads])
-    d, dv = a.q.index.shape[1], a.v.index.shape[1]
-    # q/k: per key/value head the units scored, then units with a zero product (fillers)
+    kv = np.unique(a.group[heads])
+    return heads, kv, np.searchsorted(kv, a.group[heads])
+
+
+def _scaled(rw, t: object, op: Operand) -> object:
+    for target, c in op.scales:
+        t = rw.call(target, (t, c))
+    return t
+
+
+def _spread(rw, t: object, kv: np.ndarray, heads: np.ndarray, of: np.ndarray) -> object:
+    """Key/value heads repeated for the q heads that share them (grouped-query attention)."""
+    if len(kv) == len(heads) and np.array_equal(kv, heads):
+        return t
+    return rw.call(aten.index_select.default, (t, 1, rw.index(of)))
+
+
+def _qk(rw, a: Heads, merge: fx.Node) -> tuple[object, object]:
+    """q and k of the kept heads, (B, heads, L, width) each: per key/value head the units
+    scored, then units with a zero product (fillers), rotary and constant scalings applied."""
+    live, units = _live(a, rw.live, merge), a.units()
+    heads, kv, of = _keep(a, live)
     width = max(1, int(live.k_units[kv].sum(1).max()))
     k_here = _present(rw, a.k)[:, units].all(2)
     unit_slots = _slots(live.k_units[kv], k_here[kv], width)
     cols = units[unit_slots].transpose(0, 2, 1).reshape(len(kv), -1)  # [u..., u + d/2...]
-    of = np.searchsorted(kv, group[heads])  # each used head's row among the kept kv heads
     q = _heads_of(rw, a.q, heads, cols[of])
     k = _heads_of(rw, a.k, kv, cols)
     if a.rotary is not None:
@@ -503,14 +575,35 @@ def emit(merge: fx.Node, rw) -> None:
         half = unit_slots.shape[1]
         q = _turn(rw, q, _table(rw, cos, cols[of]), _table(rw, sin, cols[of]), half)
         k = _turn(rw, k, _table(rw, cos, cols), _table(rw, sin, cols), half)
-    # v: per key/value head the channels read, then zero ones (their output is zero)
-    v_width = max(1, int(live.v_need[kv].sum(1).max()))
-    v_slots = _slots(live.v_need[kv], _zero(a.v, rw.live)[kv], v_width)
-    v = _heads_of(rw, a.v, kv, v_slots)
-    if len(kv) != len(heads) or not np.array_equal(kv, heads):
-        spread = rw.index(of)
-        k = rw.call(aten.index_select.default, (k, 1, spread))
-        v = rw.call(aten.index_select.default, (v, 1, spread))
+    return _scaled(rw, q, a.q), _spread(rw, _scaled(rw, k, a.k), kv, heads, of)
+
+
+def _v(rw, a: Heads, merge: fx.Node) -> tuple[object, np.ndarray]:
+    """v of the kept heads, (B, heads, L, width): per key/value head the channels read, then
+    zero ones (their output is zero); and the merged output's layout."""
+    live = _live(a, rw.live, merge)
+    heads, kv, of = _keep(a, live)
+    width = max(1, int(live.v_need[kv].sum(1).max()))
+    slots = _slots(live.v_need[kv], _zero(a.v, rw.live)[kv], width)
+    v = _spread(rw, _scaled(rw, _heads_of(rw, a.v, kv, slots), a.v), kv, heads, of)
+    return v, (heads[:, None] * a.v.index.shape[1] + slots[of]).reshape(-1)
+
+
+def emit(merge: fx.Node, rw) -> None:
+    """The attention on pruned q/k/v: used heads only, each head as wide as the widest."""
+    a = _heads(merge, rw.analysis)
+    v, layout = _v(rw, a, merge)
+    if a.manual:  # probabilities (the score ops, emitted as they are) @ v
+        out = rw.call(a.value.target, (rw.map_arg(a.value.args[0]), v))
+    else:
+        out = _sdpa(rw, a, merge, v)
+    out = rw.call(aten.transpose.int, (out, 1, 2))
+    rw.set(merge, rw.call(aten.flatten.using_ints, (out, -2, -1)), layout)
+
+
+def _sdpa(rw, a: Heads, merge: fx.Node, v: object) -> fx.Node:
+    q, k = _qk(rw, a, merge)
+    heads, _, _ = _keep(a, _live(a, rw.live, merge))
     args = [q, k, v, *(rw.map_arg(x) for x in a.sdpa.args[3:])]
     kwargs = {k_: rw.map_arg(x) for k_, x in a.sdpa.kwargs.items() if k_ != "enable_gqa"}
     mask_at = 3 if len(a.sdpa.args) > 3 else None
@@ -524,8 +617,35 @@ def emit(merge: fx.Node, rw) -> None:
             else:
                 kwargs["attn_mask"] = picked
     if kwargs.get("scale") is None:  # the original width's scale, not the pruned one's
-        kwargs["scale"] = 1.0 / math.sqrt(d)
-    out = rw.call(a.sdpa.target, tuple(args), kwargs)
-    out = rw.call(aten.transpose.int, (out, 1, 2))
-    out = rw.call(aten.flatten.using_ints, (out, -2, -1))
-    rw.set(merge, out, (heads[:, None] * dv + v_slots[of]).reshape(-1))
+        kwargs["scale"] = 1.0 / math.sqrt(a.q.index.shape[1])
+    return rw.call(a.sdpa.target, tuple(args), kwargs)
+
+
+class Score(Rule):
+    """``aten.matmul``: the score ``q @ k^T`` of a written-out attention (see :func:`match`);
+    any other matmul stays a barrier."""
+
+    def _score(self, node: fx.Node, an) -> Heads | None:
+        kind = an.kinds.get(node.name)
+        return kind[1] if isinstance(kind, tuple) and kind[0] == SCORE else None
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        if self._score(node, st) is not None:
+            st.axes[node.name] = None  # (B, heads, L, L): no channel axis
+            return
+        super().flow(node, st)
+
+    def demand(self, node: fx.Node, lv) -> None:
+        if self._score(node, lv.analysis) is None:  # q and k: demanded by the merge
+            super().demand(node, lv)
+
+    def emit(self, node: fx.Node, rw) -> None:
+        a = self._score(node, rw.analysis)
+        if a is None:
+            return super().emit(node, rw)
+        q, k = _qk(rw, a, a.merge)
+        k_t = rw.call(aten.transpose.int, (k, -2, -1))
+        rw.set(node, rw.call(node.target, (q, k_t)), None)
+
+
+register(Score(), "aten.matmul")

@@ -14,6 +14,7 @@ from torch import fx
 
 from ..types import ABSORBED, Axis, FlowState, node_shape
 from . import attention
+from .base import Rule
 from .channelwise import Channelwise
 from .registry import register
 
@@ -61,6 +62,33 @@ class Select(Channelwise):
     def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
         d = _norm(node.args[1], len(node_shape(node.args[0])))
         return None if d == ax.dim else ax.dim - (d < ax.dim)
+
+
+class Factory(Rule):
+    """new_zeros/new_ones/new_full/new_empty: a new tensor that takes only its input's dtype
+    and device (Swin's shifted-window mask): no channel flows, and no input channel is needed."""
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        st.axes[node.name] = None
+
+    def demand(self, node: fx.Node, lv) -> None:
+        return
+
+    def emit(self, node: fx.Node, rw) -> None:
+        args = (rw.value(node.args[0])[0], *(rw.map_arg(a) for a in node.args[1:]))
+        kwargs = {k: rw.map_arg(v) for k, v in node.kwargs.items()}
+        rw.set(node, rw.call(node.target, args, kwargs), None)
+
+
+class Roll(Channelwise):
+    """roll along other dims (Swin's shifted windows); rolling the channels (or the flattened
+    tensor) mixes them."""
+
+    def axis_out(self, node: fx.Node, ax: Axis) -> int | None:
+        rank = len(node_shape(node.args[0]))
+        dims = node.args[2] if len(node.args) > 2 else node.kwargs.get("dims", [])
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        return None if not dims or ax.dim in [_norm(d, rank) for d in dims] else ax.dim
 
 
 class Expand(Channelwise):
@@ -235,6 +263,8 @@ register(Transpose(), "aten.transpose", "aten.t")
 register(Unsqueeze(), "aten.unsqueeze")
 register(Squeeze(), "aten.squeeze")
 register(Select(), "aten.select.int")
+register(Roll(), "aten.roll")
+register(Factory(), "aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty")
 register(Expand(), "aten.expand")
 register(View(), "aten.view", "aten._unsafe_view", "aten.reshape")
 
