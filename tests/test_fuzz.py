@@ -53,6 +53,7 @@ def test_generator_covers_the_listed_constructs():
         "flatten", "shuffle:view", "shuffle:module", "plin", "mlp", "slice", "gate", "scale",
         "two outputs", "frozen:frozen", "frozen:div", "views:split", "views:slice", "convt",
         "convt:depthwise", "addmm", "rmsnorm:rms", "rmsnorm:rms64", "rmsnorm:ln",
+        "rmsnorm:lnvar", "rmsnorm:stat",
         "mask:output none", "mask:input all_but_one", "mask:output all", "mask:input nested",
         "mask:input disjoint", "mask:input same", "mask:output all raw",
         "mask:auto input constrained", "mask:auto output",

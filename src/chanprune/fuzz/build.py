@@ -98,26 +98,34 @@ class AddmmLinear(nn.Module):
 class WrittenNorm(nn.Module):
     """A norm over the channels (``dim``) written out as element-wise ops: Hugging Face's
     LlamaRMSNorm (``how="rms"``: statistics in float32, which on a float32 model traces as
-    metadata assertions; ``"rms64"``: in float64, as casts) or a LayerNorm (``"ln"``: mean-
-    centred, with a bias; over dim 1 it is ConvNeXt's LayerNorm2d written out)."""
+    metadata assertions; ``"rms64"``: in float64, as casts), a LayerNorm (``"ln"``: mean-
+    centred, with a bias, the variance as ``pow(2).mean``, ``"lnvar"``: as ``var``; over dim 1
+    it is ConvNeXt's LayerNorm2d written out) or a gate from channel statistics (``"stat"``:
+    ``x * sigmoid(amax + sum)`` over the channels, as CBAM's spatial attention)."""
 
     def __init__(self, c: int, how: str, dim: int) -> None:
         super().__init__()
         self.how, self.dim = how, dim
         self.weight = nn.Parameter(torch.rand(c) + 0.5)
-        self.bias = nn.Parameter(torch.rand(c) - 0.5) if how == "ln" else None
+        self.bias = nn.Parameter(torch.rand(c) - 0.5) if how.startswith("ln") else None
 
     def _param(self, p: torch.Tensor, rank: int) -> torch.Tensor:
         return p if self.dim == -1 else p.reshape(-1, *[1] * (rank - 1 - self.dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self._param(self.weight, x.dim())
-        if self.how == "ln":
-            u = x.mean(self.dim, keepdim=True)
-            s = (x - u).pow(2).mean(self.dim, keepdim=True)
+        d = self.dim
+        if self.how == "stat":
+            return w * x * torch.sigmoid(x.amax(d, keepdim=True) + x.sum(d, keepdim=True))
+        if self.how.startswith("ln"):
+            u = x.mean(d, keepdim=True)
+            if self.how == "ln":
+                s = (x - u).pow(2).mean(d, keepdim=True)
+            else:
+                s = x.var(d, keepdim=True, unbiased=False)
             return (x - u) / torch.sqrt(s + 1e-5) * w + self._param(self.bias, x.dim())
         h = x.to(torch.float64 if self.how == "rms64" else torch.float32)
-        h = h * torch.rsqrt(h.pow(2).mean(self.dim, keepdim=True) + 1e-6)
+        h = h * torch.rsqrt(h.pow(2).mean(d, keepdim=True) + 1e-6)
         return w * h.to(x.dtype)
 
 

@@ -172,8 +172,8 @@ def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
         return Op("convt", (src,), (*p, ("out", out)))
     if op == "addmm":  # GPT-2's Conv1D over the channels: addmm with an (in, out) weight
         return Op("addmm", (src,), (("out", c if d.boolean() else d.integer(1, 8)),))
-    if op == "rmsnorm":  # Llama's RMSNorm (casts to float32 or float64) or a LayerNorm
-        how = d.choice(("rms", "rms64", "ln"))
+    if op == "rmsnorm":  # Llama's RMSNorm, a LayerNorm or a gate, written out (WrittenNorm)
+        how = d.choice(("rms", "rms64", "ln", "lnvar", "stat"))
         return Op("rmsnorm", (src,), (("how", how), ("last", d.boolean())))
     return Op("act", (src,), (("fn", "relu"),))  # the op did not fit: a harmless fallback
 
