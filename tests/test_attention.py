@@ -246,3 +246,48 @@ def test_rolling_the_channels_stays_a_barrier():
     with pytest.warns(UserWarning, match="roll"):
         an = analyze(capture(model, torch.randn(2, 3, 4, 4)))
     assert an.pinned[an.root[an.producer_of("a.weight").ids]].all()
+
+
+class Mha(nn.Module):
+    """torch.nn.MultiheadAttention: tokens first inside, batch and heads merged by its views."""
+
+    def __init__(self, batch_first=True):
+        super().__init__()
+        self.batch_first = batch_first
+        self.inp = nn.Linear(8, 32)
+        self.att = nn.MultiheadAttention(32, 4, batch_first=batch_first)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.inp(x)
+        t = x if self.batch_first else x.transpose(0, 1)
+        y, _ = self.att(t, t, t, need_weights=False)
+        y = y if self.batch_first else y.transpose(0, 1)
+        return self.fc((x + y).mean(1))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_prunes_heads(batch_first):
+    torch.manual_seed(0)
+    model = Mha(batch_first).eval()
+    x = torch.randn(2, 6, 8)
+    _no_barrier(model, x)
+    # out_proj reads nothing of head 3: its q, k, v rows go (3 x 8 of the 96)
+    chanprune.apply_masks(model, x, {"att.out_proj.weight": list(range(24, 32))}, side="input")
+    exported, _ = prune_and_check(model, x, method="reorder")
+    assert exported.get_parameter("att.in_proj_weight").shape[0] == 72
+    for side in ("output", "input"):
+        m = Mha(batch_first).eval()
+        prune_and_check(m, x, method="reorder", amount=0.3, side=side)
+
+
+def test_torchvision_vision_transformer_prunes_heads():
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.VisionTransformer(
+        image_size=16, patch_size=8, num_layers=1, num_heads=4, hidden_dim=32, mlp_dim=64
+    ).eval()
+    x = torch.randn(2, 3, 16, 16)
+    _no_barrier(model, x)
+    exported, _ = prune_and_check(model, x, method="reorder", amount=0.3, side="input")
+    name = "encoder.layers.encoder_layer_0.self_attention.out_proj.weight"
+    assert exported.get_parameter(name).shape[1] < 32  # it reads fewer head channels

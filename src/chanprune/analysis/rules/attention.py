@@ -42,7 +42,7 @@ ATTENTION = "attention"
 SCORE = "attention-score"  # kinds[] mark of the written-out form's q @ k^T
 aten = torch.ops.aten
 
-_MOVES = ("permute", "transpose", "clone", "contiguous", "alias", "select")
+_MOVES = ("permute", "transpose", "clone", "contiguous", "alias", "select", "unsqueeze", "squeeze")
 _SCALES = ("mul", "div")
 _SPLITS = ("unbind", "split", "split_with_sizes", "chunk")
 _VIEWS = ("view", "_unsafe_view", "reshape")
@@ -57,6 +57,7 @@ class Operand:
     src: fx.Node  # (B, L, C), channel axis last
     index: np.ndarray  # (heads, head_dim): position in ``src`` of each head channel
     scales: tuple[tuple[object, float], ...] = ()  # (mul or div, constant) on the way
+    tokens_first: bool = False  # ``src`` is (L, B, C), as in torch.nn.MultiheadAttention
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Heads:
     rotary: tuple[fx.Node, fx.Node] | None  # cos, sin, each (B or 1, 1, L, head_dim)
     merge: fx.Node | None = None
     value: fx.Node | None = None  # the written-out form's probabilities @ v
+    moves: tuple[fx.Node, ...] = ()  # permute/transpose from (B, H, L, d) to (..., H, d)
 
     @property
     def manual(self) -> bool:
@@ -179,52 +181,89 @@ def _path(x: fx.Node, nodes: list[fx.Node], scales: list) -> tuple[fx.Node, list
         elif x.op == "call_function" and x.target is operator.getitem and _is(x.args[0], *_SPLITS):
             path.extend([x, x.args[0]])
             x = x.args[0].args[0]
-        elif _is(x, *_VIEWS):
+        elif _is(x, *_VIEWS) and _splits_channels(x):
             path.append(x)
             nodes.extend(path)
             return x, path[::-1]
+        elif _is(x, *_VIEWS) and len(path) < _SEARCH:  # heads merged with the batch, as
+            path.append(x)  # torch.nn.MultiheadAttention does
+            x = x.args[0]
         else:
             return None
 
 
-def _replay(node: fx.Node, value: object, batch: int, tokens: int) -> object:
-    """Apply a view/move/split node to ``value``, a (batch, tokens, C) stand-in of its input."""
+def _splits_channels(view: fx.Node) -> bool:
+    """A view of a (T0, T1, C) tensor into (T0, T1, ..., d): the channels into heads."""
+    a, b = node_shape(view.args[0]), node_shape(view)
+    return a is not None and len(a) == 3 and len(b) > 3 and b[:2] == a[:2]
+
+
+_STAND_IN = (2, 3)  # the sizes of the source's two leading dims in the replay
+
+
+def _replay(node: fx.Node, value: object, real: tuple[int, int], small: tuple[int, int]) -> object:
+    """Apply a view/move/split node to ``value``, the stand-in of its input."""
     if node.target is operator.getitem:
         return value[node.args[1]]
     args = [value, *node.args[1:]]
-    if _is(node, *_VIEWS):
-        args[1] = [batch, tokens, *node_shape(node)[2:]]
+    if _is(node, *_VIEWS):  # as reshape: the replay skips the copies a view may rely on
+        return value.reshape(_stand_in_shape(node_shape(node), real, small))
     if _is(node, "clone", "contiguous", "alias"):
         return value
     return node.target(*args, **node.kwargs)
 
 
-def _index(view: fx.Node, path: list[fx.Node]) -> np.ndarray | None:
+def _stand_in_shape(
+    shape: tuple[int, ...], real: tuple[int, int], small: tuple[int, int]
+) -> list[int]:
+    """A view's shape with the source's leading sizes ``real`` replaced by the stand-in's,
+    each taken from the first dim it divides (a wrong guess fails the checks in _index)."""
+    out, left = [], [0, 1]
+    for n in shape:
+        size = 1
+        for i in list(left):
+            if real[i] > 1 and n % real[i] == 0:
+                n //= real[i]
+                size *= small[i]
+                left.remove(i)
+        out.append(n * size)
+    return out
+
+
+def _index(view: fx.Node, path: list[fx.Node]) -> tuple[np.ndarray, bool] | None:
     """(heads, head_dim) -> channel of the view's input, by replaying the path on indices.
 
     The stand-in has batch 2 and 3 tokens so that a move mixing them up would show."""
     src = node_shape(view.args[0])
-    if src is None or len(src) != 3 or node_shape(view)[:2] != src[:2]:
-        return None
+    if src is None or len(src) != 3 or (src[0] == src[1] and len(path) > 1 + _n_moves(path)):
+        return None  # two equal leading sizes cannot be told apart in a merged view
     c = src[-1]
-    value = torch.arange(2 * 3 * c).reshape(2, 3, c)
+    s0, s1 = (s if r > 1 else 1 for s, r in zip(_STAND_IN, src[:2], strict=True))
+    value = torch.arange(s0 * s1 * c).reshape(s0, s1, c)
     try:
         for n in path:
-            value = _replay(n, value, 2, 3)
+            value = _replay(n, value, src[:2], (s0, s1))
     except Exception:
         return None
-    if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[0] != 2:
-        return None
-    if value.shape[2] != 3:
+    if not isinstance(value, torch.Tensor) or value.dim() != 4:
         return None
     where = (value // c).numpy()
-    expect = np.arange(2)[:, None, None, None] * 3 + np.arange(3)[None, None, :, None]
-    if not (where == expect).all():
+    i = np.arange(value.shape[0])[:, None, None, None]
+    j = np.arange(value.shape[2])[None, None, :, None]
+    # (B, H, L, d) with B, L the source's dims 0, 1 in this order or the other
+    same = value.shape[0::2] == (s0, s1) and (where == i * s1 + j).all()
+    if not same and not (value.shape[0::2] == (s1, s0) and (where == j * s1 + i).all()):
         return None
+    if s0 == 1 or s1 == 1:  # a size-1 dim: which is the batch cannot be told; the real shapes
+        same = node_shape(path[-1])[0::2] == src[:2]  # decide (equal sizes: the order kept)
     index = (value[0, :, 0, :] % c).numpy().astype(np.int64)
     if not (value % c == torch.from_numpy(index)[None, :, None, :]).all():
         return None
-    return index
+    return index, not same
+
+
+def _n_moves(path: list[fx.Node]) -> int:
+    return sum(not _is(n, *_VIEWS) for n in path)
 
 
 def _operand(
@@ -245,10 +284,10 @@ def _operand(
     if walked is None:
         return None
     view, path = walked
-    index = _index(view, path)
-    if index is None:
+    found = _index(view, path)
+    if found is None:
         return None
-    return Operand(view.args[0], index, tuple(scales)), view, rep
+    return Operand(view.args[0], found[0], tuple(scales), found[1]), view, rep
 
 
 def _is_core(node: fx.Node) -> bool:
@@ -290,24 +329,36 @@ def _value_matmul(score: fx.Node) -> fx.Node | None:
     return None
 
 
-def _merge(sdpa: fx.Node, nodes: list[fx.Node]) -> fx.Node | None:
-    """The output's ``[view] -> transpose(1, 2) -> [copy] -> reshape(..., H * d)``."""
-    shape = node_shape(sdpa)
-    node = _single_user(sdpa)
+def _merge(core: fx.Node, nodes: list[fx.Node]) -> tuple[fx.Node, tuple[fx.Node, ...]] | None:
+    """The output's ``[view] -> moves -> reshape(..., H * d)``, the moves leaving (heads,
+    head_dim) last: ``transpose(1, 2)`` (Hugging Face, timm), or MultiheadAttention's
+    ``permute(2, 0, 1, 3)`` with tokens and batch merged by the reshape. Returns (the merging
+    reshape, the moves)."""
+    shape = node_shape(core)
+    node = _single_user(core)
     if _is(node, *_VIEWS) and node_shape(node) == shape:
         nodes.append(node)
         node = _single_user(node)
-    if not _is(node, "transpose") or sorted(d % 4 for d in node.args[1:3]) != [1, 2]:
-        return None
-    nodes.append(node)
-    node = _single_user(node)
-    if _is(node, "clone", "contiguous"):
+    labels, moves = ["B", "H", "L", "D"], []
+    while _is(node, "permute", "transpose", "clone", "contiguous"):
+        if _is(node, "permute"):
+            labels = [labels[d % 4] for d in node.args[1]]
+        elif _is(node, "transpose"):
+            a, b = (d % 4 for d in node.args[1:3])
+            labels[a], labels[b] = labels[b], labels[a]
         nodes.append(node)
+        moves.append(node)
         node = _single_user(node)
-    want = (shape[0], shape[2], shape[1] * shape[3])
-    if not _is(node, *_VIEWS) or node_shape(node) != want:
+    if not _is(node, *_VIEWS) or labels[2:] != ["H", "D"] or not moves:
         return None
-    return node
+    moved = node_shape(moves[-1])
+    out = node_shape(node)
+    lead = len(moved) - 1 - len(out)  # leading dims the reshape merges into the first one
+    if out[-1] != shape[1] * shape[3] or lead not in (0, 1):
+        return None
+    if out[:-1] != (int(np.prod(moved[: lead + 1])), *moved[lead + 1 : -2]):
+        return None
+    return node, tuple(moves)
 
 
 def _single_user(node: fx.Node) -> fx.Node | None:
@@ -345,9 +396,10 @@ def match(split: fx.Node, ax: Axis, st: FlowState) -> tuple[list[fx.Node], Heads
         return None
     if rotary and (rotary[0] != rotary[1] or not _rotary_fits(rotary[0], q)):
         return None
-    merge = _merge(value if value is not None else sdpa, nodes)
-    if merge is None:
+    merged = _merge(value if value is not None else sdpa, nodes)
+    if merged is None:
         return None
+    merge, moves = merged
     absorbed = set(nodes) | {value if value is not None else sdpa}
     absorbed |= {u for n in absorbed for u in n.users if _is(u, "_assert_tensor_metadata")}
     inside = absorbed | {merge, sdpa}
@@ -360,7 +412,7 @@ def match(split: fx.Node, ax: Axis, st: FlowState) -> tuple[list[fx.Node], Heads
     outside += list(rotary[0]) if rotary else []
     if any(st.axis(a) is not None for a in outside):
         return None
-    heads = Heads(q, k, v, sdpa, rotary[0] if rotary else None, merge, value)
+    heads = Heads(q, k, v, sdpa, rotary[0] if rotary else None, merge, value, moves)
     return [*sorted(absorbed, key=_order(split)), merge], heads
 
 
@@ -518,6 +570,8 @@ def _heads_of(rw, op: Operand, heads: np.ndarray, cols: np.ndarray) -> object:
     pos = op.index[heads[:, None], cols].reshape(-1)
     t = rw.align(xn, 2, lx, pos, op.src)
     t = rw.call(aten.unflatten.int, (t, -1, [len(heads), cols.shape[1]]))
+    if op.tokens_first:  # (L, B, heads, width)
+        return rw.call(aten.permute.default, (t, [1, 2, 0, 3]))
     return rw.call(aten.transpose.int, (t, 1, 2))
 
 
@@ -597,8 +651,13 @@ def emit(merge: fx.Node, rw) -> None:
         out = rw.call(a.value.target, (rw.map_arg(a.value.args[0]), v))
     else:
         out = _sdpa(rw, a, merge, v)
-    out = rw.call(aten.transpose.int, (out, 1, 2))
-    rw.set(merge, rw.call(aten.flatten.using_ints, (out, -2, -1)), layout)
+    for move in a.moves:
+        if not _is(move, "clone", "contiguous"):
+            out = rw.call(move.target, (out, *move.args[1:]))
+    out = rw.call(aten.flatten.using_ints, (out, -2, -1))
+    if len(node_shape(merge)) < len(node_shape(a.moves[-1])) - 1:  # tokens and batch merged
+        out = rw.call(aten.flatten.using_ints, (out, 0, 1))
+    rw.set(merge, out, layout)
 
 
 def _sdpa(rw, a: Heads, merge: fx.Node, v: object) -> fx.Node:
