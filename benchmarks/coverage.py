@@ -274,15 +274,34 @@ def _qkv_dims(model) -> dict[str, int]:
     return dims
 
 
-def qkv_pruned(model, exported) -> float | None:
-    """The share of q/k/v projection output channels the export removed (None: no attention).
-    Above zero, attention heads, or channels within them, were pruned."""
-    dims = _qkv_dims(model)
-    if not dims:
-        return None
+def _layer_dims(model, parts: list[str] | None) -> dict[str, int]:
+    """The output-channel dim of each conv/linear weight (of the named parts, if any): 0, but 1
+    for transposed convs (weights stored (in, out), depthwise aside) and GPT-2's Conv1D."""
+    from torch import nn
+
+    transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    plain = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    dims = {}
+    for name, m in model.named_modules():
+        if parts and not any(name == p or name.startswith(p + ".") for p in parts):
+            continue
+        if isinstance(m, transposed):
+            dims[f"{name}.weight"] = 0 if m.groups > 1 else 1
+        elif isinstance(m, plain):
+            dims[f"{name}.weight"] = 0
+        elif type(m).__name__ == "Conv1D":
+            dims[f"{name}.weight"] = 1
+    return dims
+
+
+def removed_share(model, exported, dims: dict[str, int]) -> float | None:
+    """The share of the output channels of the weights in ``dims`` that ``exported`` no longer
+    has (None: no such weight). Read off the parameter shapes, which keep their names."""
     before, after = dict(model.named_parameters()), dict(exported.named_parameters())
-    width = {n: before[n].shape[d] for n, d in dims.items()}
-    kept = {n: after[n].shape[d] if n in after else width[n] for n, d in dims.items()}
+    width = {n: before[n].shape[d] for n, d in dims.items() if n in before}
+    if not width:
+        return None
+    kept = {n: after[n].shape[dims[n]] if n in after else w for n, w in width.items()}
     return 1 - sum(kept.values()) / sum(width.values())
 
 
@@ -310,7 +329,7 @@ def _check(model, exported, inputs: tuple) -> str:
 def dynamic_shapes(case, model) -> dict | None:
     """``dynamic_shapes=`` for mask and export: the case's size dims as ``Dim.AUTO``, keyed by
     the forward's parameter names. None where the model has no such dims, or where
-    ``chanprune.export`` takes no ``dynamic_shapes`` (then it exports at the traced size)."""
+    ``chanprune.export`` takes no ``dynamic_shapes`` (it then exports at the traced size only)."""
     import chanprune
 
     if (
@@ -324,26 +343,42 @@ def dynamic_shapes(case, model) -> dict | None:
     return {n: {i: Dim.AUTO for i in d} for n, d in zip(names, case.dynamic, strict=False) if d}
 
 
-def _other_size(case, model, exported, dynamic: dict | None) -> str:
-    """How the export compares with the masked model at the case's other size."""
+def _prune(case, parts: list[str] | None, side: str, shapes: dict | None = None):
+    """A fresh build of the case, masked on ``side`` and exported: (masked model, export)."""
+    import chanprune
+
+    extra = {"dynamic_shapes": shapes} if shapes else {}
+    model, x = case.build(), case.inputs(2, False)
+    chanprune.mask(model, x, amount=AMOUNT, side=side, submodules=parts, **extra)
+    return model, chanprune.export(model, x, method="reorder", submodules=parts, **extra)
+
+
+def _other_size(case, parts: list[str] | None, model, exported) -> str:
+    """How an export compares with the masked model at the case's other size: the export at
+    hand where the model resizes its input itself, else one made with ``dynamic_shapes``."""
     if case.size == "one":
         return "n/a (model)"
-    if case.size == "dynamic" and dynamic is None:
+    if case.size == "any":
+        return _check(model, exported, case.inputs(2, True))
+    shapes = dynamic_shapes(case, model)
+    if shapes is None:
         return FIXED
+    try:
+        model, exported = _prune(case, parts, "output", shapes)
+    except Exception as e:
+        return f"fails: {_first_line(e)}"
     return _check(model, exported, case.inputs(2, True))
 
 
-def _input_side(case, parts, shapes: dict) -> str:
-    """Mask a fresh build on the input side, export it and check it on fresh inputs."""
-    import chanprune
-
-    model, x = case.build(), case.inputs(2, False)
+def _input_side(case, parts: list[str] | None) -> tuple[str, float | None]:
+    """Mask a fresh build on the input side, export it and check it on fresh inputs: the
+    outcome and the share of conv/linear output channels removed."""
     try:
-        chanprune.mask(model, x, amount=AMOUNT, side="input", submodules=parts, **shapes)
-        exported = chanprune.export(model, x, method="reorder", submodules=parts, **shapes)
+        model, exported = _prune(case, parts, "input")
     except Exception as e:
-        return f"fails: {_first_line(e)}"
-    return _check(model, exported, case.inputs(2, False))
+        return f"fails: {_first_line(e)}", None
+    share = removed_share(model, exported, _layer_dims(model, parts))
+    return _check(model, exported, case.inputs(2, False)), share
 
 
 def run_beyond(name: str) -> dict:
@@ -371,23 +406,21 @@ def run_beyond(name: str) -> dict:
         share = _share(model, x, parts)
         rec["prunable"], rec["channels"], rec["causes"] = share.prunable, share.total, share.causes
         rec["stage"] = "mask"
-        dynamic = dynamic_shapes(case, model)
-        shapes = {"dynamic_shapes": dynamic} if dynamic else {}
-        rec["dynamic"] = {n: sorted(d) for n, d in (dynamic or {}).items()}
-        masks = chanprune.mask(model, x, amount=AMOUNT, side="output", submodules=parts, **shapes)
+        masks = chanprune.mask(model, x, amount=AMOUNT, side="output", submodules=parts)
         rec["masked"] = sum(len(v) for v in masks.values())
         rec["stage"] = "export"
         t = time.perf_counter()
-        exported = chanprune.export(model, x, method="reorder", submodules=parts, **shapes)
+        exported = chanprune.export(model, x, method="reorder", submodules=parts)
         rec["export_s"] = round(time.perf_counter() - t, 2)
         rec["params_after"] = chanprune.count_params(exported)
-        rec["qkv_pruned"] = qkv_pruned(model, exported)
+        rec["pruned"] = removed_share(model, exported, _layer_dims(model, parts))
+        rec["qkv_pruned"] = removed_share(model, exported, _qkv_dims(model))
         rec["stage"] = "verify"
         rec["fresh"] = _check(model, exported, case.inputs(2, False))
         rec["batch"] = _check(model, exported, case.inputs(NEW_BATCH, False))
-        rec["size"] = _other_size(case, model, exported, dynamic)
+        rec["size"] = _other_size(case, parts, model, exported)
         rec["stage"] = "input side"
-        rec["input_side"] = _input_side(case, parts, shapes)
+        rec["input_side"], rec["input_pruned"] = _input_side(case, parts)
         rec["stage"] = "ok" if beyond_ok(rec) else "checks"
     except Exception as e:
         rec["error"] = _first_line(e)
@@ -638,23 +671,28 @@ BEYOND_HEAD = (
     "the parts for models pruned through `submodules=`), mask 30% on the output side, export "
     "with reorder, then check the export against the masked model on fresh inputs, at batch "
     f"{NEW_BATCH} and at another sequence length or image size ('{FIXED}': `chanprune.export` "
-    "has no `dynamic_shapes=` yet, so the export takes the traced size only; where it has, mask "
-    "and export get the size dims as `Dim.AUTO`; 'n/a (model)': the model takes one size); then "
+    "has no `dynamic_shapes=` yet, so the export takes the traced size only; where it has, a "
+    "fresh build is masked and exported with the size dims as `Dim.AUTO` and checked there; "
+    "'n/a (model)': the model takes one size; detectors resize their input themselves); then "
     "mask a fresh build on the input side, export and check it. "
-    "'pruned': output channels mask zeroed / all conv and linear output channels, final layers "
-    "excluded (the 'prunable' denominator). 'q/k/v': share of the attention projections' output "
-    "channels the export removed (0%: no attention head, nor channel within one, pruned). Export "
-    "times are single-thread times on a shared machine."
+    "'pruned out / in': the share of all conv and linear output channels (of the parts, for "
+    "`submodules=`; final layers included) the export removed, masked on the output / input "
+    "side, read off the parameter shapes. 'q/k/v': the same for the attention projections "
+    "(0%: no attention head, nor channel within one, pruned). Export times are single-thread "
+    "times on a shared machine."
 )
 
 
 def _cell(outcome: str | None) -> str:
-    """A check's outcome in one or two words (the reasons are listed above the table)."""
+    """A check's outcome in one or two words (the reasons are listed above the table):
+    'refused' where chanprune refused the input by name, 'fails' where anything else raised."""
     if not outcome:
         return "-"
     if outcome == "exact" or outcome.startswith("n/a"):
         return outcome
-    return "model fails" if outcome.startswith("the model") else outcome.split(":")[0]
+    if outcome.startswith("the model"):
+        return "model fails"
+    return "refused" if outcome.startswith("fails: InputError") else outcome.split(":")[0]
 
 
 def _pct(num: float | None, den: float | None = 1.0) -> str:
@@ -676,8 +714,8 @@ def _beyond_problems(r: dict) -> list[str]:
 def beyond_section(recs: list[dict], names: list[str]) -> list[str]:
     """The beyond zoo's part of coverage.md: summary, problems, one row a model."""
     ok = [r for r in recs if _ok(r)]
-    shares = [r for r in recs if r.get("channels")]
-    enough = [r for r in shares if r.get("masked", 0) >= 0.25 * r["channels"]]
+    pruned = [r for r in recs if r.get("pruned") is not None]
+    enough = [r for r in pruned if r["pruned"] >= 0.25]
     attn = [r for r in recs if r.get("qkv_pruned") is not None]
     heads = [r for r in attn if r["qkv_pruned"] > 0]
     fixed = [r for r in recs if r.get("size") == FIXED]
@@ -689,7 +727,7 @@ def beyond_section(recs: list[dict], names: list[str]) -> list[str]:
         f"- exact on fresh inputs, at batch {NEW_BATCH}, at another size where exported for it "
         f"and on the input side, with a parameter drop: **{len(ok)}/{len(recs)}**",
         f"- at least 25% of the conv/linear output channels pruned at amount {AMOUNT}: "
-        f"{len(enough)} of {len(shares)} analysed models",
+        f"{len(enough)} of {len(pruned)} exported models",
         f"- attention q/k/v channels pruned: {len(heads)} of {len(attn)} models with attention",
     ]
     if fixed:
@@ -701,7 +739,7 @@ def beyond_section(recs: list[dict], names: list[str]) -> list[str]:
         out += [f"- {m}: {p[:240]}" for m, p in problems] + [""]
     out += [
         "| model | family | params (M) | output side | new batch | other size | input side "
-        "| prunable | pruned | q/k/v | param drop | export s | code |",
+        "| prunable | pruned out / in | q/k/v | param drop | export s | code |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(recs, key=lambda r: (r.get("family", ""), r["model"])):
@@ -716,7 +754,8 @@ def beyond_section(recs: list[dict], names: list[str]) -> list[str]:
             f"| {r['model']} | {r.get('family', '-')} | {params} | {outcome} "
             f"| {_cell(r.get('batch'))} | {_cell(r.get('size'))} | {_cell(r.get('input_side'))} "
             f"| {_pct(r.get('prunable'), r.get('channels'))} "
-            f"| {_pct(r.get('masked'), r.get('channels'))} | {_pct(r.get('qkv_pruned'))} "
+            f"| {_pct(r.get('pruned'))} / {_pct(r.get('input_pruned'))} "
+            f"| {_pct(r.get('qkv_pruned'))} "
             f"| {drop} | {r.get('export_s', '-')} | {r.get('code', '-')} |"
         )
     return [*out, ""]

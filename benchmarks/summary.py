@@ -85,11 +85,31 @@ def bullets() -> list[str]:
         + ", ".join(f"{zoo} {n}" for zoo, n in zoos)
         + " exported with outputs equal to the masked model's and rebuilt from their saved "
         "pruning specs ([coverage](benchmarks/results/coverage.md)).",
+        *beyond(cov),
         f"- Fewest copies: the reorder export copies exactly the proven minimum of bytes in "
         f"{at_bound} of {len(rows)} cells ([copies](benchmarks/results/copies.md)).",
         f"- Fast to export: {statistics.median(speedups):.1f}x faster than apple-upscale's "
         "export of the same masked model, median over "
         f"{len(speedups)} models ([export time](benchmarks/results/export_time.md)).",
+    ]
+
+
+def beyond(cov: str) -> list[str]:
+    """The bullet on coverage.md's third zoo (none before it has run)."""
+    head = re.search(r"^## Beyond classification \((\d+) of (\d+) models run\)", cov, re.M)
+    if not head:
+        return []
+    rest = cov[head.end() :]
+    exact = re.search(r"\*\*(\d+)/(\d+)\*\*", rest)
+    enough = re.search(r"channels pruned at amount [\d.]+: (\d+) of (\d+)", rest)
+    if not exact or not enough:
+        return []
+    return [
+        f"- Beyond classification (segmentation, detection, video, optical flow, Hugging Face "
+        f"transformers, diffusers; tiny, random init): {exact[1]}/{exact[2]} exact on fresh "
+        f"inputs, at a new batch size, at another input size and on both sides; {enough[1]} of "
+        f"{enough[2]} prune at least 25% of their conv/linear channels at amount 0.3 "
+        "([coverage](benchmarks/results/coverage.md))."
     ]
 
 
