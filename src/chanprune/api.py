@@ -11,12 +11,13 @@ import torch
 
 from .analysis.propagate import analyze
 from .capture.submodules import for_each_part, replace
-from .capture.trace import as_input_tuple, capture, gc_paused, run_model
+from .capture.trace import as_example, capture, gc_paused, run_model
 from .errors import ExportError, InputError
 from .layout.policy import NaturalOrder, SolvedOrder
 from .liveness.flow import liveness
 from .liveness.rounding import round_depthwise
 from .rewrite.fixed_batch import guard as guard_fixed_batch
+from .rewrite.inputs import guard as guard_inputs
 from .rewrite.rewriter import GROUP_QUANTUM, rewrite
 from .rewrite.verify import compare, verify
 
@@ -39,14 +40,14 @@ def policy_for(method: str, analysis, live):
     return SolvedOrder(analysis, live) if method == "reorder" else NaturalOrder()
 
 
-def _build(cap, method: str, quantum: int, inputs: tuple, reference: object | None):
+def _build(cap, method: str, quantum: int, inputs: tuple, reference: object | None, kwargs: dict):
     """analysis -> liveness -> layout policy -> rewrite, checked against ``reference``."""
     an = analyze(cap)
     live = liveness(an)
     round_depthwise(live, quantum)
     result = rewrite(an, live, policy_for(method, an, live), quantum)
     if reference is not None:
-        verify(cap, result, inputs, reference)
+        verify(cap, result, inputs, reference, kwargs)
     return result
 
 
@@ -59,6 +60,8 @@ def export(
     dynamic_batch: bool = True,
     group_quantum: int = GROUP_QUANTUM,
     submodules: Sequence[str] | None = None,
+    example_kwargs: dict[str, object] | None = None,
+    dynamic_shapes: object = None,
 ) -> torch.nn.Module:
     """A new, physically smaller module whose outputs equal ``model``'s (as masked).
 
@@ -82,27 +85,41 @@ def export(
     detector's post-processing), export each named submodule on the inputs it receives in one
     eager run and return a deep copy of ``model`` with those submodules replaced, checked end
     to end on ``example_inputs`` (mask with the same ``submodules``).
+
+    ``example_kwargs``: keyword inputs, as in ``model(*example_inputs, **example_kwargs)``:
+    tensors (``attention_mask=``) are inputs of the result like positional ones; constants
+    (``use_cache=False``) are fixed by the capture, and the result takes them as defaults and
+    refuses other values. ``dynamic_shapes={"input_ids": {1: torch.export.Dim.AUTO}}`` makes
+    dimensions besides the batch dynamic (passed to ``torch.export``); every other dimension
+    is fixed to the example's, and the result refuses other sizes by name.
     """
     check_method(method)
     check_group_quantum(group_quantum)
     if submodules is not None:
         return _export_parts(
-            model, example_inputs, submodules, method, check, dynamic_batch, group_quantum
+            model,
+            example_inputs,
+            submodules,
+            (method, check, dynamic_batch, group_quantum),
+            example_kwargs,
+            dynamic_shapes,
         )
-    inputs = as_input_tuple(example_inputs)
-    reference = run_model(model, inputs)
+    inputs, kwargs = as_example(example_inputs, example_kwargs)
+    reference = run_model(model, inputs, kwargs)
     # a capture traced at a marker batch (capture/batch.py) is vouched for by the check
     # below, which runs at another batch; unchecked exports take the symbolic trace
-    cap = capture(model, inputs, dynamic_batch=dynamic_batch, marked=check)
+    how = dict(example_kwargs=kwargs, dynamic_shapes=dynamic_shapes, dynamic_batch=dynamic_batch)
+    cap = capture(model, inputs, marked=check, **how)
     try:
-        result = _build(cap, method, group_quantum, inputs, reference if check else None)
+        result = _build(cap, method, group_quantum, inputs, reference if check else None, kwargs)
     except Exception:  # any failure of a marker capture (a wrong split: IndexError) recaptures
         if cap.marker is None:
             raise
-        cap = capture(model, inputs, dynamic_batch=dynamic_batch, marked=False)
-        result = _build(cap, method, group_quantum, inputs, reference)
+        cap = capture(model, inputs, marked=False, **how)
+        result = _build(cap, method, group_quantum, inputs, reference, kwargs)
     module = result.module
     guard_fixed_batch(module, cap, type(model).__name__)
+    guard_inputs(module, cap, type(model).__name__)
     module.chanprune_copies = result.copies
     module.chanprune_method = method
     module.chanprune_group_quantum = group_quantum
@@ -113,24 +130,31 @@ def _export_parts(
     model: torch.nn.Module,
     example_inputs: object,
     names: Sequence[str],
-    method: str,
-    check: bool,
-    dynamic_batch: bool,
-    quantum: int,
+    how: tuple[str, bool, bool, int],
+    example_kwargs: dict[str, object] | None,
+    dynamic_shapes: object,
 ) -> torch.nn.Module:
-    """A deep copy of ``model`` with each named submodule replaced by its export."""
+    """A deep copy of ``model`` with each named submodule replaced by its export (``how``:
+    method, check, dynamic_batch, group_quantum)."""
+    if dynamic_shapes is not None:
+        raise InputError(
+            "dynamic_shapes names the whole model's inputs; with submodules, each part is "
+            "exported at the sizes it receives (batch aside)"
+        )
+    method, check, dynamic_batch, quantum = how
+    inputs, kwargs = as_example(example_inputs, example_kwargs)
     parts = for_each_part(
         model,
-        example_inputs,
+        inputs,
         names,
         lambda sub, xs: export(sub, xs, method, check, dynamic_batch, quantum),
+        kwargs,
     )
     pruned = copy.deepcopy(model)
     for name, part in parts.items():
         replace(pruned, name, part)
     if check:
-        inputs = as_input_tuple(example_inputs)
-        got = compare(run_model(model, inputs), run_model(pruned, inputs))
+        got = compare(run_model(model, inputs, kwargs), run_model(pruned, inputs, kwargs))
         if not got.ok:
             raise ExportError(
                 f"{type(model).__name__} with its pruned {', '.join(parts)} differs from the "

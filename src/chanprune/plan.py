@@ -16,7 +16,7 @@ import torch
 from .analysis.propagate import analyze
 from .analysis.types import Axis
 from .api import check_group_quantum, check_method, policy_for
-from .capture.trace import as_input_tuple, capture, gc_paused
+from .capture.trace import as_example, capture, gc_paused
 from .layout.policy import SolvedOrder
 from .liveness.flow import liveness
 from .liveness.rounding import round_depthwise
@@ -108,16 +108,19 @@ def plan(
     example_inputs: object,
     method: str = "reorder",
     group_quantum: int = GROUP_QUANTUM,
+    example_kwargs: dict[str, object] | None = None,
+    dynamic_shapes: object = None,
 ) -> Plan:
     """What ``export`` with the same arguments would keep and copy, per segment.
 
     It runs the same stages but returns no module: a cheap look at the copies an export would
     make and, for ``method="reorder"``, at whether the layout solver proved them minimal.
+    ``example_kwargs`` and ``dynamic_shapes`` are as in :func:`chanprune.export`.
     """
     check_method(method)
     check_group_quantum(group_quantum)
-    inputs = as_input_tuple(example_inputs)
-    an = analyze(capture(model, inputs))
+    inputs, kwargs = as_example(example_inputs, example_kwargs)
+    an = analyze(capture(model, inputs, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes))
     live = liveness(an)
     round_depthwise(live, group_quantum)
     policy = policy_for(method, an, live)

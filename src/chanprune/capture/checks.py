@@ -11,14 +11,18 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
+from .inputs import named_tensors
 
 
-def check_values(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-    """Raise :class:`InputError` naming the first parameter, buffer or input that is on the
-    meta device or (parameters and inputs: NaN or inf; buffers: NaN) non-finite."""
+def check_values(
+    model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], kwargs: dict | None = None
+) -> None:
+    """Raise :class:`InputError` naming the first parameter, buffer or input (positional or
+    keyword) that is on the meta device or (parameters and inputs: NaN or inf; buffers: NaN)
+    non-finite."""
     named = [(f"parameter {k}", v, True) for k, v in model.named_parameters()]
     named += [(f"buffer {k}", v, False) for k, v in model.named_buffers()]
-    named += [(f"example_inputs[{i}]", x, True) for i, x in enumerate(inputs)]
+    named += [(k, x, True) for k, x in named_tensors(inputs, kwargs or {})]
     for what, t, strict in named:
         if t.is_meta:
             raise InputError(

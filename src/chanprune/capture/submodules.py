@@ -15,7 +15,7 @@ from typing import TypeVar
 import torch
 
 from ..errors import InputError
-from .trace import as_input_tuple, run_model
+from .trace import as_example, run_model
 
 R = TypeVar("R")
 
@@ -46,15 +46,20 @@ def for_each_part(
     example_inputs: object,
     names: Sequence[str],
     fn: Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], R],
+    example_kwargs: dict[str, object] | None = None,
 ) -> dict[str, R]:
-    """``fn(submodule, its recorded inputs)`` for each named submodule, in the given order."""
+    """``fn(submodule, its recorded inputs)`` for each named submodule, in the given order
+    (the model run as ``model(*example_inputs, **example_kwargs)``)."""
     names = check_names(model, names)
-    inputs = record_inputs(model, example_inputs, names)
+    inputs = record_inputs(model, example_inputs, names, example_kwargs)
     return {n: fn(model.get_submodule(n), inputs[n]) for n in names}
 
 
 def record_inputs(
-    model: torch.nn.Module, example_inputs: object, names: Sequence[str]
+    model: torch.nn.Module,
+    example_inputs: object,
+    names: Sequence[str],
+    example_kwargs: dict[str, object] | None = None,
 ) -> dict[str, tuple[torch.Tensor, ...]]:
     """Run ``model`` once (eval mode, no gradients, left as it was) and return what each named
     submodule was called with. Each must be called with tensors only, positionally, and with
@@ -71,7 +76,7 @@ def record_inputs(
         model.get_submodule(n).register_forward_pre_hook(hook(n), with_kwargs=True) for n in names
     ]
     try:
-        run_model(model, as_input_tuple(example_inputs))
+        run_model(model, *as_example(example_inputs, example_kwargs))
     finally:
         for h in handles:
             h.remove()

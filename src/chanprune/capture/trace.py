@@ -19,6 +19,7 @@ import gc
 import logging
 import sysconfig
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,12 +28,24 @@ from typing import ParamSpec, TypeVar
 
 import torch
 from torch import fx
+from torch.export.graph_signature import ConstantArgument
 from torch.utils import _pytree as pytree
 
 from ..errors import CaptureError, InputError
 from .batch import MAX_MARKER_BYTES, Allowed, allowed_batches, generalise, marker_inputs
 from .checks import check_values
 from .functional import functionalize
+from .inputs import (
+    Spec,
+    as_kwargs,
+    batch_of,
+    batched_keys,
+    export_shapes,
+    fingerprint,
+    map_batched,
+    non_tensor_outputs,
+    user_dims,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,12 +73,47 @@ class Capture:
     # restricted them: one batch size, or (m, residues) for n % m in residues; None: any
     # (rewrite/fixed_batch.py makes the export refuse the others)
     fixed_batch: Allowed = None
+    # user inputs that torch.export baked in (keyword constants: use_cache=False): name -> value
+    constants: dict[str, object] = field(default_factory=dict)
+    # why the batch is fixed where a dynamic batch was asked for and could not be traced
+    static_reason: str | None = None
 
     def where(self, node: fx.Node) -> str:
         """A human-readable location of a node: the module path and the op."""
         path = self.module_paths.get(node.name, "")
         op = getattr(node.target, "__name__", str(node.target))
         return f"{path or '<top>'} ({op}, node {node.name})"
+
+
+def keyword_names(cap: Capture) -> list[str]:
+    """The keyword inputs the capture takes, in the order of its placeholders (after the
+    positional ones)."""
+    spec = cap.in_spec
+    if spec is None or spec.num_children != 2 or spec.child(1).type is not dict:
+        return []
+    return list(spec.child(1).context)
+
+
+def user_leaves(cap: Capture, args: tuple, kwargs: dict | None = None) -> tuple:
+    """The values of the capture's user-input placeholders, in order, for ``model(*args,
+    **kwargs)``: the positional inputs, then the keyword ones (constants included)."""
+    kwargs = kwargs or {}
+    missing = [k for k in keyword_names(cap) if k not in kwargs]
+    if missing:
+        raise InputError(f"the capture takes keyword input(s) {', '.join(missing)}: pass them")
+    return (*args, *(kwargs[k] for k in keyword_names(cap)))
+
+
+def as_example(
+    example_inputs: object, example_kwargs: object = None
+) -> tuple[tuple[torch.Tensor, ...], dict[str, object]]:
+    """(positional tensors, keyword inputs): ``example_inputs`` may be empty where a keyword
+    input is a tensor (``model(input_ids=ids)``)."""
+    kwargs = as_kwargs(example_kwargs)
+    empty = isinstance(example_inputs, list | tuple) and not example_inputs
+    if empty and any(isinstance(v, torch.Tensor) for v in kwargs.values()):
+        return (), kwargs
+    return as_input_tuple(example_inputs), kwargs
 
 
 def as_input_tuple(example_inputs: object) -> tuple[torch.Tensor, ...]:
@@ -136,17 +184,25 @@ def _same(a: object, b: object) -> bool:
     return a is b
 
 
-def run_model(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> object:
+def run_model(
+    model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], kwargs: dict | None = None
+) -> object:
     """Run the model in eval mode without gradients; a failure names the input shapes."""
+    kwargs = kwargs or {}
     with eval_mode(model), torch.no_grad():
         try:
-            return model(*inputs)
+            return model(*inputs, **kwargs)
         except Exception as e:  # the user's model raised: say which inputs it was given
             shapes = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in inputs)
+            shapes += "".join(f", {k}={_describe(v)}" for k, v in kwargs.items())
             raise InputError(
                 f"{type(model).__name__} failed on example inputs of shape [{shapes}]: "
                 f"{type(e).__name__}: {e}"
             ) from e
+
+
+def _describe(v: object) -> str:
+    return f"{tuple(v.shape)} {v.dtype}" if isinstance(v, torch.Tensor) else repr(v)
 
 
 def gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
@@ -222,45 +278,66 @@ def _quiet_fake_tensors() -> Iterator[None]:
         log.disabled = old
 
 
-def _export_marked(model: torch.nn.Module, inputs: tuple) -> tuple | None:
+def _export_marked(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple | None:
     """(program, marker): traced at the static marker batch and generalised, or None."""
-    marked = marker_inputs(inputs)
+    marked = marker_inputs(args)
     if marked is None:
         return None
     stand_ins, marker = marked
+    _, kw = map_batched(args, kwargs, lambda x: x.new_empty((marker, *x.shape[1:])))
     try:
         with _quiet_fake_tensors():
-            ep = _functional(torch.export.export(model, stand_ins, strict=False))
+            ep = _functional(torch.export.export(model, stand_ins, kw, strict=False))
     except Exception:  # the symbolic trace decides what the user is told
         return None
     users = ep.graph_signature.user_inputs
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
-    batched = [placeholders.get(u) for u, x in zip(users, inputs, strict=False) if x.dim() > 0]
-    if len(users) != len(inputs) or not batched or batched[0] is None:
+    batched = [placeholders.get(u) for u, x in zip(users, args, strict=False) if x.dim() > 0]
+    if len(users) != len(args) + len(kwargs) or not batched or batched[0] is None:
         return None
     return (ep, marker) if generalise(ep.graph, marker, batched[0]) else None
 
 
 def _export(
-    model: torch.nn.Module, inputs: tuple, dynamic: bool, marked: bool = False
+    model: torch.nn.Module,
+    args: tuple,
+    dynamic: bool,
+    marked: bool = False,
+    kwargs: dict | None = None,
+    dims: dict[object, Spec] | None = None,
 ) -> tuple[torch.export.ExportedProgram, int | None]:
-    """The functional program and, where it was traced at a marker batch, the marker."""
+    """The functional program and, where it was traced at a marker batch, the marker.
+
+    ``dims``: the user's dynamic dimensions per input (``capture.inputs.user_dims``), traced
+    symbolically besides the batch (a marker trace is static, so they take the symbolic one)."""
+    # torch.export marks the tensors it traces with dynamic dims as dynamic for later traces:
+    # trace aliases, so neither the user's tensors nor a static trace after this one see that
+    args = tuple(x.detach() for x in args)
+    kwargs = {
+        k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in (kwargs or {}).items()
+    }
+    dims = dims or {}
     shapes = None
     with _lean_tracing():
-        if dynamic and marked and MARKED_PATH:
-            got = _export_marked(model, inputs)
+        if dynamic and marked and MARKED_PATH and not dims:
+            got = _export_marked(model, args, kwargs)
             if got is not None:
                 return got
-        traced = inputs
+        traced, traced_kw = args, kwargs
         if dynamic:
-            shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() > 0 else None for x in inputs)
+            every = {k: {0: torch.export.Dim.AUTO} for k in batched_keys(args, kwargs)}
+            dims = {k: every.get(k, {}) | dims.get(k, {}) for k in every.keys() | dims.keys()}
             # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
-            traced = tuple(
-                torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in inputs
+            traced, traced_kw = map_batched(
+                args, kwargs, lambda x: torch.cat([x, x]) if x.shape[0] == 1 else x
             )
-        ep = _functional(torch.export.export(model, traced, strict=False, dynamic_shapes=shapes))
-        if dynamic and not _holds_for(ep, inputs):
-            ep = _retrace_larger(model, inputs, shapes) or ep
+        if dims:
+            shapes = export_shapes(model, args, kwargs, dims)
+        ep = _functional(
+            torch.export.export(model, traced, traced_kw, strict=False, dynamic_shapes=shapes)
+        )
+        if dynamic and not _holds_for(ep, batch_of(args, kwargs)):
+            ep = _retrace_larger(model, args, kwargs, shapes) or ep
         return ep, None
 
 
@@ -278,20 +355,19 @@ def _batch_size(ep: torch.export.ExportedProgram) -> int | torch.SymInt | None:
     return None
 
 
-def _holds_for(ep: torch.export.ExportedProgram, inputs: tuple) -> bool:
+def _holds_for(ep: torch.export.ExportedProgram, batch: int | None) -> bool:
     """The program holds for batch sizes from 64 on (``allowed_batches``), of the user's remainder
     where it holds for some remainders only (torch's lower bound of 2 is the 0/1 rule, which
     the trace of a batch of 1 at two copies already relies on)."""
     size = _batch_size(ep)
-    if size is None:
+    if size is None or batch is None:
         return True
     allowed = allowed_batches(size)
-    batch = next(x.shape[0] for x in inputs if x.dim() > 0)
     return not isinstance(allowed, int) and (not allowed or batch % allowed[0] in allowed[1])
 
 
 def _retrace_larger(
-    model: torch.nn.Module, inputs: tuple, shapes: tuple
+    model: torch.nn.Module, args: tuple, kwargs: dict, shapes: object
 ) -> torch.export.ExportedProgram | None:
     """The symbolic trace at a much larger batch, where the trace at the user's fixed it (a
     size computed from the batch was 0 or 1: one sample per view, ``chunk(x, 2, 0)`` at batch
@@ -299,18 +375,21 @@ def _retrace_larger(
     or three views still divide it), on uninitialised stand-ins (tracing reads only their
     metadata). None where that fails or does not hold for the user's batch either (a model
     that takes only this batch keeps its static trace)."""
-    batch = next(x.shape[0] for x in inputs if x.dim() > 0)
-    per_sample = sum(x[:1].nbytes for x in inputs if x.dim() > 0)
-    if (batch + RETRACE_EXTRA) * per_sample > MAX_MARKER_BYTES:
+    batch = batch_of(args, kwargs)
+    keys = set(batched_keys(args, kwargs))
+    per_sample = sum(x[:1].nbytes for k, x in [*enumerate(args), *kwargs.items()] if k in keys)
+    if batch is None or (batch + RETRACE_EXTRA) * per_sample > MAX_MARKER_BYTES:
         return None
-    larger = tuple(
-        x.new_empty((batch + RETRACE_EXTRA, *x.shape[1:])) if x.dim() > 0 else x for x in inputs
+    larger, larger_kw = map_batched(
+        args, kwargs, lambda x: x.new_empty((batch + RETRACE_EXTRA, *x.shape[1:]))
     )
     try:
-        ep = _functional(torch.export.export(model, larger, strict=False, dynamic_shapes=shapes))
+        ep = _functional(
+            torch.export.export(model, larger, larger_kw, strict=False, dynamic_shapes=shapes)
+        )
     except Exception:
         return None
-    return ep if _holds_for(ep, inputs) else None
+    return ep if _holds_for(ep, batch) else None
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -324,34 +403,59 @@ def _fingerprint(model: torch.nn.Module, inputs: tuple, dynamic: bool) -> tuple:
 
 
 def capture(
-    model: torch.nn.Module, example_inputs: object, dynamic_batch: bool = True, marked: bool = True
+    model: torch.nn.Module,
+    example_inputs: object,
+    dynamic_batch: bool = True,
+    marked: bool = True,
+    example_kwargs: object = None,
+    dynamic_shapes: object = None,
 ) -> Capture:
     """Capture ``model`` on ``example_inputs`` (in eval mode; the model is not modified).
 
     The graph is cached per model object (and its structure and input shapes), so mask() then
     export() on the same model captures once; tensors are always re-read from the model.
     ``marked=False`` refuses a marker-batch capture (``capture.batch``): the symbolic trace, whose
-    generality torch.export itself guarantees.
+    generality torch.export itself guarantees. ``example_kwargs``: keyword inputs, tensors or
+    constants (``capture.inputs``); ``dynamic_shapes``: dimensions besides the batch to trace
+    as symbolic sizes, per input name ({"input_ids": {1: torch.export.Dim.AUTO}}).
     """
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    inputs = as_input_tuple(example_inputs)
+    inputs, kwargs = as_example(example_inputs, example_kwargs)
+    dims = user_dims(model, inputs, kwargs, dynamic_shapes)
     try:
-        check_values(model, inputs)
+        check_values(model, inputs, kwargs)
     except InputError:
-        run_model(model, inputs)  # inputs the model cannot take at all: that message first
+        run_model(model, inputs, kwargs)  # inputs the model cannot take at all: that first
         raise
-    key = _fingerprint(model, inputs, dynamic_batch)
+    key = (*_fingerprint(model, inputs, dynamic_batch), fingerprint(kwargs, dims))
     cached = _CACHE.get(model)
     if cached is not None and cached[0] == key and (marked or cached[1].marker is None):
         return _rebind(model, cached[1])
     try:
-        cap = _capture(model, inputs, dynamic_batch, marked)
+        cap = _capture(model, inputs, dynamic_batch, marked, kwargs, dims)
     except CaptureError:
-        run_model(model, inputs)  # inputs the model cannot take: say so rather than blame export
+        # inputs the model cannot take, or outputs torch.export cannot return: say so
+        check_outputs(model, run_model(model, inputs, kwargs))
         raise
     _CACHE[model] = (key, cap)
     return _rebind(model, cap)
+
+
+def check_outputs(model: torch.nn.Module, output: object) -> None:
+    """Refuse, by where they are, outputs that are neither tensors nor constants (a Hugging Face
+    ``DynamicCache``): torch.export cannot return them, and chanprune does not drop them
+    silently (a pruned model returning no cache would change what generation does)."""
+    bad = non_tensor_outputs(output)
+    if not bad:
+        return
+    where = ", ".join(f"a {kind} at output{path}" for path, kind in bad)
+    raise CaptureError(
+        f"{type(model).__name__} returns {where}: torch.export captures tensors and constants "
+        "only, and chanprune will not drop a cache the model returns. Turn the cache off for "
+        "the capture (Hugging Face models: example_kwargs={'use_cache': False}), or wrap the "
+        "model in a module that returns the tensors you need"
+    )
 
 
 def _rebind(model: torch.nn.Module, cap: Capture) -> Capture:
@@ -362,24 +466,48 @@ def _rebind(model: torch.nn.Module, cap: Capture) -> Capture:
     return dataclasses.replace(cap, tensors=tensors)
 
 
-def _capture(model: torch.nn.Module, inputs: tuple, dynamic_batch: bool, marked: bool) -> Capture:
-    asked = dynamic_batch
+def _capture(
+    model: torch.nn.Module,
+    inputs: tuple,
+    dynamic_batch: bool,
+    marked: bool,
+    kwargs: dict | None = None,
+    dims: dict[object, Spec] | None = None,
+) -> Capture:
+    asked, reason = dynamic_batch, None
     with eval_mode(model):
         try:
-            ep, marker = _export(model, inputs, dynamic_batch, marked)
+            ep, marker = _export(model, inputs, dynamic_batch, marked, kwargs, dims)
         except Exception as first:
-            if not dynamic_batch:
+            if not dynamic_batch and not dims:
                 raise CaptureError(_capture_message(model, first)) from first
             try:
-                ep, marker = _export(model, inputs, False)
-                dynamic_batch = False
+                ep, marker = _export(model, inputs, False, kwargs=kwargs)
             except Exception as e:
                 raise CaptureError(_capture_message(model, e)) from e
+            dynamic_batch, reason = False, _static_reason(first, dims)
+            warnings.warn(
+                f"chanprune: {type(model).__name__} was captured at the example's fixed sizes: "
+                f"{reason}. Its export runs at those sizes only and refuses others by name",
+                stacklevel=4,
+            )
     cap = _from_exported(model, ep, dynamic_batch)
     fixed = None
-    if asked and marker is None and _batch_size(ep) is not None:
+    if asked and dynamic_batch and marker is None and _batch_size(ep) is not None:
         fixed = allowed_batches(_batch_size(ep))  # asked for any batch: did the trace restrict it?
-    return dataclasses.replace(cap, marker=marker, fixed_batch=fixed)
+    return dataclasses.replace(cap, marker=marker, fixed_batch=fixed, static_reason=reason)
+
+
+def _static_reason(error: Exception, dims: dict | None) -> str:
+    """Why the dynamic trace failed, for the warning and the export's size checks."""
+    text = str(error).strip().splitlines()
+    head = text[0] if text else ""
+    line = failing_line(error)
+    what = "a dynamic batch" + (" and the dynamic_shapes asked for" if dims else "")
+    return (
+        f"torch.export could not trace it with {what} ({type(error).__name__}: {head}"
+        f"{f' at {line}' if line else ''})"
+    )
 
 
 def _capture_message(model: torch.nn.Module, e: Exception) -> str:
@@ -427,8 +555,11 @@ def _from_exported(
     buffers = dict(model.named_buffers(remove_duplicate=False))
     state_names: dict[str, str] = {}
     tensors: dict[str, torch.Tensor] = {}
+    constants: dict[str, object] = {}
     for spec in sig.input_specs:
         name, target = spec.arg.name, spec.target
+        if isinstance(spec.arg, ConstantArgument):
+            constants[name] = spec.arg.value
         if target is None:
             continue
         state_names[name] = target
@@ -458,6 +589,7 @@ def _from_exported(
         out_spec=ep.call_spec.out_spec,
         dynamic_batch=dynamic_batch,
         module_paths=module_paths,
+        constants=constants,
     )
 
 
@@ -477,9 +609,11 @@ def record(module: fx.GraphModule, args: tuple, names: set[str] | None = None) -
     return out
 
 
-def run_graph(cap: Capture, inputs: tuple, names: set[str] | None = None) -> dict[str, object]:
+def run_graph(
+    cap: Capture, inputs: tuple, names: set[str] | None = None, kwargs: dict | None = None
+) -> dict[str, object]:
     """Run the captured graph itself (parameters read live) and record node values."""
-    flat, user = [], iter(inputs)
+    flat, user = [], iter(user_leaves(cap, inputs, kwargs))
     for n in cap.graph.nodes:
         if n.op == "placeholder":
             name = cap.state_names.get(n.name)

@@ -12,13 +12,15 @@ Two formats:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
 import torch
 
 from ..api import check_group_quantum, export
-from ..capture.trace import as_input_tuple
+from ..capture.inputs import batched_keys, export_shapes, map_batched
+from ..capture.trace import as_example, as_input_tuple
 from ..deps import require
 from ..errors import InputError
 from ..models import load_model
@@ -33,20 +35,41 @@ READS_VERSIONS = (1, 2)
 LEGACY_GROUP_QUANTUM = 1  # specs without the field: the smallest grouped convs (load_pruned)
 
 
-def to_program(module: torch.nn.Module, example_inputs: object) -> torch.export.ExportedProgram:
-    """``torch.export`` of a pruned module that accepts any batch size."""
-    inputs = as_input_tuple(example_inputs)
+def to_program(
+    module: torch.nn.Module, example_inputs: object, example_kwargs: object = None
+) -> torch.export.ExportedProgram:
+    """``torch.export`` of a pruned module that accepts any batch size. Keyword inputs the
+    module's forward has defaults for (a pruned export's captured constants) are passed with
+    those values: the program takes every input it was traced with. Other dimensions are as
+    torch.export traces them: fixed, where the module checks them (a pruned export)."""
+    inputs, kwargs = as_example(example_inputs, example_kwargs)
+    kwargs = _defaults(module) | kwargs
+    dims = {k: {0: torch.export.Dim.AUTO} for k in batched_keys(inputs, kwargs)}
+    shapes = export_shapes(module, inputs, kwargs, dims)
     # a batch of 1 would be specialised (the 0/1 rule): trace with two copies instead
-    inputs = tuple(torch.cat([x, x]) if x.dim() and x.shape[0] == 1 else x for x in inputs)
-    shapes = tuple({0: torch.export.Dim.AUTO} if x.dim() else None for x in inputs)
-    return torch.export.export(module, inputs, dynamic_shapes=shapes)
+    inputs, kwargs = map_batched(
+        inputs, kwargs, lambda x: torch.cat([x, x]) if x.shape[0] == 1 else x
+    )
+    return torch.export.export(module, inputs, kwargs, dynamic_shapes=shapes)
 
 
-def save_program(module: torch.nn.Module, example_inputs: object, path: str | Path) -> None:
+def _defaults(module: torch.nn.Module) -> dict[str, object]:
+    """The keyword-only parameters of ``module.forward`` that have defaults, with them."""
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return {p.name: p.default for p in params if p.kind is keyword and p.default is not p.empty}
+
+
+def save_program(
+    module: torch.nn.Module, example_inputs: object, path: str | Path, example_kwargs: object = None
+) -> None:
     """Write ``module`` (e.g. a pruned export) to ``path`` as a ``.pt2`` ``torch.export``
     program that accepts any batch size; :func:`load_program` reads it back without
-    unpickling. ``example_inputs`` are what it is traced on."""
-    torch.export.save(to_program(module, example_inputs), str(path))
+    unpickling. ``example_inputs`` (and ``example_kwargs``) are what it is traced on."""
+    torch.export.save(to_program(module, example_inputs, example_kwargs), str(path))
 
 
 def load_program(path: str | Path) -> torch.export.ExportedProgram:

@@ -22,7 +22,7 @@ from ..analysis.propagate import analyze
 from ..analysis.share import low_share_message, prunable_share
 from ..analysis.types import ChannelAnalysis
 from ..capture.submodules import for_each_part
-from ..capture.trace import as_input_tuple, capture, gc_paused, run_graph
+from ..capture.trace import as_example, as_input_tuple, capture, gc_paused, run_graph
 from ..errors import InputError, MaskError
 from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
 
@@ -64,6 +64,8 @@ def mask(
     constrained: bool = False,
     calibration: Iterable[object] | None = None,
     submodules: Sequence[str] | None = None,
+    example_kwargs: dict[str, object] | None = None,
+    dynamic_shapes: object = None,
 ) -> dict[str, list[int]]:
     """Zero ``amount`` of the prunable channels of ``model`` in place; return what was zeroed.
 
@@ -84,6 +86,9 @@ def mask(
     ``submodules=["backbone", ...]`` masks each named submodule on the inputs it receives in one
     eager run of ``model`` (for models torch.export cannot capture whole, such as detectors with
     their post-processing); ``amount`` and ``scope`` then apply to each part on its own.
+
+    ``example_kwargs`` and ``dynamic_shapes`` are as in :func:`chanprune.export` (pass the same
+    to both, so the export reuses this capture).
     """
     validate(amount, heuristic, scope, side)
     if submodules is not None:
@@ -93,21 +98,40 @@ def mask(
                 "each part on the inputs it receives from the example inputs"
             )
         kw = dict(heuristic=heuristic, scope=scope, side=side, constrained=constrained)
+        if dynamic_shapes is not None:
+            raise InputError(
+                "dynamic_shapes names the whole model's inputs; with submodules, each part is "
+                "captured at the sizes it receives (batch aside)"
+            )
         parts = for_each_part(
             model,
             example_inputs,
             submodules,
             lambda sub, xs: mask(sub, xs, amount, calibration=calibration, **kw),
+            example_kwargs,
         )
         return {f"{n}.{k}": v for n, got in parts.items() for k, v in got.items()}
-    inputs = as_input_tuple(example_inputs)
+    inputs, kwargs = as_example(example_inputs, example_kwargs)
+    if calibration is not None and any(isinstance(v, torch.Tensor) for v in kwargs.values()):
+        raise InputError(
+            "calibration batches are positional inputs only, and example_kwargs holds tensors "
+            f"({', '.join(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))}) that "
+            "would not match their batch: score with HRank on the example inputs (no "
+            "calibration) or with a weight heuristic"
+        )
     # HRank runs the captured graph on calibration batches, unchecked: the symbolic trace
-    cap = capture(model, inputs, marked=heuristic != "hrank")
+    cap = capture(
+        model,
+        inputs,
+        marked=heuristic != "hrank",
+        example_kwargs=kwargs,
+        dynamic_shapes=dynamic_shapes,
+    )
     an = analyze(cap)
     if (low := low_share_message(prunable_share(an))) is not None:
         warnings.warn(low, stacklevel=3)
     units = _units(an, side)
-    _score(units, an, heuristic, side, inputs, calibration)
+    _score(units, an, heuristic, side, (inputs, kwargs), calibration)
     chosen = _choose(units, float(amount), scope, constrained, an, side)
     return _apply(an, chosen, side)
 
@@ -118,6 +142,7 @@ def apply_masks(
     example_inputs: object,
     masks: dict[str, Iterable[int]],
     side: str = "output",
+    example_kwargs: dict[str, object] | None = None,
 ) -> dict[str, list[int]]:
     """Zero user-chosen channels in place: ``masks`` is {producer weight: rows} for
     ``side="output"`` (the per-channel parameters after each filter are zeroed with it, as in
@@ -127,7 +152,8 @@ def apply_masks(
         raise InputError(f"unknown side {side!r}; choose 'output' or 'input'")
     if not isinstance(masks, dict):
         raise MaskError(f"masks must be a dict of parameter name -> channel indices, got {masks!r}")
-    cap = capture(model, as_input_tuple(example_inputs))
+    inputs, kwargs = as_example(example_inputs, example_kwargs)
+    cap = capture(model, inputs, example_kwargs=kwargs)
     an = analyze(cap)
     units = _units(an, side, candidates_only=False)
     by_layer: dict[str, dict[int, Unit]] = {}
@@ -207,8 +233,11 @@ def _rows(w: torch.Tensor, us: list[Unit], side: str) -> torch.Tensor:
     return torch.stack([torch.nn.functional.pad(f, (0, width - len(f))) for f in flat])
 
 
-def _feature_maps(an, side, inputs, calibration, by_layer) -> dict[int, torch.Tensor]:
-    """Per layer, (batch, channel, *spatial) maps: producer outputs or consumer inputs."""
+def _feature_maps(an, side, example, calibration, by_layer) -> dict[int, torch.Tensor]:
+    """Per layer, (batch, channel, *spatial) maps: producer outputs or consumer inputs.
+    ``example``: (positional inputs, keyword inputs); calibration batches take the keyword
+    inputs (constants only, ``mask`` checks) from it."""
+    inputs, kwargs = example
     layers = an.producers if side == "output" else an.consumers
     want: dict[str, list[int]] = {}
     nodes = {n.name: n for n in an.capture.graph.nodes}
@@ -219,7 +248,7 @@ def _feature_maps(an, side, inputs, calibration, by_layer) -> dict[int, torch.Te
     batches = [inputs] if calibration is None else [as_input_tuple(b) for b in calibration]
     got: dict[int, list[torch.Tensor]] = {}
     for batch in batches:
-        for name, value in run_graph(an.capture, batch, set(want)).items():
+        for name, value in run_graph(an.capture, batch, set(want), kwargs).items():
             for li in want[name]:
                 got.setdefault(li, []).append(value.movedim(an.axes[name].dim, 1))
     return {li: torch.cat(v) for li, v in got.items()}

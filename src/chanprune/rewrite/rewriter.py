@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import fx
 from torch.fx.experimental.symbolic_shapes import guard_or_false
-from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
 from ..analysis.rules import rule_for
 from ..analysis.types import ABSORBED, Axis, ChannelAnalysis
 from ..capture.batch import per_sample
 from ..liveness.flow import Liveness
 from .inplace import inplace_activations
+from .inputs import codegen
 
 aten = torch.ops.aten
 READ_VIEW = "chanprune_read_view"  # node.meta key marking the slices align() emits
@@ -313,9 +313,7 @@ def rewrite(
             raise RuntimeError(f"unsupported node {node.format_node()}")
     rw.graph.eliminate_dead_code()
     inplace_activations(rw.graph, producers=(gather_rows,))
-    rw.graph._codegen = _PyTreeCodeGen(
-        _PyTreeInfo([n for n in cap.user_inputs], cap.in_spec, cap.out_spec)
-    )
+    rw.graph._codegen = codegen(cap)
     gm = fx.GraphModule(rw.state, rw.graph, class_name="PrunedModule")
     gm.graph.lint()
     node_map = {

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from ..capture.trace import Capture, record, run_graph
+from ..capture.trace import Capture, record, run_graph, user_leaves
 from ..errors import ExportError
 from .rewriter import RewriteResult
 
@@ -49,13 +49,19 @@ def compare(reference: object, actual: object) -> Check:
 
 
 def verify(
-    cap: Capture, result: RewriteResult, inputs: tuple[torch.Tensor, ...], reference: object
+    cap: Capture,
+    result: RewriteResult,
+    inputs: tuple[torch.Tensor, ...],
+    reference: object,
+    kwargs: dict | None = None,
 ) -> Check:
+    """Run the pruned module as the model was run (``model(*inputs, **kwargs)``) and compare
+    with the masked model's ``reference`` outputs; a mismatch names the first diverging node."""
     with torch.no_grad():
-        actual = result.module(*inputs)
+        actual = result.module(*inputs, **(kwargs or {}))
     check = compare(reference, actual)
     if not check.ok:
-        where = first_divergence(cap, result, inputs)
+        where = first_divergence(cap, result, inputs, kwargs)
         raise ExportError(
             f"exported model differs from the masked model: max |diff| {check.max_abs_diff:.3g} "
             f"vs max |output| {check.max_abs_ref:.3g}; first diverging node: {where}"
@@ -63,9 +69,12 @@ def verify(
     return check
 
 
-def first_divergence(cap: Capture, result: RewriteResult, inputs: tuple) -> str:
+def first_divergence(
+    cap: Capture, result: RewriteResult, inputs: tuple, kwargs: dict | None = None
+) -> str:
     """Name the first original node whose pruned counterpart holds different values."""
-    original, pruned = run_graph(cap, inputs), record(result.module, inputs)
+    original = run_graph(cap, inputs, kwargs=kwargs)
+    pruned = record(result.module, user_leaves(cap, inputs, kwargs))
     for node in cap.graph.nodes:
         new = result.node_map.get(node.name)
         layout = result.layouts.get(node.name)
