@@ -203,7 +203,13 @@ def _decode(name: str, probe: torch.Tensor, original: torch.Tensor) -> Keep:
     if flat.dim() != len(shape) or not torch.equal(flat, flat.round()):
         raise ExportError(f"{name}: the export transforms this tensor; it has no index spec")
     flat = flat.long()
-    if flat.numel() == 0 or flat.min() < 0 or flat.max() >= original.numel():
+    if flat.numel() == 0:  # nothing kept along some dim: the rest are whole or undecidable
+        pairs = zip(flat.shape, shape, strict=True)
+        kept = [None if n == m else [] if n == 0 else False for n, m in pairs]
+        if False in kept:
+            raise ExportError(f"{name}: emptied and resized at once; it has no index spec")
+        return kept
+    if flat.min() < 0 or flat.max() >= original.numel():
         raise ExportError(f"{name}: the export transforms this tensor; it has no index spec")
     # each dimension's indices, read off one line of the probe along it; then the whole tensor
     # must be exactly that selection (sum over dims of index x stride: the probe's own values)

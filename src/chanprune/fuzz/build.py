@@ -95,6 +95,55 @@ class AddmmLinear(nn.Module):
         return flat.view(*x.shape[:-1], -1)
 
 
+class HeadsAttention(nn.Module):
+    """Multi-head attention over a map's positions, as transformers write it: separate q/k/v
+    projections (``how="sdpa"``), one fused projection (``"fused"``), a rotary embedding on q
+    and k (``"rotary"``), one key/value head for all q heads repeated by expand + reshape
+    (``"gqa"``) or by SDPA itself (``"gqa-sdpa"``), or ``q @ k^T``, softmax, ``@ v`` written
+    out (``"written"``); then an output projection to ``out`` channels."""
+
+    def __init__(self, c: int, heads: int, d: int, how: str, out: int) -> None:
+        super().__init__()
+        self.heads, self.d, self.how = heads, d, how
+        self.kv = 1 if how.startswith("gqa") else heads
+        if how == "fused":
+            self.qkv = nn.Linear(c, 3 * heads * d)
+        else:
+            self.q, self.k = nn.Linear(c, heads * d), nn.Linear(c, self.kv * d)
+            self.v = nn.Linear(c, self.kv * d)
+        self.o = nn.Linear(heads * d, out)
+
+    def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        return t.view(t.shape[0], t.shape[1], n, self.d).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)  # (B, positions, C)
+        if self.how == "fused":
+            qkv = self.qkv(t).reshape(b, h * w, 3, self.heads, self.d).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+        else:
+            q = self._heads(self.q(t), self.heads)
+            k, v = self._heads(self.k(t), self.kv), self._heads(self.v(t), self.kv)
+        if self.how == "rotary":
+            half = self.d // 2
+            pos = torch.arange(h * w, dtype=x.dtype)[:, None] / (1.0 + torch.arange(half))
+            cos, sin = torch.cat([pos, pos], -1).cos(), torch.cat([pos, pos], -1).sin()
+            q = q * cos + torch.cat([-q[..., half:], q[..., :half]], -1) * sin
+            k = k * cos + torch.cat([-k[..., half:], k[..., :half]], -1) * sin
+        kw = {"enable_gqa": True} if self.how == "gqa-sdpa" else {}
+        if self.how == "gqa":
+            size = (b, self.kv, self.heads // self.kv, h * w, self.d)
+            k = k[:, :, None].expand(size).reshape(b, self.heads, h * w, self.d)
+            v = v[:, :, None].expand(size).reshape(b, self.heads, h * w, self.d)
+        if self.how == "written":
+            y = ((q * self.d**-0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+        else:
+            y = nn.functional.scaled_dot_product_attention(q, k, v, **kw)
+        y = self.o(y.transpose(1, 2).reshape(b, h * w, self.heads * self.d))
+        return y.transpose(1, 2).reshape(b, -1, h, w)
+
+
 class WrittenNorm(nn.Module):
     """A norm over the channels (``dim``) written out as element-wise ops: Hugging Face's
     LlamaRMSNorm (``how="rms"``: statistics in float32, which on a float32 model traces as
@@ -236,6 +285,8 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         )  # fmt: skip
     if k == "addmm":
         return ChannelsLast(AddmmLinear(c, op.get("out")))
+    if k == "attention":
+        return HeadsAttention(c, op.get("heads"), op.get("d"), op.get("how"), op.get("out"))
     if k == "rmsnorm":
         if op.get("last"):
             return ChannelsLast(WrittenNorm(c, op.get("how"), -1))

@@ -8,6 +8,7 @@ from typing import Any
 
 from .spec import (
     ACTS,
+    ATTENTION_KINDS,
     EXTRA_MAP_OPS,
     MAP,
     MAP_OPS,
@@ -175,6 +176,11 @@ def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
     if op == "rmsnorm":  # Llama's RMSNorm, a LayerNorm or a gate, written out (WrittenNorm)
         how = d.choice(("rms", "rms64", "ln", "lnvar", "stat"))
         return Op("rmsnorm", (src,), (("how", how), ("last", d.boolean())))
+    if op == "attention":  # over the h*w positions: q/k/v heads, SDPA or written out
+        how = d.choice(ATTENTION_KINDS)
+        heads = d.choice((2, 4)) if how.startswith("gqa") else d.choice((1, 2, 3))
+        p = (("d", d.choice((2, 4))), ("heads", heads), ("how", how))
+        return Op("attention", (src,), (*p, ("out", c if d.boolean() else d.integer(1, 8))))
     return Op("act", (src,), (("fn", "relu"),))  # the op did not fit: a harmless fallback
 
 

@@ -197,6 +197,8 @@ def features(case: Case, ms_set: MaskSet) -> set[str]:
             f.add("split:chunk" if op.get("chunks") else "split:sizes")
         if op.kind == "views":
             f.add(f"views:{op.get('how')}")
+        if op.kind == "attention":
+            f.add(f"attention:{op.get('how')}")
         if op.kind == "convt":
             f.add("convt:depthwise" if op.get("groups") > 1 else "convt")
     if len(case.net.outputs) > 1:

@@ -15,8 +15,10 @@ MAP_OPS = (
 # off the batch and concatenated back (a two-view encoder); "convt": a transposed conv (dense
 # or depthwise); "addmm": a channels-last linear written as addmm (GPT-2's Conv1D);
 # "rmsnorm": a norm over the channels written out as element-wise ops (Llama's RMSNorm, a
-# LayerNorm), channels first or last
-EXTRA_MAP_OPS = ("mlp", "frozen", "views", "convt", "addmm", "rmsnorm")
+# LayerNorm), channels first or last; "attention": multi-head attention over the positions
+# (separate or fused q/k/v, rotary, grouped-query, written out)
+EXTRA_MAP_OPS = ("mlp", "frozen", "views", "convt", "addmm", "rmsnorm", "attention")
+ATTENTION_KINDS = ("sdpa", "fused", "rotary", "gqa", "gqa-sdpa", "written")
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")
 MASK_KINDS = ("random", "none", "all_but_one", "all", "same", "nested", "disjoint")
 
@@ -102,7 +104,7 @@ def out_shapes(op: Op, shapes: list) -> list[tuple[str, int, int]]:
         return [(kind, s, h) for s in _split_sizes(op, c)]
     if k == "pool":
         return [(MAP, c, {"max2": h // 2, "avg3": h, "max3s2": (h - 1) // 2 + 1}[op.get("how")])]
-    if k in ("plin", "mlp", "views", "convt", "addmm"):
+    if k in ("plin", "mlp", "views", "convt", "addmm", "attention"):
         return [(MAP, op.get("out"), h)]
     if k == "gap":
         return [(VEC, c, 1)]

@@ -430,7 +430,8 @@ def _rotary_fits(cs: tuple[fx.Node, fx.Node], q: Operand) -> bool:
     d = q.index.shape[1]
     shapes = [node_shape(n) for n in cs]
     return d % 2 == 0 and all(
-        s is not None and len(s) == 4 and s[1] == 1 and s[3] == d for s in shapes
+        s is not None and 2 <= len(s) <= 4 and s[-1] == d and (len(s) < 4 or s[1] == 1)
+        for s in shapes
     )
 
 
@@ -585,8 +586,12 @@ def _turn(rw, t: object, cos: object, sin: object, half: int) -> object:
 
 
 def _table(rw, node: fx.Node, cols: np.ndarray) -> object:
-    """A (B|1, 1, L, d) cos/sin table, per head ``cols[i]``: (B|1, heads, L, width)."""
-    t = rw.call(aten.index_select.default, (rw.map_arg(node), -1, rw.index(cols.reshape(-1))))
+    """A (L, d), (B|1, L, d) or (B|1, 1, L, d) cos/sin table, per head ``cols[i]``: (B|1,
+    heads, L, width)."""
+    t = rw.map_arg(node)
+    for _ in range(4 - len(node_shape(node))):
+        t = rw.call(aten.unsqueeze.default, (t, 0 if len(node_shape(node)) == 2 else 1))
+    t = rw.call(aten.index_select.default, (t, -1, rw.index(cols.reshape(-1))))
     t = rw.call(aten.unflatten.int, (t, -1, list(cols.shape)))
     return rw.call(aten.squeeze.dim, (rw.call(aten.transpose.int, (t, 1, 3)), 3))
 
