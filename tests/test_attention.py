@@ -291,3 +291,29 @@ def test_torchvision_vision_transformer_prunes_heads():
     exported, _ = prune_and_check(model, x, method="reorder", amount=0.3, side="input")
     name = "encoder.layers.encoder_layer_0.self_attention.out_proj.weight"
     assert exported.get_parameter(name).shape[1] < 32  # it reads fewer head channels
+
+
+def test_llama_heads_prune_with_a_dynamic_sequence_length():
+    """A symbolic length turns HF's ``k[:, :, None, :, :]`` into no-op slices around the
+    grouped-query repeat; the heads stay prunable and the export runs at another length."""
+    transformers = pytest.importorskip("transformers")
+    from torch.export import Dim
+
+    config = transformers.LlamaConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, vocab_size=50, use_cache=False,
+    )  # fmt: skip
+    model = transformers.LlamaModel(config).eval()
+    ids, dyn = torch.randint(0, 50, (2, 6)), {"input_ids": {1: Dim.AUTO}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        an = analyze(capture(model, ids, dynamic_shapes=dyn))
+        assert not an.barriers
+        chanprune.mask(model, ids, amount=0.3, dynamic_shapes=dyn)
+        exported = chanprune.export(model, ids, dynamic_shapes=dyn)
+    longer = torch.randint(0, 50, (3, 9))
+    with torch.no_grad():
+        out = exported(longer)
+        out = out if isinstance(out, torch.Tensor) else out["last_hidden_state"]
+        assert outputs_match(model(longer).last_hidden_state, out)
+    assert exported.get_parameter("layers.0.self_attn.q_proj.weight").shape[0] < 32

@@ -118,19 +118,32 @@ def _repeat(x: fx.Node, nodes: list[fx.Node]) -> tuple[fx.Node, int]:
     if not _is(y, "expand"):
         return x, 1
     chain.append(y)
-    u = y.args[0]
+    u = _past_noop_slices(y.args[0], chain)
     if not _is(u, "unsqueeze") or u.args[1] % 5 != 2:
         return x, 1
     chain.append(u)
-    src = u.args[0]
+    src = _past_noop_slices(u.args[0], chain)  # HF's [:, :, None, :, :]
     shape, rep_shape = node_shape(src), node_shape(y)
     if shape is None or len(shape) != 4 or rep_shape[:2] + rep_shape[3:] != shape[:2] + shape[2:]:
         return x, 1
-    if _is(src, "slice") and node_shape(src.args[0]) == shape:  # HF's no-op [:, :]
-        chain.append(src)
-        src = src.args[0]
     nodes.extend(chain)
     return src, rep_shape[2]
+
+
+def _noop_slice(x: object) -> bool:
+    """A slice that keeps everything (``t[:, :]``, or a symbolic size's full range)."""
+    return (
+        _is(x, "slice")
+        and node_shape(x) == node_shape(x.args[0])
+        and _arg(x, 2, "start") in (0, None)
+    )
+
+
+def _past_noop_slices(x: object, chain: list[fx.Node]) -> object:
+    while _noop_slice(x):
+        chain.append(x)
+        x = x.args[0]
+    return x
 
 
 def _rotary(x: fx.Node, nodes: list[fx.Node]) -> tuple[fx.Node, fx.Node, fx.Node] | None:
@@ -175,7 +188,7 @@ def _path(x: fx.Node, nodes: list[fx.Node], scales: list) -> tuple[fx.Node, list
             nodes.append(x)
             scales.append((x.target, x.args[1]))
             x = x.args[0]
-        elif _is(x, *_MOVES):
+        elif _is(x, *_MOVES) or _noop_slice(x):
             path.append(x)
             x = x.args[0]
         elif x.op == "call_function" and x.target is operator.getitem and _is(x.args[0], *_SPLITS):
@@ -208,7 +221,7 @@ def _replay(node: fx.Node, value: object, real: tuple[int, int], small: tuple[in
     args = [value, *node.args[1:]]
     if _is(node, *_VIEWS):  # as reshape: the replay skips the copies a view may rely on
         return value.reshape(_stand_in_shape(node_shape(node), real, small))
-    if _is(node, "clone", "contiguous", "alias"):
+    if _is(node, "clone", "contiguous", "alias") or _noop_slice(node):
         return value
     return node.target(*args, **node.kwargs)
 
