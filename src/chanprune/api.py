@@ -15,7 +15,7 @@ from .capture.trace import as_example, capture, gc_paused, run_model
 from .errors import ExportError, InputError
 from .layout.policy import NaturalOrder, SolvedOrder
 from .liveness.flow import liveness
-from .liveness.rounding import round_depthwise
+from .liveness.rounding import default_width_quantum, round_depthwise, round_widths
 from .rewrite.fixed_batch import guard as guard_fixed_batch
 from .rewrite.inputs import guard as guard_inputs
 from .rewrite.rewriter import GROUP_QUANTUM, rewrite
@@ -35,16 +35,33 @@ def check_group_quantum(group_quantum: object) -> int:
     return group_quantum
 
 
+def check_width_quantum(width_quantum: object) -> int:
+    """The width quantum to use: ``None`` means the CPU's (``default_width_quantum``)."""
+    if width_quantum is None:
+        return default_width_quantum()
+    if isinstance(width_quantum, bool) or not isinstance(width_quantum, int) or width_quantum < 1:
+        raise InputError(
+            f"width_quantum must be a positive integer (1: no rounding) or None (the CPU's), "
+            f"got {width_quantum!r}"
+        )
+    return width_quantum
+
+
 def policy_for(method: str, analysis, live):
     check_method(method)
     return SolvedOrder(analysis, live) if method == "reorder" else NaturalOrder()
 
 
-def _build(cap, method: str, quantum: int, inputs: tuple, reference: object | None, kwargs: dict):
-    """analysis -> liveness -> layout policy -> rewrite, checked against ``reference``."""
+def _build(
+    cap, method: str, quantum: tuple[int, int], inputs: tuple, reference: object | None, kwargs
+):
+    """analysis -> liveness -> width rounding -> layout policy -> rewrite, checked against
+    ``reference``; ``quantum``: (group_quantum, width_quantum)."""
+    quantum, width = quantum
     an = analyze(cap)
     live = liveness(an)
     round_depthwise(live, quantum)
+    round_widths(live, width)
     result = rewrite(an, live, policy_for(method, an, live), quantum)
     if reference is not None:
         verify(cap, result, inputs, reference, kwargs)
@@ -62,6 +79,7 @@ def export(
     submodules: Sequence[str] | None = None,
     example_kwargs: dict[str, object] | None = None,
     dynamic_shapes: object = None,
+    width_quantum: int | None = None,
 ) -> torch.nn.Module:
     """A new, physically smaller module whose outputs equal ``model``'s (as masked).
 
@@ -81,6 +99,13 @@ def export(
     runs it in blocked kernels only then (benchmarks/studies/results/depthwise_quantum.md). 1
     gives the fewest parameters.
 
+    ``width_quantum``: a dense layer whose output channels are one private segment (a
+    bottleneck's inner conv, an MLP's hidden layer) keeps a few zero or unread original
+    channels so that its width is a multiple of this, where that adds at most a quarter of
+    its channels, since kernels run slower per MAC at other widths
+    (benchmarks/results/widths.md). ``None`` (the default) takes the CPU's vector width
+    (``liveness.rounding.default_width_quantum``); 1 turns it off.
+
     ``submodules=["backbone", ...]``: for a model torch.export cannot capture whole (a
     detector's post-processing), export each named submodule on the inputs it receives in one
     eager run and return a deep copy of ``model`` with those submodules replaced, checked end
@@ -95,12 +120,13 @@ def export(
     """
     check_method(method)
     check_group_quantum(group_quantum)
+    width_quantum = check_width_quantum(width_quantum)
     if submodules is not None:
         return _export_parts(
             model,
             example_inputs,
             submodules,
-            (method, check, dynamic_batch, group_quantum),
+            (method, check, dynamic_batch, group_quantum, width_quantum),
             example_kwargs,
             dynamic_shapes,
         )
@@ -111,18 +137,20 @@ def export(
     how = dict(example_kwargs=kwargs, dynamic_shapes=dynamic_shapes, dynamic_batch=dynamic_batch)
     cap = capture(model, inputs, marked=check, **how)
     try:
-        result = _build(cap, method, group_quantum, inputs, reference if check else None, kwargs)
+        quanta = (group_quantum, width_quantum)
+        result = _build(cap, method, quanta, inputs, reference if check else None, kwargs)
     except Exception:  # any failure of a marker capture (a wrong split: IndexError) recaptures
         if cap.marker is None:
             raise
         cap = capture(model, inputs, marked=False, **how)
-        result = _build(cap, method, group_quantum, inputs, reference, kwargs)
+        result = _build(cap, method, quanta, inputs, reference, kwargs)
     module = result.module
     guard_fixed_batch(module, cap, type(model).__name__)
     guard_inputs(module, cap, type(model).__name__)
     module.chanprune_copies = result.copies
     module.chanprune_method = method
     module.chanprune_group_quantum = group_quantum
+    module.chanprune_width_quantum = width_quantum
     return module
 
 
@@ -130,24 +158,24 @@ def _export_parts(
     model: torch.nn.Module,
     example_inputs: object,
     names: Sequence[str],
-    how: tuple[str, bool, bool, int],
+    how: tuple[str, bool, bool, int, int],
     example_kwargs: dict[str, object] | None,
     dynamic_shapes: object,
 ) -> torch.nn.Module:
     """A deep copy of ``model`` with each named submodule replaced by its export (``how``:
-    method, check, dynamic_batch, group_quantum)."""
+    method, check, dynamic_batch, group_quantum, width_quantum)."""
     if dynamic_shapes is not None:
         raise InputError(
             "dynamic_shapes names the whole model's inputs; with submodules, each part is "
             "exported at the sizes it receives (batch aside)"
         )
-    method, check, dynamic_batch, quantum = how
+    method, check, dynamic_batch, quantum, width = how
     inputs, kwargs = as_example(example_inputs, example_kwargs)
     parts = for_each_part(
         model,
         inputs,
         names,
-        lambda sub, xs: export(sub, xs, method, check, dynamic_batch, quantum),
+        lambda sub, xs: export(sub, xs, method, check, dynamic_batch, quantum, width_quantum=width),
         kwargs,
     )
     pruned = copy.deepcopy(model)

@@ -15,11 +15,11 @@ import torch
 
 from .analysis.propagate import analyze
 from .analysis.types import Axis
-from .api import check_group_quantum, check_method, policy_for
+from .api import check_group_quantum, check_method, check_width_quantum, policy_for
 from .capture.trace import as_example, capture, gc_paused
 from .layout.policy import SolvedOrder
 from .liveness.flow import liveness
-from .liveness.rounding import round_depthwise
+from .liveness.rounding import round_depthwise, round_widths
 from .rewrite.rewriter import GROUP_QUANTUM, Copy, rewrite
 
 
@@ -110,19 +110,23 @@ def plan(
     group_quantum: int = GROUP_QUANTUM,
     example_kwargs: dict[str, object] | None = None,
     dynamic_shapes: object = None,
+    width_quantum: int | None = None,
 ) -> Plan:
     """What ``export`` with the same arguments would keep and copy, per segment.
 
     It runs the same stages but returns no module: a cheap look at the copies an export would
     make and, for ``method="reorder"``, at whether the layout solver proved them minimal.
-    ``example_kwargs`` and ``dynamic_shapes`` are as in :func:`chanprune.export`.
+    ``example_kwargs``, ``dynamic_shapes`` and ``width_quantum`` are as in
+    :func:`chanprune.export`.
     """
     check_method(method)
     check_group_quantum(group_quantum)
+    width_quantum = check_width_quantum(width_quantum)
     inputs, kwargs = as_example(example_inputs, example_kwargs)
     an = analyze(capture(model, inputs, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes))
     live = liveness(an)
     round_depthwise(live, group_quantum)
+    round_widths(live, width_quantum)
     policy = policy_for(method, an, live)
     result = rewrite(an, live, policy, group_quantum)
     segments = an.segments()

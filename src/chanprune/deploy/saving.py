@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..api import check_group_quantum, export
+from ..api import check_group_quantum, check_width_quantum, export
 from ..capture.inputs import batched_keys, export_shapes, map_batched
 from ..capture.trace import as_example, as_input_tuple
 from ..deps import require
@@ -30,8 +30,9 @@ from .archive import check_archive
 from .spec import check_spec, kept_indices, rebuild
 
 SPEC_FORMAT = "chanprune-spec"
-SPEC_VERSION = 2  # 2: group_quantum, and grouped input dims ({"groups": ...}; deploy.spec)
-READS_VERSIONS = (1, 2)
+# 2: group_quantum, grouped input dims ({"groups": ...}; deploy.spec); 3: width_quantum
+SPEC_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 LEGACY_GROUP_QUANTUM = 1  # specs without the field: the smallest grouped convs (load_pruned)
 
 
@@ -109,6 +110,7 @@ def save_pruned(
         "architecture": f"{type(model).__module__}.{type(model).__qualname__}",
         "method": pruned.chanprune_method,
         "group_quantum": getattr(pruned, "chanprune_group_quantum", GROUP_QUANTUM),
+        "width_quantum": getattr(pruned, "chanprune_width_quantum", 1),
         "inputs": [
             {"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")} for x in inputs
         ],
@@ -129,9 +131,9 @@ def load_pruned(
     ``model`` receives the pruned tensors in place (zeros where channels were removed, i.e. the
     masked model) and is exported again; export checks the result. Nothing is unpickled.
     ``example_inputs`` are what the export is checked on (default: random inputs of the shapes
-    the spec recorded). A spec without ``group_quantum`` (written before it was recorded)
-    loads with 1: the smallest grouped convs; exact under any value, as fillers are zeros of
-    the masked model.
+    the spec recorded). A spec without ``group_quantum`` or ``width_quantum`` (written before
+    they were recorded) loads with 1: the smallest layers; exact under any value, as fillers
+    are zeros of the masked model or read by nobody.
     """
 
     st = require("safetensors.torch", "loading a pruning spec")
@@ -160,7 +162,10 @@ def load_pruned(
             for i in doc["inputs"]
         )
     quantum = doc.get("group_quantum", LEGACY_GROUP_QUANTUM)
-    return export(model, example_inputs, method=doc["method"], group_quantum=quantum)
+    width = doc.get("width_quantum", 1)  # older specs: no width rounding
+    return export(
+        model, example_inputs, method=doc["method"], group_quantum=quantum, width_quantum=width
+    )
 
 
 def read_spec(path: str | Path) -> dict:
@@ -186,6 +191,7 @@ def read_spec(path: str | Path) -> dict:
         raise InputError(f"{path}: the spec lacks its tensors or inputs")
     try:
         check_group_quantum(doc.get("group_quantum", LEGACY_GROUP_QUANTUM))
+        check_width_quantum(doc.get("width_quantum", 1))
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     return doc

@@ -22,7 +22,7 @@ from ..api import policy_for
 from ..capture.trace import as_input_tuple, capture, run_model
 from ..errors import ExportError, InputError
 from ..liveness.flow import liveness
-from ..liveness.rounding import round_depthwise
+from ..liveness.rounding import round_depthwise, round_widths
 from ..rewrite.rewriter import GROUP_QUANTUM, rewrite
 from ..rewrite.verify import compare
 
@@ -47,6 +47,7 @@ def kept_indices(
     live = liveness(an)
     quantum = getattr(pruned, "chanprune_group_quantum", GROUP_QUANTUM)
     round_depthwise(live, quantum)
+    round_widths(live, getattr(pruned, "chanprune_width_quantum", 1))
     policy = policy_for(method, an, live)
     probe = {k: _probe(t) for k, t in cap.tensors.items()}
     saved = cap.tensors, live.tensors
