@@ -735,8 +735,11 @@ def beyond_section(recs: list[dict], names: list[str]) -> list[str]:
     out.append("")
     problems = [(r["model"], p) for r in recs for p in _beyond_problems(r)]
     if problems:
+        why = {c.name: c.ill_conditioned for c in beyond_zoo().cases() if c.ill_conditioned}
         out += ["Not exact everywhere (reason):", ""]
-        out += [f"- {m}: {p[:240]}" for m, p in problems] + [""]
+        for m, p in problems:
+            out.append(f"- {m}: {p[:240]}" + (f" (the model: {why[m]})" if m in why else ""))
+        out.append("")
     out += [
         "| model | family | params (M) | output side | new batch | other size | input side "
         "| prunable | pruned out / in | q/k/v | param drop | export s | code |",

@@ -175,15 +175,20 @@ def test_the_beyond_zoo_is_left_as_it_was(case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         chanprune.mask(model, x, amount=0.3, submodules=parts)
-        exported = chanprune.export(model, x, submodules=parts)
+        if case.ill_conditioned:  # its check refuses the export: the model is left alone still
+            with pytest.raises(chanprune.ExportError, match="code between the parts"):
+                chanprune.export(model, x, submodules=parts)
+        else:
+            exported = chanprune.export(model, x, submodules=parts)
         if parts is None:  # plan prunes a whole model
             chanprune.plan(model, x)
     assert_unchanged(before, _snapshot(model))
     now = dict([*model.named_parameters(), *model.named_buffers()])
     assert now.keys() == slots.keys() and all(now[n] is t for n, t in slots.items())
     copy.deepcopy(model)  # no fake tensor left behind
-    with torch.no_grad():
-        assert compare(model(*x), exported(*x)).ok
+    if not case.ill_conditioned:
+        with torch.no_grad():
+            assert compare(model(*x), exported(*x)).ok
 
 
 def test_the_snapshot_sees_a_cache_refilled_in_place():
