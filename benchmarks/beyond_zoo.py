@@ -15,11 +15,19 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 SEED = 0
+
+
+class Example(NamedTuple):
+    """Inputs as in ``model(*args, **kwargs)``."""
+
+    args: tuple[torch.Tensor, ...]
+    kwargs: dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -28,10 +36,11 @@ class Case:
 
     ``build()`` returns the model in eval mode (seeded, so two builds are equal);
     ``inputs(batch, other_size)`` returns positional example inputs, at the traced size or, with
-    ``other_size``, at a second sequence length or image size. ``size`` says how the model takes
-    that second size: ``"dynamic"`` along the dims named in ``dynamic`` (one dict per input,
-    {dim: name}), which an export must trace as dynamic; ``"any"`` by resizing its input itself
-    (a detector's transform), so any export takes it; ``"one"``: the model has one size.
+    ``other_size``, at a second sequence length or image size; ``keywords`` (same arguments), if
+    given, the keyword inputs (``attention_mask=``, ``use_cache=False``). ``size`` says how the
+    model takes that second size: ``"dynamic"`` along the dims ``dynamic`` names per forward
+    argument, which an export must trace as dynamic; ``"any"`` by resizing its input itself (a
+    detector's transform), so any export takes it; ``"one"``: the model has one size.
     ``submodules``: the parts to prune when torch.export cannot capture the whole model.
     ``needs``: packages it imports. ``slow``: too slow for the default test run.
     ``ill_conditioned``: why the model's outputs change under any rounding of its parts' (so an
@@ -44,10 +53,16 @@ class Case:
     inputs: Callable[[int, bool], tuple[torch.Tensor, ...]]
     needs: tuple[str, ...] = ("torchvision",)
     submodules: tuple[str, ...] | None = None
-    dynamic: tuple[dict[int, str], ...] = field(default_factory=tuple)
+    dynamic: dict[str, tuple[int, ...]] = field(default_factory=dict)
     size: str = "dynamic"
     slow: bool = False
     ill_conditioned: str = ""
+    keywords: Callable[[int, bool], dict[str, object]] | None = None
+
+    def example(self, batch: int, other_size: bool = False) -> Example:
+        """Positional and keyword inputs at ``batch`` (and the other size)."""
+        kwargs = self.keywords(batch, other_size) if self.keywords else {}
+        return Example(self.inputs(batch, other_size), kwargs)
 
     def available(self) -> bool:
         """Whether every package the case imports is installed."""
@@ -106,7 +121,7 @@ def images(c: int, size: int, other: int) -> Callable[[int, bool], tuple[torch.T
     return make
 
 
-SPATIAL = ({2: "height", 3: "width"},)
+SPATIAL = {"x": (2, 3)}
 
 
 # torchvision -----------------------------------------------------------------------------------
@@ -174,7 +189,7 @@ def _clips(frames: int, size: int) -> Callable[[int, bool], tuple[torch.Tensor, 
     return make
 
 
-CLIP = ({2: "frames", 3: "height", 4: "width"},)
+CLIP = {"x": (2, 3, 4)}
 
 
 def _raft() -> nn.Module:
@@ -190,11 +205,23 @@ def _image_pair(batch: int, other_size: bool = False) -> tuple[torch.Tensor, ...
 
 # Hugging Face ----------------------------------------------------------------------------------
 TOKENS, OTHER_TOKENS, VOCAB = 16, 24, 96
-TEXT = ({1: "tokens"},)
+TEXT = {"input_ids": (1,)}
 
 
 def _token_ids(batch: int, other_size: bool = False) -> tuple[torch.Tensor, ...]:
     return (torch.randint(0, VOCAB, (batch, OTHER_TOKENS if other_size else TOKENS)),)
+
+
+def _padding_mask(batch: int, other_size: bool = False) -> dict[str, object]:
+    """``attention_mask=``: the first sequence padded at its end, as in a batch of unequal texts."""
+    mask = torch.ones(batch, OTHER_TOKENS if other_size else TOKENS, dtype=torch.long)
+    mask[0, -3:] = 0
+    return {"attention_mask": mask}
+
+
+def _no_cache(batch: int, other_size: bool = False) -> dict[str, object]:
+    """A decoder's keywords: padding, and ``use_cache=False`` (a cache is not a tensor)."""
+    return {**_padding_mask(batch, other_size), "use_cache": False}
 
 
 def _small(**over) -> dict:
@@ -237,7 +264,6 @@ def _llama() -> nn.Module:
     config = LlamaConfig(
         vocab_size=VOCAB, max_position_embeddings=64, num_key_value_heads=2, **_small()
     )
-    config.use_cache = False  # a DynamicCache in the output is not a tensor
     return LlamaForCausalLM(config)
 
 
@@ -387,6 +413,7 @@ def cases() -> list[Case]:
     px128 = {"min_size": 128, "max_size": 128}
     rcnn = {**det, "submodules": ("backbone", "roi_heads.box_head")}
     hf = {"needs": ("transformers",), "dynamic": TEXT}
+    padded = {**hf, "dynamic": {**TEXT, "attention_mask": (1,)}}
     return [
         _segmentation("fcn_resnet50"),
         _segmentation("deeplabv3_mobilenet_v3_large"),
@@ -412,19 +439,20 @@ def cases() -> list[Case]:
         Case("r2plus1d_18", "video", seeded(_tv("r2plus1d_18")), _clips(4, 32), dynamic=CLIP,
              slow=True),
         Case("s3d", "video", seeded(_tv("s3d")), _clips(16, 224), dynamic=CLIP, slow=True),
-        Case("raft_small", "optical flow", seeded(_raft), _image_pair, dynamic=(*SPATIAL,
-             *SPATIAL), slow=True),
+        Case("raft_small", "optical flow", seeded(_raft), _image_pair,
+             dynamic={"image1": (2, 3), "image2": (2, 3)}, slow=True),
         Case("tiny_unet_convtranspose", "segmentation", seeded(TinyUNet), images(3, 32, 48),
              dynamic=SPATIAL),
-        Case("bert", "transformers", seeded(_bert), _token_ids, **hf),
+        Case("bert", "transformers", seeded(_bert), _token_ids, keywords=_padding_mask, **padded),
         Case("gpt2", "transformers", seeded(_gpt2), _token_ids, **hf),
         Case("vit", "transformers", seeded(_vit), images(3, 32, 32), ("transformers",),
              size="one"),
-        Case("llama_gqa", "transformers", seeded(_llama), _token_ids, **hf),
+        Case("llama_gqa", "transformers", seeded(_llama), _token_ids, keywords=_no_cache,
+             **padded),
         Case("wav2vec2", "transformers", seeded(_wav2vec2), _audio, ("transformers",),
-             dynamic=({1: "samples"},)),
+             dynamic={"input_values": (1,)}),
         Case("unet2d_diffusers", "diffusers", seeded(_diffusers_unet), _noisy_sample,
-             ("diffusers",), dynamic=(*SPATIAL, {})),
+             ("diffusers",), dynamic={"sample": (2, 3)}),
     ]  # fmt: skip
 
 

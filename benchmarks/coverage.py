@@ -246,17 +246,20 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:400]
 
 
-def _share(model, x: tuple, parts: list[str] | None):
+def _share(model, ex, parts: list[str] | None):
     """The analysis' prunable share of the model, or summed over its named submodules."""
     from chanprune.analysis.propagate import analyze
     from chanprune.analysis.share import PrunableShare, prunable_share
     from chanprune.capture.submodules import for_each_part
     from chanprune.capture.trace import capture
 
-    def one(module, inputs) -> PrunableShare:
-        return prunable_share(analyze(capture(module, inputs), warn=False))
+    def one(module, inputs, **kw) -> PrunableShare:
+        return prunable_share(analyze(capture(module, inputs, **kw), warn=False))
 
-    shares = list(for_each_part(model, x, parts, one).values()) if parts else [one(model, x)]
+    if parts:
+        shares = list(for_each_part(model, ex.args, parts, one, **_how(ex)).values())
+    else:
+        shares = [one(model, ex.args, **_how(ex))]
     return PrunableShare(
         sum(s.prunable for s in shares),
         sum(s.total for s in shares),
@@ -305,20 +308,26 @@ def removed_share(model, exported, dims: dict[str, int]) -> float | None:
     return 1 - sum(kept.values()) / sum(width.values())
 
 
-def _check(model, exported, inputs: tuple) -> str:
-    """'exact', or why the export's outputs on ``inputs`` are not the masked model's."""
+def _how(ex, shapes: dict | None = None) -> dict:
+    """The keyword arguments of mask and export for example ``ex`` (and dynamic ``shapes``)."""
+    how: dict = {"example_kwargs": ex.kwargs} if ex.kwargs else {}
+    return {**how, "dynamic_shapes": shapes} if shapes else how
+
+
+def _check(model, exported, ex) -> str:
+    """'exact', or why the export's outputs on example ``ex`` are not the masked model's."""
     import torch
 
     from chanprune.rewrite.verify import compare
 
     try:
         with torch.no_grad():
-            ref = model(*inputs)
+            ref = model(*ex.args, **ex.kwargs)
     except Exception as e:
         return f"the model itself fails: {_first_line(e)}"
     try:
         with torch.no_grad():
-            got = compare(ref, exported(*inputs))
+            got = compare(ref, exported(*ex.args, **ex.kwargs))
     except Exception as e:
         return f"fails: {_first_line(e)}"
     if got.ok:
@@ -326,10 +335,10 @@ def _check(model, exported, inputs: tuple) -> str:
     return f"differs: max |diff| {got.max_abs_diff:.3g} vs max |output| {got.max_abs_ref:.3g}"
 
 
-def dynamic_shapes(case, model) -> dict | None:
-    """``dynamic_shapes=`` for mask and export: the case's size dims as ``Dim.AUTO``, keyed by
-    the forward's parameter names. None where the model has no such dims, or where
-    ``chanprune.export`` takes no ``dynamic_shapes`` (it then exports at the traced size only)."""
+def dynamic_shapes(case) -> dict | None:
+    """``dynamic_shapes=`` for mask and export: the case's size dims as ``Dim.AUTO``. None where
+    the model has no such dims, or where ``chanprune.export`` takes no ``dynamic_shapes`` (it
+    then exports at the traced size only)."""
     import chanprune
 
     if (
@@ -339,18 +348,17 @@ def dynamic_shapes(case, model) -> dict | None:
         return None
     from torch.export import Dim
 
-    names = list(inspect.signature(model.forward).parameters)
-    return {n: {i: Dim.AUTO for i in d} for n, d in zip(names, case.dynamic, strict=False) if d}
+    return {name: dict.fromkeys(dims, Dim.AUTO) for name, dims in case.dynamic.items()}
 
 
 def _prune(case, parts: list[str] | None, side: str, shapes: dict | None = None):
     """A fresh build of the case, masked on ``side`` and exported: (masked model, export)."""
     import chanprune
 
-    extra = {"dynamic_shapes": shapes} if shapes else {}
-    model, x = case.build(), case.inputs(2, False)
-    chanprune.mask(model, x, amount=AMOUNT, side=side, submodules=parts, **extra)
-    return model, chanprune.export(model, x, method="reorder", submodules=parts, **extra)
+    model, ex = case.build(), case.example(2)
+    how = _how(ex, shapes)
+    chanprune.mask(model, ex.args, amount=AMOUNT, side=side, submodules=parts, **how)
+    return model, chanprune.export(model, ex.args, method="reorder", submodules=parts, **how)
 
 
 def _other_size(case, parts: list[str] | None, model, exported) -> str:
@@ -359,15 +367,15 @@ def _other_size(case, parts: list[str] | None, model, exported) -> str:
     if case.size == "one":
         return "n/a (model)"
     if case.size == "any":
-        return _check(model, exported, case.inputs(2, True))
-    shapes = dynamic_shapes(case, model)
+        return _check(model, exported, case.example(2, True))
+    shapes = dynamic_shapes(case)
     if shapes is None:
         return FIXED
     try:
         model, exported = _prune(case, parts, "output", shapes)
     except Exception as e:
         return f"fails: {_first_line(e)}"
-    return _check(model, exported, case.inputs(2, True))
+    return _check(model, exported, case.example(2, True))
 
 
 def _input_side(case, parts: list[str] | None) -> tuple[str, float | None]:
@@ -378,7 +386,7 @@ def _input_side(case, parts: list[str] | None) -> tuple[str, float | None]:
     except Exception as e:
         return f"fails: {_first_line(e)}", None
     share = removed_share(model, exported, _layer_dims(model, parts))
-    return _check(model, exported, case.inputs(2, False)), share
+    return _check(model, exported, case.example(2)), share
 
 
 def run_beyond(name: str) -> dict:
@@ -390,6 +398,8 @@ def run_beyond(name: str) -> dict:
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
+    # widths as masked, not aligned to this CPU's vector width: the same shares on any machine
+    os.environ.setdefault("CHANPRUNE_WIDTH_QUANTUM", "1")
     case = beyond_zoo().by_name()[name]
     rec: dict = {"zoo": BEYOND, "model": name, "family": case.family, "stage": "build"}
     rec["code"] = _commit()
@@ -399,25 +409,29 @@ def run_beyond(name: str) -> dict:
     parts = list(case.submodules) if case.submodules else None
     rec["parts"] = parts
     try:
-        model, x = case.build(), case.inputs(2, False)
-        rec["input"] = [list(t.shape) for t in x]
+        model, ex = case.build(), case.example(2)
+        rec["input"] = [list(t.shape) for t in ex.args]
+        rec["keywords"] = sorted(ex.kwargs)
         rec["params"] = chanprune.count_params(model)
         rec["stage"] = "capture"
-        share = _share(model, x, parts)
+        share = _share(model, ex, parts)
         rec["prunable"], rec["channels"], rec["causes"] = share.prunable, share.total, share.causes
         rec["stage"] = "mask"
-        masks = chanprune.mask(model, x, amount=AMOUNT, side="output", submodules=parts)
+        how = _how(ex)
+        masks = chanprune.mask(
+            model, ex.args, amount=AMOUNT, side="output", submodules=parts, **how
+        )
         rec["masked"] = sum(len(v) for v in masks.values())
         rec["stage"] = "export"
         t = time.perf_counter()
-        exported = chanprune.export(model, x, method="reorder", submodules=parts)
+        exported = chanprune.export(model, ex.args, method="reorder", submodules=parts, **how)
         rec["export_s"] = round(time.perf_counter() - t, 2)
         rec["params_after"] = chanprune.count_params(exported)
         rec["pruned"] = removed_share(model, exported, _layer_dims(model, parts))
         rec["qkv_pruned"] = removed_share(model, exported, _qkv_dims(model))
         rec["stage"] = "verify"
-        rec["fresh"] = _check(model, exported, case.inputs(2, False))
-        rec["batch"] = _check(model, exported, case.inputs(NEW_BATCH, False))
+        rec["fresh"] = _check(model, exported, case.example(2))
+        rec["batch"] = _check(model, exported, case.example(NEW_BATCH))
         rec["size"] = _other_size(case, parts, model, exported)
         rec["stage"] = "input side"
         rec["input_side"], rec["input_pruned"] = _input_side(case, parts)
@@ -677,9 +691,9 @@ BEYOND_HEAD = (
     "mask a fresh build on the input side, export and check it. "
     "'pruned out / in': the share of all conv and linear output channels (of the parts, for "
     "`submodules=`; final layers included) the export removed, masked on the output / input "
-    "side, read off the parameter shapes. 'q/k/v': the same for the attention projections "
-    "(0%: no attention head, nor channel within one, pruned). Export times are single-thread "
-    "times on a shared machine."
+    "side, read off the parameter shapes (width alignment off: `CHANPRUNE_WIDTH_QUANTUM=1`). "
+    "'q/k/v': the same for the attention projections (0%: no attention head, nor channel within "
+    "one, pruned). Export times are single-thread times on a shared machine."
 )
 
 

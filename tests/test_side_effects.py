@@ -166,29 +166,30 @@ def test_the_beyond_zoo_is_left_as_it_was(case):
     attributes, parameters and buffers as before, deep-copies, and runs as the export does."""
     for package in case.needs:
         pytest.importorskip(package)
-    model, x = case.build(), case.inputs(2, False)
+    model, (x, kw) = case.build(), case.example(2)
     parts = list(case.submodules) if case.submodules else None
+    how = {"submodules": parts, "example_kwargs": kw or None}
     with torch.no_grad():
-        model(*x)  # the user's own forward first: caches filled at the user's sizes
+        model(*x, **kw)  # the user's own forward first: caches filled at the user's sizes
     before = _snapshot(model)
     slots = dict([*model.named_parameters(), *model.named_buffers()])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        chanprune.mask(model, x, amount=0.3, submodules=parts)
+        chanprune.mask(model, x, amount=0.3, **how)
         if case.ill_conditioned:  # its check refuses the export: the model is left alone still
             with pytest.raises(chanprune.ExportError, match="code between the parts"):
-                chanprune.export(model, x, submodules=parts)
+                chanprune.export(model, x, **how)
         else:
-            exported = chanprune.export(model, x, submodules=parts)
+            exported = chanprune.export(model, x, **how)
         if parts is None:  # plan prunes a whole model
-            chanprune.plan(model, x)
+            chanprune.plan(model, x, example_kwargs=kw or None)
     assert_unchanged(before, _snapshot(model))
     now = dict([*model.named_parameters(), *model.named_buffers()])
     assert now.keys() == slots.keys() and all(now[n] is t for n, t in slots.items())
     copy.deepcopy(model)  # no fake tensor left behind
     if not case.ill_conditioned:
         with torch.no_grad():
-            assert compare(model(*x), exported(*x)).ok
+            assert compare(model(*x, **kw), exported(*x, **kw)).ok
 
 
 def test_the_snapshot_sees_a_cache_refilled_in_place():
