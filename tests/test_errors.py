@@ -30,7 +30,7 @@ def unchanged(model, state):
 X = torch.randn(2, 3, 8, 8)
 
 
-@pytest.mark.parametrize("amount", [-0.1, 1.0, 1.5, "0.3", None])
+@pytest.mark.parametrize("amount", [-0.1, 1.0, 1.5, "0.3"])
 def test_amount_out_of_range(amount):
     model = Net()
     state = snapshot(model)

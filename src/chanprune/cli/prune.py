@@ -18,6 +18,7 @@ from ..evaluation.stats import count_macs, count_params
 from ..evaluation.timing import measure_latency
 from ..masking.heuristics import HEURISTICS
 from ..masking.masks import mask, validate
+from ..masking.targets import DEFAULT_AMOUNT, TOLERANCE, TargetMasks, resolve
 from ..paths import check_writable
 from ..plan import plan
 from ..progress import Steps
@@ -66,9 +67,40 @@ def positive_int(text: str) -> int:
     return n
 
 
-def add_pruning_arguments(p: argparse.ArgumentParser, amount: float, side: str) -> None:
-    """The masking and export options every pruning subcommand shares (defaults differ)."""
-    p.add_argument("--amount", type=float, default=amount, help="share of channels to prune")
+def target_fraction(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        t = 0.0
+    if not 0.0 < t <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return t
+
+
+def add_pruning_arguments(
+    p: argparse.ArgumentParser, amount: float | None, side: str, targets: bool = False
+) -> None:
+    """The masking and export options every pruning subcommand shares (defaults differ).
+    ``targets``: also --target-macs and --target-params, exclusive with --amount (whose
+    default ``None`` then means :data:`~chanprune.masking.targets.DEFAULT_AMOUNT`)."""
+    how_much = p.add_mutually_exclusive_group() if targets else p
+    how_much.add_argument(
+        "--amount",
+        type=float,
+        default=amount,
+        help="share of channels to prune"
+        + (f" (default {DEFAULT_AMOUNT} unless a target is given)" if amount is None else ""),
+    )
+    if targets:
+        for what, unit in (("macs", "MACs at the example input"), ("params", "parameters")):
+            how_much.add_argument(
+                f"--target-{what}",
+                type=target_fraction,
+                default=None,
+                metavar="T",
+                help=f"choose the amount so that the export keeps T of the unpruned model's "
+                f"{unit} (within {TOLERANCE:g})",
+            )
     add_mask_arguments(p, side)
     p.add_argument("--constrained", action="store_true", help="prune coupled layers together")
     p.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
@@ -146,6 +178,8 @@ def mask_from_args(model: torch.nn.Module, x: torch.Tensor, args: argparse.Names
         scope=args.scope,
         side=args.side,
         constrained=args.constrained,
+        target_macs=getattr(args, "target_macs", None),
+        target_params=getattr(args, "target_params", None),
     )
 
 
@@ -159,7 +193,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ".safetensors, .onnx).",
     )
     add_model_arguments(pr)
-    add_pruning_arguments(pr, amount=0.3, side="output")
+    add_pruning_arguments(pr, amount=None, side="output", targets=True)
     pr.add_argument(
         "--out",
         type=Path,
@@ -237,7 +271,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    validate(args.amount, args.heuristic, args.scope, args.side)
+    amount, _ = resolve(args.amount, args.target_macs, args.target_params)
+    validate(amount, args.heuristic, args.scope, args.side)
     _check_outputs(args)
     calibrating = args.calibrate is not None
     n_steps = 4 + calibrating + (args.runs > 0) + (args.out is not None) + (args.onnx is not None)
@@ -283,7 +318,7 @@ def prune_command(args: argparse.Namespace) -> int:
     recal = f"BatchNorm recalibrated on {calibrated} images; " if calibrated else ""
     print(
         f"{src.label}: input {tuple(x.shape)}, {sum(map(len, masks.values()))} channels masked in "
-        f"{len(masks)} layers (amount {args.amount}, {args.heuristic}, {args.scope}, "
+        f"{len(masks)} layers ({_how_much(masks, amount)}, {args.heuristic}, {args.scope}, "
         f"{args.side} side{', constrained' if args.constrained else ''}); "
         f"{recal}"
         f"exported with method={args.method}, outputs verified"
@@ -316,6 +351,14 @@ def prune_command(args: argparse.Namespace) -> int:
     for path in saved:
         print(f"wrote {path}")
     return 0
+
+
+def _how_much(masks: dict, amount: float) -> str:
+    """The amount masked, and the target that chose it if any."""
+    if isinstance(masks, TargetMasks):
+        t = masks.target
+        return f"{t.what} target {t.value:g}: amount {masks.amount:.3f} gave {masks.ratio:.3f}"
+    return f"amount {amount}"
 
 
 def _save(pruned, model, x, out: Path, name: str | None) -> list[Path]:

@@ -25,6 +25,7 @@ from ..capture.submodules import for_each_part
 from ..capture.trace import as_example, as_input_tuple, capture, gc_paused, run_graph
 from ..errors import InputError, MaskError
 from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
+from .targets import Target, TargetMasks, cost, export_cost, resolve, search, verdict
 
 SIDES = ("output", "input")
 SCOPES = ("local", "global")
@@ -57,7 +58,7 @@ def validate(amount: float, heuristic: str, scope: str, side: str) -> None:
 def mask(
     model: torch.nn.Module,
     example_inputs: object,
-    amount: float = 0.3,
+    amount: float | None = None,
     heuristic: str = "l1",
     scope: str = "local",
     side: str = "output",
@@ -66,8 +67,22 @@ def mask(
     submodules: Sequence[str] | None = None,
     example_kwargs: dict[str, object] | None = None,
     dynamic_shapes: object = None,
+    target_macs: float | None = None,
+    target_params: float | None = None,
 ) -> dict[str, list[int]]:
     """Zero ``amount`` of the prunable channels of ``model`` in place; return what was zeroed.
+
+    ``amount`` defaults to 0.3. ``target_macs=t`` or ``target_params=t`` (one of them, and no
+    ``amount``) chooses the amount instead: the one whose export (``chanprune.export`` with its
+    defaults) has ``t`` of the unpruned model's MACs (at the example inputs) or parameters,
+    within 0.02 absolute, masked with the ``heuristic``, ``scope``, ``side`` and
+    ``constrained`` given (``chanprune.masking.targets``). The model ends with that one mask
+    applied (channels it already had zeroed stay zero, and count as pruned). A target below
+    what the most masking reaches raises :class:`MaskError` saying what it reached and why,
+    leaving the model as it was; a target only missed because the cost falls in steps of whole
+    channels, or one above what the unmasked export already costs, is met as closely as
+    possible with a warning. The result then also has ``target``, ``amount`` (the one found) and
+    ``ratio`` (the export's measured ratio) attributes.
 
     ``heuristic`` is one of ``chanprune.HEURISTICS`` (lower score: pruned first); HRank scores
     feature maps of ``calibration`` batches (default: the example inputs). ``scope="local"``
@@ -90,8 +105,14 @@ def mask(
     ``example_kwargs`` and ``dynamic_shapes`` are as in :func:`chanprune.export` (pass the same
     to both, so the export reuses this capture).
     """
+    amount, target = resolve(amount, target_macs, target_params)
     validate(amount, heuristic, scope, side)
     if submodules is not None:
+        if target is not None:
+            raise InputError(
+                f"{target.name} is a share of the whole model's export, which submodules= does "
+                "not build in one piece; mask the parts with amount= instead"
+            )
         if calibration is not None:
             raise InputError(
                 "calibration batches are the whole model's inputs; with submodules, HRank scores "
@@ -123,7 +144,7 @@ def mask(
     cap = capture(
         model,
         inputs,
-        marked=heuristic != "hrank",
+        marked=heuristic != "hrank" and target is None,
         example_kwargs=kwargs,
         dynamic_shapes=dynamic_shapes,
     )
@@ -132,8 +153,52 @@ def mask(
         warnings.warn(low, stacklevel=3)
     units = _units(an, side)
     _score(units, an, heuristic, side, (inputs, kwargs), calibration)
+    if target is not None:
+        return _mask_to_target(
+            model, an, units, target, (scope, constrained, side), (inputs, kwargs, dynamic_shapes)
+        )
     chosen = _choose(units, float(amount), scope, constrained, an, side)
     return _apply(an, chosen, side)
+
+
+def _mask_to_target(
+    model: torch.nn.Module,
+    an: ChannelAnalysis,
+    units: list[Unit],
+    target: Target,
+    how: tuple[str, bool, str],
+    example: tuple[tuple, dict, object],
+) -> TargetMasks:
+    """Search the amount whose export meets ``target`` (``how``: scope, constrained, side),
+    trying each amount's masks and putting them back, then apply the closest one. ``example``:
+    positional inputs, keyword inputs, dynamic shapes."""
+    scope, constrained, side = how
+    inputs, kwargs, dynamic_shapes = example
+    unpruned = cost(model, inputs, kwargs, target)
+    tried: dict[frozenset, float] = {}  # amounts that choose the same channels share a try
+
+    def ratio_at(amount: float) -> float:
+        chosen = _choose(units, amount, scope, constrained, an, side)
+        key = frozenset((u.layer, u.channel) for u in chosen)
+        if key not in tried:
+            saved = _zero(_edits(an, chosen, side)[1])
+            try:
+                pruned = export_cost(model, inputs, kwargs, dynamic_shapes, target)
+                tried[key] = pruned / max(unpruned, 1)
+            finally:
+                _restore(saved)
+        return tried[key]
+
+    found, lowest = search(ratio_at, target.value)
+    share = prunable_share(an)
+    reach = str(share) + "".join(f"; {c}" for c in share.causes)
+    if (said := verdict(found, lowest, target, reach)) is not None:
+        fatal, text = said
+        if fatal:
+            raise MaskError(text)
+        warnings.warn(text, stacklevel=4)
+    chosen = _choose(units, found.amount, scope, constrained, an, side)
+    return TargetMasks(_apply(an, chosen, side), target, found)
 
 
 @gc_paused
@@ -316,9 +381,21 @@ def _group(items, key) -> dict:
 
 # applying --------------------------------------------------------------------------------------
 def _apply(an: ChannelAnalysis, chosen: list[Unit], side: str) -> dict[str, list[int]]:
+    """Zero ``chosen`` in the model; return {weight name: sorted channels}."""
+    result, edits = _edits(an, chosen, side)
+    _zero(edits)
+    return result
+
+
+Edit = tuple[torch.Tensor, int, np.ndarray]  # (tensor, dim, positions to zero along dim)
+Saved = list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]  # (tensor, dim, idx, old)
+
+
+def _edits(an: ChannelAnalysis, chosen: list[Unit], side: str) -> tuple[dict, list[Edit]]:
+    """What zeroing ``chosen`` returns to the user, and the tensor slices it zeroes."""
     tensors = an.capture.tensors
     result: dict[str, list[int]] = {}
-    edits: list[tuple[torch.Tensor, int, np.ndarray]] = []
+    edits: list[Edit] = []
     if side == "output":
         dead = []
         for li, us in _group(chosen, key=lambda u: u.layer).items():
@@ -339,15 +416,15 @@ def _apply(an: ChannelAnalysis, chosen: list[Unit], side: str) -> dict[str, list
             con = an.consumers[u.layer]
             edits.append((tensors[con.weight], con.dim, u.rows))
             result.setdefault(an.consumers[u.layer].weight, []).append(u.channel)
-    _zero(edits)
-    return {k: sorted(v) for k, v in sorted(result.items())}
+    return {k: sorted(v) for k, v in sorted(result.items())}, edits
 
 
-def _zero(edits: list[tuple[torch.Tensor, int, np.ndarray]]) -> None:
+def _zero(edits: list[Edit]) -> Saved:
     """Zero each (tensor, dim, index) slice, all or none: on any error (an interrupt included)
     the slices zeroed so far are put back. Saving only those slices, not the whole model, keeps
-    mask() from doubling a large model's memory."""
-    done: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+    mask() from doubling a large model's memory. Returns the saved slices for :func:`_restore`
+    (a target search tries masks and puts each back)."""
+    done: Saved = []
     with torch.no_grad():
         try:
             for t, dim, index in edits:
@@ -355,6 +432,15 @@ def _zero(edits: list[tuple[torch.Tensor, int, np.ndarray]]) -> None:
                 done.append((t, dim, idx, t.index_select(dim, idx)))
                 t.index_fill_(dim, idx, 0)
         except BaseException:
-            for t, dim, idx, old in reversed(done):
-                t.index_copy_(dim, idx, old)
+            _restore(done)
             raise
+    return done
+
+
+def _restore(saved: Saved) -> None:
+    """Put back the slices :func:`_zero` saved, last first (a slice zeroed twice, such as a
+    companion shared by two producers, gets its original values back, zeros the user set
+    included)."""
+    with torch.no_grad():
+        for t, dim, idx, old in reversed(saved):
+            t.index_copy_(dim, idx, old)
