@@ -95,6 +95,19 @@ class AddmmLinear(nn.Module):
         return flat.view(*x.shape[:-1], -1)
 
 
+def _instance_norm(c: int, affine: bool, track: bool) -> nn.Module:
+    """InstanceNorm2d with random affine parameters and running statistics (not the identity
+    ones of a fresh module, which would hide a wrong slice)."""
+    norm = nn.InstanceNorm2d(c, affine=affine, track_running_stats=track)
+    with torch.no_grad():
+        for name, t in norm.state_dict().items():
+            if name == "running_var":
+                t.uniform_(0.5, 2.0)
+            elif t.is_floating_point():
+                t.uniform_(-1.0, 1.0)
+    return norm
+
+
 class HeadsAttention(nn.Module):
     """Multi-head attention over a map's positions, as transformers write it: separate q/k/v
     projections (``how="sdpa"``), one fused projection (``"fused"``), a rotary embedding on q
@@ -285,6 +298,8 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         )  # fmt: skip
     if k == "addmm":
         return ChannelsLast(AddmmLinear(c, op.get("out")))
+    if k == "inorm":
+        return _instance_norm(c, op.get("affine"), op.get("track"))
     if k == "attention":
         return HeadsAttention(c, op.get("heads"), op.get("d"), op.get("how"), op.get("out"))
     if k == "rmsnorm":

@@ -176,6 +176,8 @@ def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
     if op == "rmsnorm":  # Llama's RMSNorm, a LayerNorm or a gate, written out (WrittenNorm)
         how = d.choice(("rms", "rms64", "ln", "lnvar", "stat"))
         return Op("rmsnorm", (src,), (("how", how), ("last", d.boolean())))
+    if op == "inorm":  # InstanceNorm2d, with an affine and/or running statistics
+        return Op("inorm", (src,), (("affine", d.boolean()), ("track", d.boolean())))
     if op == "attention":  # over the h*w positions: q/k/v heads, SDPA or written out
         how = d.choice(ATTENTION_KINDS)
         heads = d.choice((2, 4)) if how.startswith("gqa") else d.choice((1, 2, 3))

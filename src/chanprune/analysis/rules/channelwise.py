@@ -293,6 +293,31 @@ class BatchNorm(ChannelwiseParams):
         return lv.cache[key]
 
 
+class InstanceNorm(BatchNorm):
+    """instance_norm(x, weight, bias, running_mean, running_var, use_input_stats, momentum,
+    eps, cudnn_enabled): each channel normalised by its own statistics (RAFT's encoders, style
+    transfer nets), so channelwise. With input statistics a zero channel stays zero before the
+    affine (0 / sqrt(0 + eps)); with running ones it is BatchNorm's formula."""
+
+    outputs = None
+
+    def scale_shift(self, node: fx.Node, lv) -> tuple[np.ndarray, np.ndarray]:
+        if not node.args[5] and node.args[3] is not None:  # running statistics
+            key = ("in", node.name)
+            if key not in lv.cache:
+                w, b = lv.t(node.args[1]), lv.t(node.args[2])
+                mean, var, eps = lv.t(node.args[3]), lv.t(node.args[4]), node.args[7]
+                scale = torch.rsqrt(var + eps) * (1.0 if w is None else w)
+                shift = (0.0 if b is None else b) - mean * scale
+                lv.cache[key] = ((scale != 0).numpy(), (shift != 0).numpy())
+            return lv.cache[key]
+        n = len(lv.analysis.axes[node.name])
+        w, b = lv.t(node.args[1]), lv.t(node.args[2])
+        scale = np.ones(n, dtype=bool) if w is None else (w != 0).numpy()
+        shift = np.zeros(n, dtype=bool) if b is None else (b != 0).numpy()
+        return scale, shift
+
+
 UNARY = (
     "relu",
     "relu6",
@@ -357,3 +382,4 @@ register(Pool1d(), "aten.max_pool1d", "aten.avg_pool1d", "aten.adaptive_avg_pool
 register(Pool3d(), "aten.max_pool3d", "aten.avg_pool3d", "aten.adaptive_avg_pool3d")
 register(Pad(), "aten.pad", "aten.constant_pad_nd")
 register(BatchNorm(), "aten._native_batch_norm_legit_no_training")
+register(InstanceNorm(), "aten.instance_norm")
