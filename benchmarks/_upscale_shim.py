@@ -1,9 +1,10 @@
-"""Run apple-upscale 0.1.1 (``pip install apple-upscale==0.1.1 --no-deps``) on CPU.
+"""Run apple-upscale 0.1.1 (``pip install apple-upscale==0.1.1 --no-deps``) on CPU or GPU.
 
 apple-upscale hard-codes ``.cuda()`` (and a 1x3x224x224 tracing input) in its
-masking code.  We do not edit its installed files: while it runs we temporarily
-make ``Tensor.cuda`` / ``Module.cuda`` return ``self`` and, where the benchmark
-uses a smaller input, make the 224x224 tracing input match it.
+masking code.  We do not edit its installed files: on the CPU, while it runs we
+temporarily make ``Tensor.cuda`` / ``Module.cuda`` return ``self``; on a GPU its
+``.cuda()`` calls run as written (as in the paper). On both, where the benchmark
+uses a smaller input, we make the 224x224 tracing input match it.
 """
 
 from __future__ import annotations
@@ -27,12 +28,22 @@ def available() -> str | None:
 @contextlib.contextmanager
 def cpu_only(size: int | None = None):
     """Within the block, ``.cuda()`` is a no-op (and masking traces at ``size``)."""
-    import upscale.masking.mask as mask_mod
-
     old_t, old_m = torch.Tensor.cuda, torch.nn.Module.cuda
-    old_rand = mask_mod.torch
     torch.Tensor.cuda = lambda self, *a, **k: self
     torch.nn.Module.cuda = lambda self, *a, **k: self
+    try:
+        with traced_at(size):
+            yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = old_t, old_m
+
+
+@contextlib.contextmanager
+def traced_at(size: int | None = None):
+    """Within the block, upscale's masking traces at ``size`` instead of 224x224."""
+    import upscale.masking.mask as mask_mod
+
+    old_rand = mask_mod.torch
     if size is not None and size != 224:
         # mask.py calls torch.rand((1, 3, 224, 224)) via its module-level `torch`:
         # give it a proxy whose rand swaps in the benchmark's spatial size.
@@ -50,16 +61,19 @@ def cpu_only(size: int | None = None):
     try:
         yield
     finally:
-        torch.Tensor.cuda, torch.nn.Module.cuda = old_t, old_m
         mask_mod.torch = old_rand
 
 
 def export(
-    model: torch.nn.Module, x: torch.Tensor, amount: float = 0.25, keep_masked: bool = False
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    amount: float = 0.25,
+    keep_masked: bool = False,
+    device: str = "cpu",
 ):
     """Mask a deep copy of ``model`` with upscale's defaults (input side, L2,
     unconstrained, local) at ``amount`` and export it with upscale's reorder and
-    its baseline.
+    its baseline, on ``device`` ("cuda": natively, the returned modules there).
 
     Returns ``dict(reorder=module, baseline=module, export_s=seconds of the
     reorder export (compute+prune), mask_s=..., max_diff=..., status=str)``.
@@ -70,8 +84,11 @@ def export(
     from upscale import MaskingManager, PruningManager
 
     out = {}
-    with cpu_only(x.shape[-1]), torch.no_grad():
-        masked = copy.deepcopy(model).eval()
+    on_cpu = torch.device(device).type == "cpu"
+    where = cpu_only(x.shape[-1]) if on_cpu else traced_at(x.shape[-1])
+    x = x.to(device)
+    with where, torch.no_grad():
+        masked = copy.deepcopy(model).eval().to(device)
         t0 = time.perf_counter()
         MaskingManager(masked).importance().mask(amount=amount)
         out["mask_s"] = time.perf_counter() - t0
