@@ -10,13 +10,17 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import chanprune
 from chanprune import InputError, MaskError
-from chanprune.masking.targets import TOLERANCE, TOP, search
+from chanprune.analysis import analyze
+from chanprune.capture import capture
+from chanprune.masking.masks import _choose, _group_sizes, _units
+from chanprune.masking.targets import TOLERANCE, amounts_between_cuts, search
 
 COST = {
     "target_macs": chanprune.count_macs,
@@ -241,20 +245,48 @@ def steps(n: int):
 
 def test_search_finds_the_closest_step_in_few_tries():
     ratio_at, tries = steps(1000)
-    best, lowest = search(ratio_at, 0.37)
-    assert abs(best.ratio - 0.37) <= TOLERANCE / 4 and lowest.amount == TOP
+    amounts = amounts_between_cuts([1000, 7])
+    best, lowest = search(ratio_at, 0.37, amounts)
+    assert abs(best.ratio - 0.37) <= TOLERANCE / 4 and lowest.amount == amounts[-1]
     assert len(tries) <= 8
 
 
-def test_search_between_two_coarse_steps_returns_the_closer_one():
-    ratio_at, _ = steps(4)  # ratios 1, 0.75, 0.5, 0.25
-    best, _ = search(ratio_at, 0.55)
-    assert best.ratio == 0.5
+def test_search_between_two_coarse_steps_returns_the_closer_one_of_neighbours():
+    ratio_at, tries = steps(4)  # ratios 1, 0.75, 0.5, 0.25
+    best, _ = search(ratio_at, 0.55, amounts_between_cuts([4]))
+    assert best.ratio == 0.5 and sorted(tries) == [0.0, 0.375, 0.625, 0.875]
 
 
 def test_search_below_reach_returns_the_lowest_reached():
-    best, lowest = search(lambda a: 0.9 - 0.3 * a, 0.2)
-    assert best == lowest and best.amount == TOP and best.ratio == pytest.approx(0.6)
+    amounts = amounts_between_cuts([10])
+    best, lowest = search(lambda a: 0.9 - 0.3 * a, 0.2, amounts)
+    assert best == lowest and best.amount == amounts[-1] == 0.95
+
+
+def test_the_amounts_tried_stand_for_every_mask_there_is():
+    """Every amount masks the same channels as one of the amounts the search picks from (some
+    of those may mask alike: a global mask never empties a layer, so its count stops growing)."""
+    for scope in ("local", "global"):
+        for constrained in (False, True):
+            for side in ("output", "input"):
+                how = dict(scope=scope, constrained=constrained, side=side)
+                model = build()
+                cap = capture(model, (X,))
+                an = analyze(cap)
+                units = _units(an, side)
+                for u in units:
+                    u.score = float(hash((u.layer, u.channel)) % 97)
+                sizes = _group_sizes(units, scope, constrained, an, side)
+                picked = amounts_between_cuts(sizes)
+
+                def chosen(a, how=how, an=an, units=units):
+                    got = _choose(units, a, how["scope"], how["constrained"], an, how["side"])
+                    return frozenset((u.layer, u.channel) for u in got)
+
+                masks = {chosen(a) for a in picked}
+                assert len(masks) > 20, how
+                for a in np.linspace(0, 1, 600, endpoint=False):
+                    assert chosen(float(a)) in masks, (how, a)
 
 
 # the command line ---------------------------------------------------------------------------

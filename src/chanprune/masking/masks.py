@@ -25,7 +25,16 @@ from ..capture.submodules import for_each_part
 from ..capture.trace import as_example, as_input_tuple, capture, gc_paused, run_graph
 from ..errors import InputError, MaskError
 from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
-from .targets import Target, TargetMasks, cost, export_cost, resolve, search, verdict
+from .targets import (
+    Target,
+    TargetMasks,
+    amounts_between_cuts,
+    cost,
+    export_cost,
+    resolve,
+    search,
+    verdict,
+)
 
 SIDES = ("output", "input")
 SCOPES = ("local", "global")
@@ -189,7 +198,8 @@ def _mask_to_target(
                 _restore(saved)
         return tried[key]
 
-    found, lowest = search(ratio_at, target.value)
+    amounts = amounts_between_cuts(_group_sizes(units, scope, constrained, an, side))
+    found, lowest = search(ratio_at, target.value, amounts)
     share = prunable_share(an)
     reach = str(share) + "".join(f"; {c}" for c in share.causes)
     if (said := verdict(found, lowest, target, reach)) is not None:
@@ -332,6 +342,20 @@ def _choose(units, amount, scope, constrained, an, side) -> list[Unit]:
             chosen += sorted(us, key=lambda u: (u.score, u.channel))[: min(k, len(us))]
         return chosen
     return _global(units, amount, an, side, key=lambda u: u.layer)
+
+
+def _group_sizes(units, scope, constrained, an, side) -> set[int]:
+    """The sizes ``n`` of the groups :func:`_choose` takes ``int(amount * n)`` channels of
+    (layers, families of segment channels, or all of them), so that a target search tries each
+    distinct mask once (``targets.amounts_between_cuts``). Mirrors :func:`_choose`."""
+    if constrained:
+        by_root = _group(units, lambda u: u.root)
+        if scope == "global":
+            return {len(by_root)}
+        layers_of = {r: frozenset(u.layer for u in us) for r, us in by_root.items()}
+        return {len(rs) for rs in _group(list(by_root), lambda r: layers_of[r]).values()}
+    sizes = {li: _layer_size(an, side, li) for li in {u.layer for u in units}}
+    return {sum(sizes.values())} if scope == "global" else set(sizes.values())
 
 
 def _layer_size(an: ChannelAnalysis, side: str, layer: int) -> int:

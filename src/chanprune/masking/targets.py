@@ -8,13 +8,16 @@ zeroes its masks, exports the model with :func:`chanprune.export`'s defaults but
 output check (reusing mask's capture), counts the result, and puts the zeroed slices back, so
 the model ends with one mask applied. The ratio falls as the amount grows (the
 masks of a larger amount hold those of a smaller one), so the search brackets the target and
-narrows the bracket, alternating interpolation and halving steps.
+narrows the bracket, alternating interpolation and halving steps, over one amount per distinct
+mask (masks change only where ``int(amount * n)`` does).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -27,9 +30,7 @@ from ..evaluation.stats import count_params
 
 DEFAULT_AMOUNT = 0.3  # ``amount`` when neither it nor a target is given
 TOLERANCE = 0.02  # a target is met when the export's ratio is within this (absolute)
-TOP = 1.0 - 1e-9  # the largest amount tried: every candidate channel but one a layer
 CLOSE_ENOUGH = TOLERANCE / 4  # the search stops once a try is this close
-MAX_TRIES = 24
 MEASURES = {"target_macs": "MACs", "target_params": "parameters"}
 
 
@@ -124,28 +125,46 @@ def export_cost(
     return cost(pruned, inputs, kwargs, target)
 
 
-def search(ratio_at: Callable[[float], float], target: float) -> tuple[Try, Try]:
-    """The try in [0, :data:`TOP`] whose ratio is closest to ``target`` (ties: the smaller
-    amount), and the try with the lowest ratio (what the most masking reached). ``ratio_at`` is
-    expected to fall as the amount grows; the search stops once a try is within
-    :data:`CLOSE_ENOUGH`, the bracket cannot narrow, or after :data:`MAX_TRIES` tries."""
-    lo = best = Try(0.0, ratio_at(0.0))
-    if lo.ratio <= target + CLOSE_ENOUGH:  # masking only lowers the ratio
+def amounts_between_cuts(sizes: Iterable[int]) -> list[float]:
+    """One amount per distinct mask, in increasing order, 0 first. Masks take ``int(amount *
+    n)`` channels of groups of ``n`` (layers, families of segment channels, or all candidates:
+    ``sizes``), so they change only at the cuts ``k / n``; the midpoint of each pair of
+    consecutive cuts (and of the last cut and 1) stands for all amounts between them, far from
+    either cut for floating-point rounding to matter."""
+    cuts = sorted({k / n for n in set(sizes) if n > 1 for k in range(1, n)})
+    edges = [*cuts, 1.0]
+    return [0.0] + [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+
+
+def search(
+    ratio_at: Callable[[float], float], target: float, amounts: list[float]
+) -> tuple[Try, Try]:
+    """Of ``amounts`` (increasing, 0 first), the try whose ratio is closest to ``target``
+    (ties: the smaller amount), and the try with the lowest ratio (what the most masking
+    reached). ``ratio_at`` is expected to fall as the amount grows; the search keeps a bracket
+    of two amounts around the target, alternating a step where the ratio would cross it if it
+    were linear with a halving step, and stops once a try is within :data:`CLOSE_ENOUGH` or
+    the two amounts are neighbours."""
+    lo = best = Try(amounts[0], ratio_at(amounts[0]))
+    if lo.ratio <= target + CLOSE_ENOUGH or len(amounts) == 1:  # masking only lowers it
         return best, lo
-    hi = Try(TOP, ratio_at(TOP))
-    best = _closer(best, hi, target)
-    lowest = min(lo, hi, key=lambda t: t.ratio)
-    for step in range(MAX_TRIES - 2):
-        if hi.ratio >= target or abs(best.ratio - target) <= CLOSE_ENOUGH:
-            break
-        share = 0.5 if step % 2 else _interpolate(lo, hi, target)
-        amount = lo.amount + share * (hi.amount - lo.amount)
-        if not lo.amount < amount < hi.amount:
-            break
-        got = Try(amount, ratio_at(amount))
-        best = _closer(best, got, target)
-        lowest = min(lowest, got, key=lambda t: t.ratio)
-        lo, hi = (got, hi) if got.ratio > target else (lo, got)
+    lo_i, hi_i = 0, len(amounts) - 1
+    hi = Try(amounts[hi_i], ratio_at(amounts[hi_i]))
+    best, lowest = _closer(best, hi, target), min(lo, hi, key=lambda t: t.ratio)
+    step = 0
+    while hi_i - lo_i > 1 and hi.ratio < target and abs(best.ratio - target) > CLOSE_ENOUGH:
+        if step % 2:
+            i = (lo_i + hi_i) // 2
+        else:
+            guess = lo.amount + _interpolate(lo, hi, target) * (hi.amount - lo.amount)
+            i = min(max(bisect.bisect_left(amounts, guess), lo_i + 1), hi_i - 1)
+        step += 1
+        got = Try(amounts[i], ratio_at(amounts[i]))
+        best, lowest = _closer(best, got, target), min(lowest, got, key=lambda t: t.ratio)
+        if got.ratio > target:
+            lo_i, lo = i, got
+        else:
+            hi_i, hi = i, got
     return best, lowest
 
 
@@ -187,5 +206,5 @@ def verdict(found: Try, lowest: Try, target: Target, reach: str) -> tuple[bool, 
         f"chanprune: {name}={value:g} missed by more than {TOLERANCE:g}: the closest export "
         f"found has {found.ratio:.3f} of the unpruned model's {what} (amount {found.amount:.4f}); "
         "the cost falls in steps of whole channels, and the step across the target is larger "
-        "than that"
+        "than that (scope='global' masks in finer steps)"
     )
