@@ -146,3 +146,21 @@ def test_the_committed_cpu_run_still_makes_its_report(latency, tmp_path):
     assert "## Latency, output side" not in md
     assert "- width quantum: not recorded" in md
     assert "### Against the unpruned model, input side, batch 1" in md
+
+
+def test_the_gpu_script_stops_at_once_without_a_gpu():
+    """benchmarks/gpu_check.sh's arguments parse (argparse would exit 2 with its usage) and,
+    with no GPU visible, it says so in one line and exits 2 without timing anything."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    got = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--out", "/nonexistent/never"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert got.returncode == 2
+    assert got.stderr.strip().splitlines()[-1].startswith("latency.py: --device cuda: no CUDA")
