@@ -139,7 +139,7 @@ def test_train_mode_dropout_is_exported_in_eval_semantics():
 
 
 class Tied(nn.Module):
-    """b and c share one weight tensor."""
+    """b and c share one weight tensor, with biases of their own."""
 
     def __init__(self):
         super().__init__()
@@ -165,7 +165,16 @@ class Twice(nn.Module):
         return self.fc(torch.relu(self.b(y)).mean((2, 3)))
 
 
-@pytest.mark.parametrize("cls", [Tied, Twice])
+def test_a_module_used_twice_is_pruned_with_its_calls_tied():
+    """(No longer a barrier: tests/test_shared_layers.py.) Both calls keep the same rows."""
+    model = Twice().eval()
+    masks = quiet(chanprune.mask, model, X, amount=0.5)
+    assert len(masks["b.weight"]) == 4
+    exported, _ = quiet(prune_and_check, model, X)
+    assert exported.get_parameter("b.weight").shape[0] < 8
+
+
+@pytest.mark.parametrize("cls", [Tied])
 def test_shared_weights_are_barriers_kept_whole_and_exact(cls):
     model = cls().eval()
     with pytest.warns(UserWarning, match=r"b \(conv2d.*shared with another op"):

@@ -64,6 +64,7 @@ def analyze(capture: Capture, warn: bool = True) -> ChannelAnalysis:
         notes=notes,
         kinds=st.kinds,
         shuffles=st.shuffles,
+        tie_of=st.tie_of,
     )
     if warn and st.barriers:
         lines = "\n".join(f"- {g}" for g in group_barriers(result, st.barriers))

@@ -98,6 +98,8 @@ class ChannelAnalysis:
     kinds: dict[str, str] = field(default_factory=dict)  # node name -> rule mode (see rules)
     # channel-shuffle end node -> (source node, perm): see analysis.rules.shape.ChannelShuffle
     shuffles: dict[str, tuple] = field(default_factory=dict)
+    # node name -> parameter it shares with other calls of the same layer (liveness ties them)
+    tie_of: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, ids: np.ndarray) -> np.ndarray:
         return self.root[ids]
@@ -174,6 +176,8 @@ class FlowState:
         self.barriers: list[Barrier] = []
         self.kinds: dict[str, str] = {}  # node name -> how a multi-mode rule treated it
         self.shuffles: dict[str, tuple] = {}  # channel-shuffle end node -> (source node, perm)
+        self.tied: dict[str, Axis] = {}  # weight of a dense layer called several times -> axis
+        self.tie_of: dict[str, str] = {}  # node name -> parameter shared with other calls
         self.n_producer_channels = 0
         self.param_uses: dict[str, int] = {}
         for node in capture.graph.nodes:

@@ -95,6 +95,25 @@ class AddmmLinear(nn.Module):
         return flat.view(*x.shape[:-1], -1)
 
 
+class Twice(nn.Module):
+    """One conv (+ BN) called twice (its calls are tied): ``f(relu(f(x)))``, or with ``pair``
+    ``f(x) + f(y)`` for a second value of the same shape (a siamese encoder)."""
+
+    def __init__(self, c: int, k: int, bn: bool, pair: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, k, padding=k // 2)
+        self.bn = nn.BatchNorm2d(c) if bn else nn.Identity()
+        self.pair = pair
+        if bn:
+            with torch.no_grad():
+                self.bn.running_mean.uniform_(-1.0, 1.0)
+                self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        f = lambda t: self.bn(self.conv(t))  # noqa: E731
+        return f(x) + f(y) if self.pair else f(torch.relu(f(x)))
+
+
 def _instance_norm(c: int, affine: bool, track: bool) -> nn.Module:
     """InstanceNorm2d with random affine parameters and running statistics (not the identity
     ones of a fresh module, which would hide a wrong slice)."""
@@ -298,6 +317,8 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         )  # fmt: skip
     if k == "addmm":
         return ChannelsLast(AddmmLinear(c, op.get("out")))
+    if k == "twice":
+        return Twice(c, op.get("k"), op.get("bn"), op.get("pair"))
     if k == "inorm":
         return _instance_norm(c, op.get("affine"), op.get("track"))
     if k == "attention":
@@ -312,7 +333,7 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
 def _apply(op: Op, xs: list[torch.Tensor], m: nn.Module | None) -> list[torch.Tensor]:
     k, x = op.kind, xs[0]
     if m is not None:
-        return [m(x)]
+        return [m(x, xs[1])] if k == "twice" else [m(x)]
     if k == "act":
         return [_act(op.get("fn"), x)]
     if k == "add":

@@ -176,6 +176,10 @@ def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
     if op == "rmsnorm":  # Llama's RMSNorm, a LayerNorm or a gate, written out (WrittenNorm)
         how = d.choice(("rms", "rms64", "ln", "lnvar", "stat"))
         return Op("rmsnorm", (src,), (("how", how), ("last", d.boolean())))
+    if op == "twice":  # one conv (+ BN) module called twice: chained, or on two values
+        other = d.choice(same)
+        p = (("bn", d.boolean()), ("k", d.choice((1, 3))), ("pair", d.boolean()))
+        return Op("twice", (src, other), p)
     if op == "inorm":  # InstanceNorm2d, with an affine and/or running statistics
         return Op("inorm", (src,), (("affine", d.boolean()), ("track", d.boolean())))
     if op == "attention":  # over the h*w positions: q/k/v heads, SDPA or written out

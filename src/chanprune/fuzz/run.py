@@ -197,6 +197,8 @@ def features(case: Case, ms_set: MaskSet) -> set[str]:
             f.add("split:chunk" if op.get("chunks") else "split:sizes")
         if op.kind == "views":
             f.add(f"views:{op.get('how')}")
+        if op.kind == "twice":
+            f.add(f"twice:{'pair' if op.get('pair') else 'chain'}")
         if op.kind == "inorm":
             f.add(f"inorm:{'affine' if op.get('affine') else 'plain'}")
         if op.kind == "attention":

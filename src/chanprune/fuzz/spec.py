@@ -16,8 +16,11 @@ MAP_OPS = (
 # or depthwise); "addmm": a channels-last linear written as addmm (GPT-2's Conv1D);
 # "rmsnorm": a norm over the channels written out as element-wise ops (Llama's RMSNorm, a
 # LayerNorm), channels first or last; "attention": multi-head attention over the positions
-# (separate or fused q/k/v, rotary, grouped-query, written out); "inorm": InstanceNorm2d
-EXTRA_MAP_OPS = ("mlp", "frozen", "views", "convt", "addmm", "rmsnorm", "attention", "inorm")
+# (separate or fused q/k/v, rotary, grouped-query, written out); "inorm": InstanceNorm2d;
+# "twice": one conv (+ BN) module called twice, in a chain or on two values (siamese)
+EXTRA_MAP_OPS = (
+    "mlp", "frozen", "views", "convt", "addmm", "rmsnorm", "attention", "inorm", "twice",
+)  # fmt: skip
 ATTENTION_KINDS = ("sdpa", "fused", "rotary", "gqa", "gqa-sdpa", "written")
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")
 MASK_KINDS = ("random", "none", "all_but_one", "all", "same", "nested", "disjoint")

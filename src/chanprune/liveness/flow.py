@@ -78,7 +78,9 @@ class Liveness:
         needs them at full width anyway, and a zero row is cheaper than padding it back.
         """
         z, d = self._zd(node)
-        pinned = self.analysis.pinned[self.analysis.root[self.analysis.axes[node.name].ids]]
+        ax = self.analysis.axes[node.name]
+        ax = ax[0] if isinstance(ax, list) else ax  # ops returning several: the first output
+        pinned = self.analysis.pinned[self.analysis.root[ax.ids]]
         live = ~z | pinned
         if node.name in self.revive:
             live |= self.revive[node.name]
@@ -119,4 +121,27 @@ def liveness(analysis: ChannelAnalysis, tensors: dict[str, torch.Tensor] | None 
                     lv.require_all(a)
             elif node.op == "call_function" and node.name not in absorbed:
                 rule_for(node).demand(node, lv)
+    _tie(lv)
     return lv
+
+
+def _tie(lv: Liveness) -> None:
+    """Every call of a layer called several times keeps the same rows (it has one weight): the
+    union of what each call keeps. A call's extra rows are read by nobody after it."""
+    calls: dict[str, list[fx.Node]] = {}
+    for node in lv.analysis.capture.graph.nodes:
+        if node.name in lv.analysis.tie_of and _first(lv.demand.get(node.name)) is not None:
+            calls.setdefault(lv.analysis.tie_of[node.name], []).append(node)
+    for nodes in calls.values():
+        union = np.zeros(len(_first(lv.demand[nodes[0].name])), dtype=bool)
+        for n in nodes:
+            union[lv.kept(n)] = True
+        for n in nodes:
+            lv.revive[n.name] = lv.revive.get(n.name, np.zeros_like(union)) | union
+            _first(lv.demand[n.name])[:] |= union
+
+
+def _first(d: object) -> np.ndarray | None:
+    """The channel demand of a node (of its first output, for ops returning several)."""
+    d = d[0] if isinstance(d, list) and d else d
+    return d if isinstance(d, np.ndarray) else None

@@ -51,3 +51,19 @@ def _tracked(st: FlowState, a: fx.Node) -> bool:
 
 def positions(mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask).astype(np.int64)
+
+
+def same_calls(node: fx.Node, params: list[object]) -> bool:
+    """Whether every op reading any of ``params`` (parameter nodes of ``node``) is a call of
+    the same op with the same parameters at the same places: one layer applied several times
+    (RAFT's update block, a siamese encoder). Then the calls are tied (liveness/flow.py)."""
+    places = [i for i, a in enumerate(node.args) if any(a is p for p in params if p is not None)]
+    users = {u for p in params if isinstance(p, fx.Node) for u in p.users}
+    users = {u for u in users if not str(u.target).startswith("aten._assert")}
+    return all(
+        u.op == "call_function"
+        and u.target == node.target
+        and all(i < len(u.args) and u.args[i] is node.args[i] for i in places)
+        and not any(a is p for p in params if p is not None for a in u.kwargs.values())
+        for u in users
+    )

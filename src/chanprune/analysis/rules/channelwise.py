@@ -13,7 +13,7 @@ import torch
 from torch import fx
 
 from ..types import Axis, Companion, FlowState, node_shape
-from .base import Rule, op_name
+from .base import Rule, op_name, same_calls
 from .registry import register
 
 
@@ -223,8 +223,13 @@ class ChannelwiseParams(Channelwise):
         given = [self._arg(node, i) is not None for i, _ in self.params(node)]
         if ax is None or ax.dim != 1:
             return Rule.flow(self, node, st)
-        if any(g and (n is None or st.shared(n)) for g, n in zip(given, names, strict=True)):
+        if any(g and n is None for g, n in zip(given, names, strict=True)):
             return st.barrier(node, f"{op_name(node)} has computed or shared parameters")
+        if any(n is not None and st.shared(n) for n in names):
+            params = [self._arg(node, i) for i, _ in self.params(node)]
+            if not same_calls(node, params):
+                return st.barrier(node, f"{op_name(node)} has computed or shared parameters")
+            st.tie_of[node.name] = next(n for n in names if n is not None)
         for (i, d), name in zip(self.params(node), names, strict=True):
             if name is not None and i in self.zero_args:
                 st.companions.append(Companion(name, d, np.arange(len(ax)), ax.origin))
@@ -258,14 +263,23 @@ class ChannelwiseParams(Channelwise):
         xn, lx = rw.value(x)
         z, d = lv.zero[node.name], lv.demand[node.name]
         z, d = (z[0], d[0]) if isinstance(z, list) else (z, d)
-        target = one_at_least(rw.cover(node, lx, np.flatnonzero(~z & d)), lx)
+        tie = rw.analysis.tie_of.get(node.name)
+        tied = rw.__dict__.setdefault("_tied", {}).get(tie)  # a call of a shared layer: one slice
+        if tied is None:
+            target = one_at_least(rw.cover(node, lx, np.flatnonzero(~z & d)), lx)
+        else:
+            target = tied[0]
         args = list(node.args)
         args[0] = rw.align(xn, 1, lx, target, x)
         idx = torch.from_numpy(target)
-        for i, dim in self.params(node):
+        for k, (i, dim) in enumerate(self.params(node)):
             a = self._arg(node, i)
-            if a is not None:
+            if a is not None and tied is not None:
+                args[i] = tied[1][k]
+            elif a is not None:
                 args[i] = rw.put(rw.capture.state_names[a.name], lv.t(a).index_select(dim, idx))
+        if tie is not None and tied is None:
+            rw._tied[tie] = (target, {k: args[i] for k, (i, _) in enumerate(self.params(node))})
         for i in range(1, len(args)):
             if isinstance(args[i], fx.Node) and args[i].graph is not rw.graph:
                 args[i] = rw.map_arg(args[i])
@@ -365,6 +379,7 @@ UNARY = (
 )
 register(Unary(), *(f"aten.{n}" for n in UNARY))
 register(Unary(), "aten.add.Scalar", "aten.sub.Scalar", "aten.mul.Scalar", "aten.div.Scalar")
+register(Unary(), "aten.rsub.Scalar")  # 1 - z in a GRU: f(0) = 1, so not zero-preserving
 register(
     TuplePool(),
     "aten.adaptive_max_pool2d",

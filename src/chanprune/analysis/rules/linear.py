@@ -16,7 +16,7 @@ import torch
 from torch import fx
 
 from ..types import Consumer, FlowState, Producer, node_shape
-from .base import Rule, op_name
+from .base import Rule, op_name, same_calls
 from .channelwise import ChannelwiseParams
 from .registry import register
 
@@ -86,11 +86,10 @@ class Dense(Rule):
     def flow(self, node: fx.Node, st: FlowState) -> None:
         x, w, b = _x(node), _w(node), _bias(node)
         wname, bname = st.param(w), st.param(b)
-        if (
-            wname is None
-            or st.shared(wname)
-            or (b is not None and (bname is None or st.shared(bname)))
-        ):
+        shared = wname is not None and (st.shared(wname) or (bname and st.shared(bname)))
+        if shared and same_calls(node, [w, b]) and conv_groups(node) == 1:
+            st.tie_of[node.name] = wname
+        elif wname is None or shared or (b is not None and bname is None):
             why = "weight/bias is computed or shared with another op"
             return st.barrier(node, f"{op_name(node)} {why}")
         if _is_addmm(node) and (
@@ -110,16 +109,22 @@ class Dense(Rule):
             ax = None
         where = st.where(node)
         w_out, w_in = weight_dims(node)
+        out_dim = 1 if _is_conv(node) else len(node_shape(node)) - 1
+        first = st.tied.get(wname)
+        if first is not None:  # a later call of a shared layer: the same output channels
+            st.axes[node.name] = first.moved(out_dim)
+            return
         if ax is not None:
             st.consumers.append(Consumer(node.name, wname, ax.ids, where, w_in))
         w_shape = st.capture.tensors[wname].shape
-        out_dim = 1 if _is_conv(node) else len(node_shape(node)) - 1
         out = st.new_axis(out_dim, int(w_shape[w_out]))
         first = st.n_producer_channels
         out.origin = np.arange(first, first + len(out), dtype=np.int64)
         st.n_producer_channels += len(out)
         st.producers.append(Producer(node.name, wname, bname, out.ids, first, where, w_out))
         st.axes[node.name] = out
+        if node.name in st.tie_of:
+            st.tied[wname] = out
 
     def _nonzero(self, node: fx.Node, lv) -> np.ndarray:
         """(out, in) mask of weight entries that are not all zero."""
@@ -161,6 +166,9 @@ class Dense(Rule):
             return rw.verbatim(node)
         if conv_groups(node) != 1:
             return GROUPED.emit(node, rw)
+        tie = rw.analysis.tie_of.get(node.name)
+        if tie is not None:
+            return self._emit_tied(node, rw, tie)
         lv = rw.live
         x, w_arg, b_arg = _x(node), _w(node), _bias(node)
         w_out, w_in = weight_dims(node)
@@ -181,6 +189,46 @@ class Dense(Rule):
             bn = rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
         args = _with(node, xn, wn, bn)
         rw.set(node, rw.call(node.target, args, dict(node.kwargs)), out)
+
+    def _emit_tied(self, node: fx.Node, rw, kind: str) -> None:
+        """A call of a layer called several times: every call uses one pruned weight, whose
+        rows are what any call keeps (liveness ties them) and whose columns are what any call
+        reads; each call's input is aligned to those columns (absent ones are zero or meet
+        zero weights for the rows that call's readers need)."""
+        cache = rw.__dict__.setdefault("_tied", {})
+        lv, x = rw.live, _x(node)
+        w_arg, b_arg = _w(node), _bias(node)
+        w_out, w_in = weight_dims(node)
+        n_in = lv.t(w_arg).shape[w_in]
+        if kind not in cache:
+            calls = [
+                n for n in rw.analysis.capture.graph.nodes if rw.analysis.tie_of.get(n.name) == kind
+            ]
+            out = output_rows(node, lv, rw.policy)
+            if any(rw.axis(_x(c)) is None for c in calls):  # an untracked input: all, in order
+                cols = np.arange(n_in, dtype=np.int64)
+            else:
+                reads = np.zeros(n_in, dtype=bool)
+                for c in calls:
+                    reads |= input_reads(c, lv, out)
+                lx = rw.value(x)[1]
+                first = lx[reads[lx]]
+                cols = np.concatenate([first, np.setdiff1d(np.flatnonzero(reads), first)])
+                cols = cols if len(cols) else np.array([0], dtype=np.int64)
+            w = lv.t(w_arg).index_select(w_out, torch.from_numpy(out))
+            w = w.index_select(w_in, torch.from_numpy(cols))
+            wn = rw.put(rw.capture.state_names[w_arg.name], w, fresh=True)
+            bn = None
+            if b_arg is not None:
+                bias = lv.t(b_arg).index_select(0, torch.from_numpy(out))
+                bn = rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
+            cache[kind] = (wn, bn, out, cols)
+        wn, bn, out, cols = cache[kind]
+        xn, lx = rw.value(x)
+        ax = rw.axis(x)
+        if ax is not None:
+            xn = rw.align(xn, ax.dim, lx, cols, x)
+        rw.set(node, rw.call(node.target, _with(node, xn, wn, bn), dict(node.kwargs)), out)
 
 
 def output_rows(node: fx.Node, lv, policy) -> np.ndarray:
