@@ -66,6 +66,20 @@ def test_group_quantum_reaches_the_export_and_its_spec(tmp_path):
     assert r.returncode == 2 and "--group-quantum: expected a positive integer" in r.stderr
 
 
+def test_width_quantum_reaches_the_export_and_its_spec(tmp_path):
+    import json
+
+    spec = tmp_path / "r18.json"
+    args = ("prune", "resnet18", "--input-size", "32", "--runs", "0", "--quiet")
+    r = run(*args, "--amount", "0.3", "--width-quantum", "16", "--out", str(spec))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(spec.read_text())
+    assert doc["width_quantum"] == 16
+    assert doc["tensors"]["layer1.0.conv1.weight"]["shape"][0] == 48  # 45 kept -> 48
+    r = run(*args, "--width-quantum", "0")
+    assert r.returncode == 2 and "--width-quantum: expected a positive integer" in r.stderr
+
+
 def test_unwritable_output_path():
     r = run("prune", "resnet18", "--out", "/nonexistent/dir/m.pt2")
     assert r.returncode == 2 and "does not exist" in r.stderr

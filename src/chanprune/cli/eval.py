@@ -30,6 +30,7 @@ from .prune import (
     calibrate_from_args,
     mask_from_args,
     own_warnings_only,
+    quanta,
 )
 
 
@@ -143,7 +144,7 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
         say(f"masked    top-1 {before.top1:6.2f}  (before BatchNorm recalibration on {n} images)")
     t0 = time.perf_counter()
     with own_warnings_only():
-        pruned = export(model, x, method=args.method, group_quantum=args.group_quantum)
+        pruned = export(model, x, method=args.method, **quanta(args))
     seconds += time.perf_counter() - t0
     kind = "constrained" if args.constrained else "unconstrained"
     masked = evaluate(model, test, keep_predictions=True, desc="masked", **kw)
@@ -172,7 +173,7 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
                 progress=rank0,
                 desc="finetune",
             )
-            tuned = export(model, x, method=args.method, group_quantum=args.group_quantum)
+            tuned = export(model, x, method=args.method, **quanta(args))
         masked = evaluate(model, test, keep_predictions=True, desc="masked, finetuned", **kw)
         got = evaluate(tuned, test, keep_predictions=True, desc="finetuned", **kw)
         same = bool(torch.equal(masked.predictions, got.predictions))

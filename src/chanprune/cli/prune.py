@@ -112,6 +112,19 @@ def add_pruning_arguments(
         help="grouped convs keep a multiple of N channels a group, depthwise convs a multiple "
         "of N channels (faster kernels); 1: fewest parameters",
     )
+    p.add_argument(
+        "--width-quantum",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="dense layers with a private width round it up to a multiple of N where that adds "
+        "at most a quarter of its channels (default: the CPU's vector width; 1: off)",
+    )
+
+
+def quanta(args: argparse.Namespace) -> dict[str, int | None]:
+    """The export's rounding arguments from the command line."""
+    return {"group_quantum": args.group_quantum, "width_quantum": args.width_quantum}
 
 
 def add_data_arguments(p: argparse.ArgumentParser, what: str) -> None:
@@ -293,9 +306,9 @@ def prune_command(args: argparse.Namespace) -> int:
             with steps.step("recalibrate BatchNorm"):
                 calibrated = calibrate_from_args(model, train_set, args.calibrate_batch, args)
         with steps.step(f"export ({args.method}, verify)"):
-            pruned = export(model, x, method=args.method, group_quantum=args.group_quantum)
+            pruned = export(model, x, method=args.method, **quanta(args))
         with steps.step("plan copies"):
-            p = plan(model, x, method=args.method, group_quantum=args.group_quantum)
+            p = plan(model, x, method=args.method, **quanta(args))
     latency = None
     if args.runs > 0:
         with steps.step("latency"):
