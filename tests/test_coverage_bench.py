@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from torch import nn
 
 from helpers import load_benchmark
@@ -41,3 +42,18 @@ def test_the_removed_share_counts_output_channels_only():
     assert share == 1 - (4 * 6 + 4) / (4 * 8 + 4)
     assert coverage.removed_share(model, model, coverage._layer_dims(model, None)) == 0
     assert coverage.removed_share(model, smaller, {}) is None
+
+
+@pytest.mark.slow  # builds every model of the zoo
+def test_the_zoo_names_dynamic_dims_and_keywords_by_the_forward_arguments():
+    """dynamic_shapes= and example_kwargs= are keyed by argument name, which differ between
+    models (x, input, images, input_ids, sample ...): a wrong one only shows in a run."""
+    import inspect
+
+    for case in load_benchmark("beyond_zoo").cases():
+        if not case.available():
+            continue
+        forward = inspect.signature(case.build().forward).parameters
+        assert set(case.dynamic) <= set(forward), case.name
+        if case.keywords:
+            assert set(case.keywords(2, False)) <= set(forward), case.name
