@@ -55,7 +55,7 @@ def test_generator_covers_the_listed_constructs():
         "convt:depthwise", "addmm", "rmsnorm:rms", "rmsnorm:rms64", "rmsnorm:ln",
         "rmsnorm:lnvar", "rmsnorm:stat", "attention:sdpa", "attention:fused",
         "attention:rotary", "attention:gqa", "attention:gqa-sdpa", "attention:written",
-        "inorm:affine", "inorm:plain", "twice:pair", "twice:chain",
+        "inorm:affine", "inorm:plain", "twice:pair", "twice:chain", "shift:roll", "shift:gru",
         "mask:output none", "mask:input all_but_one", "mask:output all", "mask:input nested",
         "mask:input disjoint", "mask:input same", "mask:output all raw",
         "mask:auto input constrained", "mask:auto output",
@@ -211,3 +211,18 @@ def test_regression_flatten_of_a_non_contiguous_map_on_the_fast_capture_path():
     relu = (("fn", "relu"),)
     ops = (Op("convt", (0,), conv_t), Op("ln", (1,)), Op("flatten", (2,)), Op("act", (3,), relu))
     assert_all_ok(Case(net=NetSpec(in_ch=2, size=4, ops=ops, outputs=(4,)), masksets=(MaskSet(),)))
+
+
+def test_regression_a_view_whose_traced_strides_are_not_the_real_ones():
+    """Found by the soak once 'shift' joined the menu (seed 15): torch.export wrote a flatten
+    as a view, chosen from the fake tensors' strides, which after an element-wise op on a
+    rolled map and a channels-last LayerNorm's output are not the real ones, so the captured
+    graph failed at run time (capture/trace.py now writes every view as a reshape)."""
+    gru = (("by", 1), ("gru", True))
+    ops = (
+        Op("pool", (0,), (("how", "max2"),)), Op("shift", (1,), (("by", 2), ("gru", True))),
+        Op("ln", (2,)), Op("se", (1,), (("gate", "hardsigmoid"), ("mid", 3))),
+        Op("shift", (3,), gru), Op("gn", (4,), (("groups", 2),)), Op("flatten", (5,)),
+    )  # fmt: skip
+    masks = (MaskSet(masks=(MaskSpec("output", 4, "same", 64878),)), MaskSet())
+    assert_all_ok(Case(NetSpec(in_ch=2, size=4, ops=ops, outputs=(7,)), masks, seed=8087, batch=1))

@@ -729,10 +729,10 @@ def test_a_concatenation_is_narrowed_before_the_norm_of_its_one_reader(method):
     assert pruned.get_parameter("norm2.weight").shape == (4,)
     assert pruned.get_parameter("norm3.weight").shape == (16,)
     copies = {c.source: c.elements for c in pruned.chanprune_copies}
-    assert set(copies) <= {"cat", "view_default"}  # nothing gathers after norm2 or norm3
+    assert set(copies) <= {"cat", "reshape_default"}  # nothing gathers after norm2 or norm3
     if method == "baseline":  # (reorder finds an order where conv2's read is a slice)
         assert copies["cat"] == 4 * 49  # conv2's read, gathered at its concatenation
-    assert copies["view_default"] == 13  # the classifier's, after the pooling
+    assert copies["reshape_default"] == 13  # the classifier's, after the pooling
 
 
 class TokenFan(nn.Module):

@@ -251,13 +251,12 @@ def _batch_norm(node: fx.Node) -> None:
 
 
 def _flatten(node: fx.Node) -> None:
-    """flatten / unflatten -> view(x, shape), the one symbolic size (the batch) as -1; a
-    reshape where x is not contiguous (flatten copies then, a view would fail)."""
+    """flatten / unflatten -> reshape(x, shape), the one symbolic size (the batch) as -1:
+    flatten's own semantics (a view where x's strides allow, else a copy). Not a view even
+    where the traced x is contiguous: the fake tensors' strides after an element-wise op on
+    operands of mixed layouts need not be the real ones (a roll times a channels-last map)."""
     shape = [s if isinstance(s, int) else -1 for s in node.meta["val"].shape]
-    x = node.args[0].meta.get("val")
-    contiguous = isinstance(x, torch.Tensor) and x.is_contiguous()
-    target = aten.view.default if contiguous else aten.reshape.default
-    _replace(node, target, (node.args[0], shape), {})
+    _replace(node, aten.reshape.default, (node.args[0], shape), {})
 
 
 def _contiguous(node: fx.Node) -> None:

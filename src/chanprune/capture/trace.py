@@ -547,6 +547,16 @@ def failing_line(error: BaseException) -> str | None:
     return f"{user[-1].filename}:{user[-1].lineno} ({user[-1].name})" if user else None
 
 
+def _views_as_reshapes(graph: fx.Graph) -> None:
+    """Every ``view`` becomes a ``reshape`` (a view where the strides allow, else a copy; the
+    graph is functional, so nothing tells them apart). torch.export picks ``view`` from the
+    fake tensors' strides, which after an element-wise op on operands of mixed layouts (a
+    rolled map times a channels-last one) need not be the real ones: the view would fail."""
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.view.default:
+            node.target = torch.ops.aten.reshape.default
+
+
 def _from_exported(
     model: torch.nn.Module, ep: torch.export.ExportedProgram, dynamic_batch: bool
 ) -> Capture:
@@ -579,6 +589,7 @@ def _from_exported(
     user_inputs = [
         n.name for n in ep.graph.nodes if n.op == "placeholder" and n.name not in state_names
     ]
+    _views_as_reshapes(ep.graph)
     return Capture(
         graph=ep.graph,
         state_names=state_names,

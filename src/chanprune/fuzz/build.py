@@ -359,6 +359,10 @@ def _apply(op: Op, xs: list[torch.Tensor], m: nn.Module | None) -> list[torch.Te
         return [x.flatten(1)]
     if k == "slice":
         return [x[:, op.get("start") : op.get("stop")]]
+    if k == "shift":
+        y = torch.roll(x, shifts=(op.get("by"), op.get("by")), dims=(2, 3))
+        y = y + x.new_zeros(x.shape[2:])  # a mask built from x's dtype and device only
+        return [(1 - torch.sigmoid(y)) * x if op.get("gru") else y]
     if k == "gate":
         return [x * torch.sigmoid(xs[1])]
     raise ValueError(f"unknown op {op!r}")

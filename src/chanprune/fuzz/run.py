@@ -197,6 +197,8 @@ def features(case: Case, ms_set: MaskSet) -> set[str]:
             f.add("split:chunk" if op.get("chunks") else "split:sizes")
         if op.kind == "views":
             f.add(f"views:{op.get('how')}")
+        if op.kind == "shift":
+            f.add(f"shift:{'gru' if op.get('gru') else 'roll'}")
         if op.kind == "twice":
             f.add(f"twice:{'pair' if op.get('pair') else 'chain'}")
         if op.kind == "inorm":

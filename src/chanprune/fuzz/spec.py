@@ -17,9 +17,11 @@ MAP_OPS = (
 # "rmsnorm": a norm over the channels written out as element-wise ops (Llama's RMSNorm, a
 # LayerNorm), channels first or last; "attention": multi-head attention over the positions
 # (separate or fused q/k/v, rotary, grouped-query, written out); "inorm": InstanceNorm2d;
-# "twice": one conv (+ BN) module called twice, in a chain or on two values (siamese)
+# "twice": one conv (+ BN) module called twice, in a chain or on two values (siamese);
+# "shift": roll over the spatial dims (Swin), a new_zeros mask, optionally a GRU's 1 - z
 EXTRA_MAP_OPS = (
     "mlp", "frozen", "views", "convt", "addmm", "rmsnorm", "attention", "inorm", "twice",
+    "shift",
 )  # fmt: skip
 ATTENTION_KINDS = ("sdpa", "fused", "rotary", "gqa", "gqa-sdpa", "written")
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")
