@@ -190,6 +190,34 @@ def test_other_sequence_lengths_are_refused_by_name_unless_dynamic():
     assert "reshape" not in str(err.value)
 
 
+class FixedSize(nn.Module):
+    """Branches on its feature map's height: torch.export can only keep it at the example's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.shape[2] == 8:
+            y = y * 2
+        return self.fc(y.flatten(1))
+
+
+def test_a_dynamic_dimension_the_model_fixes_is_said_not_silently_static():
+    from torch.export import Dim
+
+    model, x = FixedSize().eval(), torch.randn(2, 3, 8, 8)
+    dyn = {"x": {2: Dim.AUTO, 3: Dim.AUTO}}
+    with pytest.warns(UserWarning, match=r"kept dimension 2 of input 'x' at 8, dimension 3"):
+        chanprune.mask(model, x, amount=0.25, dynamic_shapes=dyn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = chanprune.export(model, x, dynamic_shapes=dyn)
+    with pytest.raises(InputError, match="dimension 2"):
+        exported(torch.randn(2, 3, 10, 10))
+
+
 def test_bad_dynamic_shapes_are_refused_by_name():
     ids = torch.randint(0, 50, (2, 16))
     with pytest.raises(InputError, match="dynamic_shapes names 'tokens', which is none"):

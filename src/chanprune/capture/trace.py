@@ -29,6 +29,7 @@ from typing import ParamSpec, TypeVar
 import torch
 from torch import fx
 from torch.export.graph_signature import ConstantArgument
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from torch.utils import _pytree as pytree
 
 from ..errors import CaptureError, InputError
@@ -492,6 +493,8 @@ def _capture(
                 stacklevel=4,
             )
     cap = _from_exported(model, ep, dynamic_batch)
+    if dims:
+        _warn_static_dims(model, cap, len(inputs), dims)
     fixed = None
     if asked and dynamic_batch and marker is None and _batch_size(ep) is not None:
         fixed = allowed_batches(_batch_size(ep))  # asked for any batch: did the trace restrict it?
@@ -545,6 +548,33 @@ def failing_line(error: BaseException) -> str | None:
     )
     user = [f for f in frames if not f.filename.startswith(skip) and "<" not in f.filename]
     return f"{user[-1].filename}:{user[-1].lineno} ({user[-1].name})" if user else None
+
+
+def _warn_static_dims(
+    model: torch.nn.Module, cap: Capture, n_args: int, dims: dict[object, Spec]
+) -> None:
+    """Warn where ``dynamic_shapes`` asked for a dimension that torch.export kept static
+    (``Dim.AUTO`` lets it, where the model fixes the size): the export then runs at the
+    example's size there only, and says so when called at another, rather than silently."""
+    nodes = {n.name: n for n in cap.graph.nodes}
+    keywords = keyword_names(cap)
+    static = []
+    for key, spec in dims.items():
+        i = key if isinstance(key, int) else n_args + keywords.index(key) if key in keywords else -1
+        val = nodes[cap.user_inputs[i]].meta.get("val") if 0 <= i < len(cap.user_inputs) else None
+        if not isinstance(val, torch.Tensor):
+            continue
+        for d, dim in dict(spec).items():
+            if dim is not None and is_concrete_int(val.shape[d]):
+                name = cap.user_inputs[i]
+                static.append(f"dimension {d} of input '{name}' at {int(val.shape[d])}")
+    if static:
+        warnings.warn(
+            f"chanprune: torch.export kept {', '.join(static)} of {type(model).__name__} static "
+            "although dynamic_shapes asked for it (the model fixes that size); the export runs "
+            "at that size only and refuses others by name",
+            stacklevel=4,
+        )
 
 
 def _views_as_reshapes(graph: fx.Graph) -> None:

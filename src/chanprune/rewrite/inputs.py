@@ -18,6 +18,7 @@ import math
 
 import torch
 from torch import fx
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 from torch.fx.node import has_side_effect
 
@@ -186,7 +187,8 @@ def static_sizes(cap: Capture, node: fx.Node) -> tuple[int | None, ...] | None:
         return None
     sizes: list[int | None] = []
     for d, s in enumerate(val.shape):
-        free = not isinstance(s, int) or (d == 0 and cap.marker is not None and s == cap.marker)
+        # a symbolic size torch.export specialised to a constant is as static as an int
+        free = not is_concrete_int(s) or (d == 0 and cap.marker is not None and s == cap.marker)
         if d == 0 and cap.fixed_batch is not None:
             free = True
         sizes.append(None if free else int(s))
