@@ -56,16 +56,7 @@ def round_depthwise(lv: Liveness, quantum: int) -> None:
         nonzero = ~zx if zx is not None else np.zeros(len(ax), dtype=bool)
         spare = np.setdiff1d(np.arange(len(ax)), kept)
         spare = spare[np.lexsort((spare, ~nonzero[spare], ~held[spare]))]
-        fillers = an.root[ax.ids[spare[:need]]]
-        for name, other in an.axes.items():  # every tensor of the segment carries them
-            demand = lv.demand.get(name)
-            if not isinstance(other, Axis) or not isinstance(demand, np.ndarray):
-                continue
-            pos = np.isin(an.root[other.ids], fillers)
-            if pos.any():
-                for table in (lv.padding, lv.revive):
-                    table[name] = table.get(name, np.zeros(len(demand), dtype=bool)) | pos
-                demand |= pos
+        _carry(lv, an.root[ax.ids[spare[:need]]])  # every tensor of the segment carries them
 
 
 # a width that is not a multiple of the backend's vector width runs slower per MAC: round up

@@ -296,12 +296,15 @@ class BatchNorm(ChannelwiseParams):
     def params(self, node: fx.Node) -> list[tuple[int, int]]:
         return [(1, 0), (2, 0), (3, 0), (4, 0)]
 
+    eps_arg = 6
+
     def scale_shift(self, node: fx.Node, lv) -> tuple[np.ndarray, np.ndarray]:
+        """From the running statistics: scale = w / sqrt(var + eps), shift = b - mean * scale."""
         key = ("bn", node.name)
         if key not in lv.cache:
             w, b = lv.t(node.args[1]), lv.t(node.args[2])
-            mean, var, eps = lv.t(node.args[3]), lv.t(node.args[4]), node.args[6]
-            scale = torch.rsqrt(var + eps) * (1.0 if w is None else w)
+            mean, var = lv.t(node.args[3]), lv.t(node.args[4])
+            scale = torch.rsqrt(var + node.args[self.eps_arg]) * (1.0 if w is None else w)
             shift = (0.0 if b is None else b) - mean * scale
             lv.cache[key] = ((scale != 0).numpy(), (shift != 0).numpy())
         return lv.cache[key]
@@ -314,17 +317,11 @@ class InstanceNorm(BatchNorm):
     affine (0 / sqrt(0 + eps)); with running ones it is BatchNorm's formula."""
 
     outputs = None
+    eps_arg = 7
 
     def scale_shift(self, node: fx.Node, lv) -> tuple[np.ndarray, np.ndarray]:
         if not node.args[5] and node.args[3] is not None:  # running statistics
-            key = ("in", node.name)
-            if key not in lv.cache:
-                w, b = lv.t(node.args[1]), lv.t(node.args[2])
-                mean, var, eps = lv.t(node.args[3]), lv.t(node.args[4]), node.args[7]
-                scale = torch.rsqrt(var + eps) * (1.0 if w is None else w)
-                shift = (0.0 if b is None else b) - mean * scale
-                lv.cache[key] = ((scale != 0).numpy(), (shift != 0).numpy())
-            return lv.cache[key]
+            return super().scale_shift(node, lv)
         n = len(lv.analysis.axes[node.name])
         w, b = lv.t(node.args[1]), lv.t(node.args[2])
         scale = np.ones(n, dtype=bool) if w is None else (w != 0).numpy()

@@ -182,11 +182,7 @@ class Dense(Rule):
                 keep = lx[:1] if len(lx) else np.array([0], dtype=np.int64)
             xn = rw.align(xn, ax.dim, lx, keep, x)
             w = w.index_select(w_in, torch.from_numpy(keep))
-        wn = rw.put(rw.capture.state_names[w_arg.name], w, fresh=True)
-        bn = None
-        if b_arg is not None:
-            bias = lv.t(b_arg).index_select(0, torch.from_numpy(out))
-            bn = rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
+        wn, bn = _put_sliced(rw, w_arg, w, b_arg, out)
         args = _with(node, xn, wn, bn)
         rw.set(node, rw.call(node.target, args, dict(node.kwargs)), out)
 
@@ -217,18 +213,22 @@ class Dense(Rule):
                 cols = cols if len(cols) else np.array([0], dtype=np.int64)
             w = lv.t(w_arg).index_select(w_out, torch.from_numpy(out))
             w = w.index_select(w_in, torch.from_numpy(cols))
-            wn = rw.put(rw.capture.state_names[w_arg.name], w, fresh=True)
-            bn = None
-            if b_arg is not None:
-                bias = lv.t(b_arg).index_select(0, torch.from_numpy(out))
-                bn = rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
-            cache[kind] = (wn, bn, out, cols)
+            cache[kind] = (*_put_sliced(rw, w_arg, w, b_arg, out), out, cols)
         wn, bn, out, cols = cache[kind]
         xn, lx = rw.value(x)
         ax = rw.axis(x)
         if ax is not None:
             xn = rw.align(xn, ax.dim, lx, cols, x)
         rw.set(node, rw.call(node.target, _with(node, xn, wn, bn), dict(node.kwargs)), out)
+
+
+def _put_sliced(rw, w_arg: fx.Node, w: torch.Tensor, b_arg: object, rows: np.ndarray) -> tuple:
+    """The pruned weight ``w`` and the bias's ``rows`` as get_attr nodes (bias: None if none)."""
+    wn = rw.put(rw.capture.state_names[w_arg.name], w, fresh=True)
+    if b_arg is None:
+        return wn, None
+    bias = rw.live.t(b_arg).index_select(0, torch.from_numpy(rows))
+    return wn, rw.put(rw.capture.state_names[b_arg.name], bias, fresh=True)
 
 
 def output_rows(node: fx.Node, lv, policy) -> np.ndarray:
