@@ -39,3 +39,17 @@ def load_benchmark(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def saved_latency_json(tmp_path, results: list):
+    """A latency.json as ``benchmarks/latency.py`` writes it, holding ``results`` (one amount,
+    batch 8, 12 rounds): for ``--report-from`` tests."""
+    import json
+
+    args = {"models": [r["model"] for r in results], "amounts": [0.5], "batches": [8]}
+    args.update(reps=12, threads=2, size=224, out=str(tmp_path), note="")
+    run = {"machine": "m", "date": "2026-01-01T00:00:00", "wall_min": 1.0}
+    run.update(command="python benchmarks/latency.py", allocator="glibc defaults")
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps({"args": args, "run": run, "complete": True, "results": results}))
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load_benchmark
+from helpers import load_benchmark, saved_latency_json
 
 pytest.importorskip("matplotlib")
 
@@ -104,13 +104,7 @@ def test_efficiency_is_the_paired_time_ratio_over_the_mac_ratio(latency):
 
 
 def _saved(tmp_path: Path, results: list) -> Path:
-    args = {"models": [r["model"] for r in results], "amounts": [0.5], "batches": [8]}
-    args.update(reps=12, threads=2, size=224, out=str(tmp_path), note="")
-    run = {"machine": "m", "date": "2026-01-01T00:00:00", "wall_min": 1.0}
-    run.update(command="python benchmarks/latency.py", allocator="glibc defaults")
-    path = tmp_path / "saved.json"
-    path.write_text(json.dumps({"args": args, "run": run, "complete": True, "results": results}))
-    return path
+    return saved_latency_json(tmp_path, results)
 
 
 def test_the_report_gives_each_cell_its_efficiency_and_the_exports_not_faster(latency, tmp_path):

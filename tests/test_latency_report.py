@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import load_benchmark
+from helpers import load_benchmark, saved_latency_json
 
 pytest.importorskip("matplotlib")
 
@@ -38,13 +38,7 @@ def _saved(tmp_path: Path) -> Path:
         {"model": "behind", "amounts": {"0.5": _row([0.9] * 12)}, "errors": []},
         {"model": "noisy", "amounts": {"0.5": _row([0.8, 1.25] * 6)}, "errors": []},
     ]
-    args = {"models": [r["model"] for r in results], "amounts": [0.5], "batches": [8]}
-    args.update(reps=12, threads=2, size=224, out=str(tmp_path), note="")
-    run = {"machine": "m", "date": "2026-01-01T00:00:00", "wall_min": 1.0}
-    run.update(command="python benchmarks/latency.py", allocator="glibc defaults")
-    path = tmp_path / "saved.json"
-    path.write_text(json.dumps({"args": args, "run": run, "complete": True, "results": results}))
-    return path
+    return saved_latency_json(tmp_path, results)
 
 
 def test_the_speedup_table_tells_a_real_loss_from_noise(tmp_path):
