@@ -56,6 +56,7 @@ def test_generator_covers_the_listed_constructs():
         "rmsnorm:lnvar", "rmsnorm:stat", "attention:sdpa", "attention:fused",
         "attention:rotary", "attention:gqa", "attention:gqa-sdpa", "attention:written",
         "inorm:affine", "inorm:plain", "twice:pair", "twice:chain", "shift:roll", "shift:gru",
+        "embed",
         "mask:output none", "mask:input all_but_one", "mask:output all", "mask:input nested",
         "mask:input disjoint", "mask:input same", "mask:output all raw",
         "mask:auto input constrained", "mask:auto output",

@@ -95,6 +95,19 @@ class AddmmLinear(nn.Module):
         return flat.view(*x.shape[:-1], -1)
 
 
+class Embed(nn.Module):
+    """``x + embedding(ids)`` with ids thresholded from the map (positions, in NCHW): a
+    lookup table producing channels, as a transformer's token embedding."""
+
+    def __init__(self, c: int, vocab: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(vocab, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = (x.detach().sum(1) > 0).long() % self.table.num_embeddings  # (B, H, W)
+        return x + self.table(ids).permute(0, 3, 1, 2)
+
+
 class Twice(nn.Module):
     """One conv (+ BN) called twice (its calls are tied): ``f(relu(f(x)))``, or with ``pair``
     ``f(x) + f(y)`` for a second value of the same shape (a siamese encoder)."""
@@ -317,6 +330,8 @@ def _module(op: Op, shape: tuple[str, int, int]) -> nn.Module | None:
         )  # fmt: skip
     if k == "addmm":
         return ChannelsLast(AddmmLinear(c, op.get("out")))
+    if k == "embed":
+        return Embed(c, op.get("vocab"))
     if k == "twice":
         return Twice(c, op.get("k"), op.get("bn"), op.get("pair"))
     if k == "inorm":

@@ -176,6 +176,8 @@ def _draw_op(d: Draw, src: int, shapes: list, extra: bool = False) -> Op:
     if op == "rmsnorm":  # Llama's RMSNorm, a LayerNorm or a gate, written out (WrittenNorm)
         how = d.choice(("rms", "rms64", "ln", "lnvar", "stat"))
         return Op("rmsnorm", (src,), (("how", how), ("last", d.boolean())))
+    if op == "embed":  # a lookup of ids thresholded from the map, added to it (a stream start)
+        return Op("embed", (src,), (("vocab", d.integer(2, 5)),))
     if op == "shift":  # roll over h, w (Swin's shifted windows), + a new_zeros mask, 1 - z
         return Op("shift", (src,), (("by", d.choice((1, -1, 2))), ("gru", d.boolean())))
     if op == "twice":  # one conv (+ BN) module called twice: chained, or on two values

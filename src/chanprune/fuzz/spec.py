@@ -18,10 +18,11 @@ MAP_OPS = (
 # LayerNorm), channels first or last; "attention": multi-head attention over the positions
 # (separate or fused q/k/v, rotary, grouped-query, written out); "inorm": InstanceNorm2d;
 # "twice": one conv (+ BN) module called twice, in a chain or on two values (siamese);
-# "shift": roll over the spatial dims (Swin), a new_zeros mask, optionally a GRU's 1 - z
+# "shift": roll over the spatial dims (Swin), a new_zeros mask, optionally a GRU's 1 - z;
+# "embed": an embedding lookup of ids computed from the map, added to it
 EXTRA_MAP_OPS = (
     "mlp", "frozen", "views", "convt", "addmm", "rmsnorm", "attention", "inorm", "twice",
-    "shift",
+    "shift", "embed",
 )  # fmt: skip
 ATTENTION_KINDS = ("sdpa", "fused", "rotary", "gqa", "gqa-sdpa", "written")
 VEC_OPS = ("act", "linear", "bn", "add", "cat", "ln", "slice", "gate", "scale")

@@ -432,3 +432,41 @@ DENSE = register(
     *("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.linear", "aten.addmm.default"),
     *(f"aten.{op}" for op in TRANSPOSED),
 )
+
+
+class Embedding(Rule):
+    """embedding(weight, ids): a producer of the weight's columns (a (vocab, C) table, so its
+    output channels lie along dimension 1, as addmm's); the ids carry no channel. Where a
+    transformer's residual stream starts, so the stream's first add is no barrier."""
+
+    def flow(self, node: fx.Node, st: FlowState) -> None:
+        wname = st.param(node.args[0])
+        if wname is None or st.shared(wname) or st.axis(node.args[1]) is not None:
+            return Rule.flow(self, node, st)  # a computed or shared table: not a producer
+        out = st.new_axis(len(node_shape(node)) - 1, int(st.capture.tensors[wname].shape[1]))
+        first = st.n_producer_channels
+        out.origin = np.arange(first, first + len(out), dtype=np.int64)
+        st.n_producer_channels += len(out)
+        st.producers.append(Producer(node.name, wname, None, out.ids, first, st.where(node), 1))
+        st.axes[node.name] = out
+
+    def zeros(self, node: fx.Node, lv) -> None:
+        if lv.analysis.axes.get(node.name) is None:
+            return Rule.zeros(self, node, lv)
+        lv.zero[node.name] = (lv.t(node.args[0]) == 0).all(0).numpy()
+
+    def demand(self, node: fx.Node, lv) -> None:
+        if lv.analysis.axes.get(node.name) is None:
+            return Rule.demand(self, node, lv)
+
+    def emit(self, node: fx.Node, rw) -> None:
+        if rw.analysis.axes.get(node.name) is None:
+            return rw.verbatim(node)
+        out = output_rows(node, rw.live, rw.policy)
+        w = rw.live.t(node.args[0]).index_select(1, torch.from_numpy(out))
+        wn = rw.put(rw.capture.state_names[node.args[0].name], w, fresh=True)
+        args = (wn, *(rw.map_arg(a) for a in node.args[1:]))
+        rw.set(node, rw.call(node.target, args, dict(node.kwargs)), out)
+
+
+register(Embedding(), "aten.embedding")
