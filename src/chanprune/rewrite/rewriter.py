@@ -87,6 +87,8 @@ class Rewriter:
         self.lay: dict[str, object] = {}
         self.state: dict[str, torch.Tensor] = {}
         self._attrs: dict[str, fx.Node] = {}
+        # a layer called several times (analysis.tie_of): its one pruned slice, per parameter
+        self.tied: dict[str, tuple] = {}
         self._index: dict[bytes, fx.Node] = {}
         self.copies: list[Copy] = []
         # qualified name -> its spec entry (deploy/spec.py) for tensors a rule builds that are no

@@ -631,10 +631,10 @@ def _spread(rw, t: object, kv: np.ndarray, heads: np.ndarray, of: np.ndarray) ->
     return rw.call(aten.index_select.default, (t, 1, rw.index(of)))
 
 
-def _qk(rw, a: Heads, merge: fx.Node) -> tuple[object, object]:
+def _qk(rw, a: Heads, live: _Live) -> tuple[object, object]:
     """q and k of the kept heads, (B, heads, L, width) each: per key/value head the units
     scored, then units with a zero product (fillers), rotary and constant scalings applied."""
-    live, units = _live(a, rw.live, merge), a.units()
+    units = a.units()
     heads, kv, of = _keep(a, live)
     width = max(1, int(live.k_units[kv].sum(1).max()))
     k_here = _present(rw, a.k)[:, units].all(2)
@@ -650,10 +650,9 @@ def _qk(rw, a: Heads, merge: fx.Node) -> tuple[object, object]:
     return _scaled(rw, q, a.q), _spread(rw, _scaled(rw, k, a.k), kv, heads, of)
 
 
-def _v(rw, a: Heads, merge: fx.Node) -> tuple[object, np.ndarray]:
+def _v(rw, a: Heads, live: _Live) -> tuple[object, np.ndarray]:
     """v of the kept heads, (B, heads, L, width): per key/value head the channels read, then
     zero ones (their output is zero); and the merged output's layout."""
-    live = _live(a, rw.live, merge)
     heads, kv, of = _keep(a, live)
     width = max(1, int(live.v_need[kv].sum(1).max()))
     slots = _slots(live.v_need[kv], _zero(a.v, rw.live)[kv], width)
@@ -664,11 +663,12 @@ def _v(rw, a: Heads, merge: fx.Node) -> tuple[object, np.ndarray]:
 def emit(merge: fx.Node, rw) -> None:
     """The attention on pruned q/k/v: used heads only, each head as wide as the widest."""
     a = _heads(merge, rw.analysis)
-    v, layout = _v(rw, a, merge)
+    live = _live(a, rw.live, merge)  # what each head keeps, once for q/k and v
+    v, layout = _v(rw, a, live)
     if a.manual:  # probabilities (the score ops, emitted as they are) @ v
         out = rw.call(a.value.target, (rw.map_arg(a.value.args[0]), v))
     else:
-        out = _sdpa(rw, a, merge, v)
+        out = _sdpa(rw, a, live, v)
     for move in a.moves:
         if not _is(move, "clone", "contiguous"):
             out = rw.call(move.target, (out, *move.args[1:]))
@@ -678,9 +678,9 @@ def emit(merge: fx.Node, rw) -> None:
     rw.set(merge, out, layout)
 
 
-def _sdpa(rw, a: Heads, merge: fx.Node, v: object) -> fx.Node:
-    q, k = _qk(rw, a, merge)
-    heads, _, _ = _keep(a, _live(a, rw.live, merge))
+def _sdpa(rw, a: Heads, live: _Live, v: object) -> fx.Node:
+    q, k = _qk(rw, a, live)
+    heads, _, _ = _keep(a, live)
     args = [q, k, v, *(rw.map_arg(x) for x in a.sdpa.args[3:])]
     kwargs = {k_: rw.map_arg(x) for k_, x in a.sdpa.kwargs.items() if k_ != "enable_gqa"}
     mask_at = 3 if len(a.sdpa.args) > 3 else None
@@ -720,7 +720,7 @@ class Score(Rule):
         a = self._score(node, rw.analysis)
         if a is None:
             return super().emit(node, rw)
-        q, k = _qk(rw, a, a.merge)
+        q, k = _qk(rw, a, _live(a, rw.live, a.merge))
         k_t = rw.call(aten.transpose.int, (k, -2, -1))
         rw.set(node, rw.call(node.target, (q, k_t)), None)
 

@@ -264,7 +264,7 @@ class ChannelwiseParams(Channelwise):
         z, d = lv.zero[node.name], lv.demand[node.name]
         z, d = (z[0], d[0]) if isinstance(z, list) else (z, d)
         tie = rw.analysis.tie_of.get(node.name)
-        tied = rw.__dict__.setdefault("_tied", {}).get(tie)  # a call of a shared layer: one slice
+        tied = rw.tied.get(tie)  # a call of a layer called several times: one slice
         if tied is None:
             target = one_at_least(rw.cover(node, lx, np.flatnonzero(~z & d)), lx)
         else:
@@ -279,7 +279,7 @@ class ChannelwiseParams(Channelwise):
             elif a is not None:
                 args[i] = rw.put(rw.capture.state_names[a.name], lv.t(a).index_select(dim, idx))
         if tie is not None and tied is None:
-            rw._tied[tie] = (target, {k: args[i] for k, (i, _) in enumerate(self.params(node))})
+            rw.tied[tie] = (target, {k: args[i] for k, (i, _) in enumerate(self.params(node))})
         for i in range(1, len(args)):
             if isinstance(args[i], fx.Node) and args[i].graph is not rw.graph:
                 args[i] = rw.map_arg(args[i])

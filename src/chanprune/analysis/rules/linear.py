@@ -191,7 +191,7 @@ class Dense(Rule):
         rows are what any call keeps (liveness ties them) and whose columns are what any call
         reads; each call's input is aligned to those columns (absent ones are zero or meet
         zero weights for the rows that call's readers need)."""
-        cache = rw.__dict__.setdefault("_tied", {})
+        cache = rw.tied
         lv, x = rw.live, _x(node)
         w_arg, b_arg = _w(node), _bias(node)
         w_out, w_in = weight_dims(node)
