@@ -27,11 +27,25 @@ from ..api import export
 from ..capture.trace import eval_mode
 from ..errors import InputError
 from ..evaluation.stats import count_params
+from ..latency.measure import Measured
+from ..latency.model import LatencyModel, check_backend
+
+_MODELS: dict[str, LatencyModel] = {}
+
+
+def latency_model(backend: str) -> LatencyModel:
+    """The latency model of ``backend`` (one per process, its table cached on disk)."""
+    if backend not in _MODELS:
+        _MODELS[backend] = LatencyModel(backend)
+    return _MODELS[backend]
+
 
 DEFAULT_AMOUNT = 0.3  # ``amount`` when neither it nor a target is given
 TOLERANCE = 0.02  # a target is met when the export's ratio is within this (absolute)
 CLOSE_ENOUGH = TOLERANCE / 4  # the search stops once a try is this close
-MEASURES = {"target_macs": "MACs", "target_params": "parameters"}
+MEASURES = {"target_macs": "MACs", "target_params": "parameters", "target_latency": "latency"}
+LATENCY_TOLERANCE = 0.05  # a latency target is met when measured / target is within 1 +- this
+REFINE_ROUNDS = 3  # measured corrections of the latency model's aim at most
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Target:
 
     name: str
     value: float
+    backend: str = "eager"  # where a latency target is predicted and measured
 
     @property
     def what(self) -> str:
@@ -58,29 +73,48 @@ class Try:
 class TargetMasks(dict):
     """What :func:`chanprune.mask` returns for a target: the usual {weight name: channels}
     dict, plus ``target`` (its name and value), the ``amount`` found and the export's ``ratio``
-    to the unpruned model it measured (``mask(amount=masks.amount)`` gives the same masks)."""
+    to the unpruned model it measured (``mask(amount=masks.amount)`` gives the same masks). For
+    a latency target ``ratio`` is measured on the backend (``measured`` holds its interval),
+    ``predicted`` what the latency model said."""
 
-    def __init__(self, masks: dict[str, list[int]], target: Target, found: Try) -> None:
+    def __init__(
+        self,
+        masks: dict[str, list[int]],
+        target: Target,
+        found: Try,
+        measured: Measured | None = None,
+    ) -> None:
         super().__init__(masks)
         self.target = target
         self.amount = found.amount
-        self.ratio = found.ratio
+        self.ratio = measured.ratio if measured is not None else found.ratio
+        self.predicted = found.ratio  # a latency target: what the latency model predicted
+        self.measured = measured  # a latency target: the paired measurement (interval, rounds)
 
 
 def resolve(
-    amount: float | None, target_macs: float | None, target_params: float | None
+    amount: float | None,
+    target_macs: float | None,
+    target_params: float | None,
+    target_latency: float | None = None,
+    backend: str = "eager",
 ) -> tuple[float, Target | None]:
     """The amount to mask at (:data:`DEFAULT_AMOUNT` when nothing is given) and the target, if
     any. Refuses two targets, an amount beside a target, and targets outside (0, 1]."""
+    check_backend(backend)
     given = {
         name: value
-        for name, value in (("target_macs", target_macs), ("target_params", target_params))
+        for name, value in (
+            ("target_macs", target_macs),
+            ("target_params", target_params),
+            ("target_latency", target_latency),
+        )
         if value is not None
     }
     if len(given) > 1:
         raise InputError(
-            "target_macs and target_params were both given; pass one target (the other cost "
-            "follows from the masks)"
+            f"{' and '.join(given)} were all given; pass one target (the other costs follow "
+            "from the masks)"
         )
     if not given:
         return (DEFAULT_AMOUNT if amount is None else amount), None
@@ -100,14 +134,17 @@ def resolve(
             f"{name} must be a fraction of the unpruned model's {MEASURES[name]} in (0, 1], "
             f"got {value!r}"
         )
-    return 0.0, Target(name, float(value))
+    return 0.0, Target(name, float(value), backend)
 
 
-def cost(module: torch.nn.Module, inputs: tuple, kwargs: dict, target: Target) -> int:
-    """``module``'s parameter elements, or MACs of one forward on the inputs (half of torch's
-    FLOP count, as :func:`chanprune.count_macs`; keyword inputs passed along)."""
+def cost(module: torch.nn.Module, inputs: tuple, kwargs: dict, target: Target) -> float:
+    """``module``'s parameter elements, MACs of one forward on the inputs (half of torch's
+    FLOP count, as :func:`chanprune.count_macs`; keyword inputs passed along), or its latency
+    on the target's backend as the latency model predicts it (seconds)."""
     if target.name == "target_params":
         return count_params(module)
+    if target.name == "target_latency":
+        return latency_model(target.backend).predict(module, inputs, kwargs).seconds
     with eval_mode(module), torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(*inputs, **kwargs)
     return counter.get_total_flops() // 2
@@ -186,7 +223,10 @@ def verdict(found: Try, lowest: Try, target: Target, reach: str) -> tuple[bool, 
     prunable share and what pins the rest), a warning when the closest export found is the
     best there is (nothing to mask at all, or a step of whole channels across the target)."""
     name, value, what = target.name, target.value, target.what
-    if abs(found.ratio - value) <= TOLERANCE:
+    if name == "target_latency":
+        if abs(found.ratio / value - 1) <= LATENCY_TOLERANCE:
+            return None
+    elif abs(found.ratio - value) <= TOLERANCE:
         return None
     if lowest.ratio > value:
         return True, (
@@ -202,9 +242,56 @@ def verdict(found: Try, lowest: Try, target: Target, reach: str) -> tuple[bool, 
             f"{found.ratio:.3f} of the unpruned model's {what} (channels that are zero or "
             "read by nobody are removed); nothing was masked"
         )
+    if name == "target_latency":
+        return False, (
+            f"chanprune: {name}={value:g} missed by more than {_tolerance_text(target)}: the "
+            f"closest export measured {found.ratio:.3f} of the unpruned model's latency "
+            f"(amount {found.amount:.4f}) after up to {REFINE_ROUNDS} measured corrections of "
+            "the latency model's aim; a loaded machine, or latency that falls in steps (widths "
+            "the backend runs slowly), moves it. Measure again on a quiet machine, or use "
+            "target_macs"
+        )
     return False, (
-        f"chanprune: {name}={value:g} missed by more than {TOLERANCE:g}: the closest export "
+        f"chanprune: {name}={value:g} missed by more than "
+        f"{_tolerance_text(target)}: the closest export "
         f"found has {found.ratio:.3f} of the unpruned model's {what} (amount {found.amount:.4f}); "
         "the cost falls in steps of whole channels, and the step across the target is larger "
         "than that (scope='global' masks in finer steps)"
     )
+
+
+def refine(
+    search_for: Callable[[float], tuple[Try, Try]],
+    measure_at: Callable[[float], Measured],
+    target: float,
+    rounds: int = REFINE_ROUNDS,
+) -> tuple[Try, Try, Measured]:
+    """Aim the latency model's search at ``target``, measure what it found, and correct the aim
+    by the model's error there until the measured ratio is within :data:`LATENCY_TOLERANCE` of
+    the target (at most ``rounds`` measurements). Returns the try measured closest to the target
+    (its ``ratio`` the prediction), the lowest try of its search, and its measurement.
+
+    Why: the model's ratios carry a bias (calls timed alone miss what the whole model shares),
+    about constant near one amount, so dividing the aim by measured / predicted there lands
+    the next search close to the target."""
+    goal = target
+    best: tuple[Try, Try, Measured] | None = None
+    seen: dict[float, Measured] = {}
+    for _ in range(max(rounds, 1)):
+        found, lowest = search_for(goal)
+        if found.amount in seen:
+            break
+        got = seen[found.amount] = measure_at(found.amount)
+        if best is None or abs(got.ratio - target) < abs(best[2].ratio - target):
+            best = (found, lowest, got)
+        if abs(got.ratio / target - 1) <= LATENCY_TOLERANCE or got.ratio <= 0:
+            break
+        goal = target * found.ratio / got.ratio
+    assert best is not None
+    return best
+
+
+def _tolerance_text(target: Target) -> str:
+    if target.name == "target_latency":
+        return f"{LATENCY_TOLERANCE:.0%} (measured on {target.backend})"
+    return f"{TOLERANCE:g}"

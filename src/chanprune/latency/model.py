@@ -1,0 +1,186 @@
+"""The latency model: a module's time on a backend, predicted as the sum of its op calls' times
+measured alone (:mod:`chanprune.latency.table`), and what each channel costs.
+
+Summing calls timed alone ignores what the whole model shares (warm caches, fused kernels in ONNX
+Runtime), so its seconds are not the whole model's; its *ratios* of an export to the unpruned
+model are what targets use, and their error against measured whole models is published in
+``benchmarks/results/latency_model.md``. Backend ``"ort"`` predicts with the CPU table (ONNX
+Runtime runs other kernels, so its error is larger there); a target search then corrects by
+measuring (:func:`chanprune.masking.targets`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import fx
+
+from ..analysis.types import Axis, ChannelAnalysis
+from ..capture.batch import per_sample
+from ..errors import InputError
+from .costs import ChannelCosts
+from .table import LatencyTable, default_cache_dir
+from .trace import OpCall, op_trace
+
+BACKENDS = {"eager": "cpu", "ort": "cpu", "cuda": "cuda"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted seconds of one forward pass, split by kind of op (compute, memory, view)."""
+
+    seconds: float
+    by_kind: dict[str, float]
+    calls: int
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
+class LatencyModel:
+    """Predicts a module's latency on ``backend`` from a cached :class:`LatencyTable`.
+
+    ``cache_dir``: where the table lives (default ``~/.cache/chanprune``, or
+    ``$CHANPRUNE_CACHE``; None keeps it in memory). ``timer`` replaces the measurement of one op
+    call (tests)."""
+
+    def __init__(
+        self,
+        backend: str = "eager",
+        threads: int | None = None,
+        cache_dir: Path | str | bool | None = True,
+        timer: Callable[[OpCall], float] | None = None,
+    ) -> None:
+        self.backend = check_backend(backend)
+        where = default_cache_dir() if cache_dir is True else cache_dir or None
+        self.table = LatencyTable(BACKENDS[backend], threads, where, timer)
+
+    def predict(
+        self,
+        module: Callable[..., object],
+        example_inputs: object,
+        example_kwargs: dict | None = None,
+    ) -> Prediction:
+        """The predicted time of one forward pass of ``module`` on the example inputs."""
+        by_kind = {"compute": 0.0, "memory": 0.0, "view": 0.0}
+        calls = op_trace(module, example_inputs, example_kwargs)
+        for c in calls:
+            by_kind[c.kind] += self.table.seconds(c)
+        self.table.save()
+        return Prediction(sum(by_kind.values()), by_kind, len(calls))
+
+    def channel_costs(
+        self, an: ChannelAnalysis, unpruned: Prediction | None = None
+    ) -> ChannelCosts:
+        """Seconds each channel costs in ``an``'s model: compute of a conv/linear row or column
+        at the model's measured seconds per MAC, and the bytes that the ops between layers move
+        per channel at its measured seconds per byte (:func:`graph_costs`, scaled)."""
+        units = graph_costs(an)
+        if unpruned is None or units.total <= 0:
+            return units
+        scale = unpruned.seconds / units.total
+        return ChannelCosts(
+            "s",
+            {k: v * scale for k, v in units.row.items()},
+            {k: v * scale for k, v in units.col.items()},
+            {k: v * scale for k, v in units.stream.items()},
+            unpruned.seconds,
+        )
+
+
+# costs from the captured graph -----------------------------------------------------------------
+BYTES_PER_MAC = 0.25  # one MAC costs about what moving this many bytes costs (fp32 CPU kernels)
+
+
+def graph_costs(an: ChannelAnalysis, bytes_per_mac: float = BYTES_PER_MAC) -> ChannelCosts:
+    """Per-sample costs of ``an``'s graph in MAC-equivalents: a conv/linear costs its MACs, any
+    other op the bytes it reads and writes times ``1 / bytes_per_mac``. Rows and columns cost
+    their layer's MACs per channel; ``stream[r]`` adds up, over the other ops whose output
+    holds segment channel ``r``, the bytes per channel they move."""
+    cap = an.capture
+    marker = cap.marker
+    nodes = {n.name: n for n in cap.graph.nodes}
+    row: dict[int, float] = {}
+    col: dict[int, float] = {}
+    stream: dict[int, float] = {}
+    layer_nodes = set()
+    total = 0.0
+    for i, p in enumerate(an.producers):
+        node = nodes[p.node]
+        macs = node_macs(node, marker)
+        row[i] = macs / max(p.channels, 1)
+        layer_nodes.add(p.node)
+    for j, c in enumerate(an.consumers):
+        node = nodes[c.node]
+        macs = node_macs(node, marker)
+        col[j] = macs / max(len(np.unique(c.ids)), 1)
+        layer_nodes.add(c.node)
+    for node in cap.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.name in layer_nodes or _is_layer(node):
+            total += node_macs(node, marker)
+            continue
+        moved = node_bytes(node, marker) / bytes_per_mac
+        total += moved
+        ax = an.axes.get(node.name)
+        if not isinstance(ax, Axis) or not len(ax) or not moved:
+            continue
+        per = moved / len(ax)
+        for r in an.root[ax.ids].tolist():
+            stream[r] = stream.get(r, 0.0) + per
+    return ChannelCosts("MACs", row, col, stream, total)
+
+
+def _is_layer(node: fx.Node) -> bool:
+    name = str(node.target)
+    return name.startswith(("aten.conv", "aten.linear", "aten.addmm", "aten.mm", "aten.bmm"))
+
+
+def _numel(val: object, marker: int | None) -> int:
+    if not isinstance(val, torch.Tensor):
+        return 0
+    return math.prod(per_sample(s, marker) for s in val.shape)
+
+
+def node_bytes(node: fx.Node, marker: int | None) -> float:
+    """Bytes per sample a node reads (its tensor inputs) and writes (its output)."""
+    vals = [a.meta.get("val") for a in node.all_input_nodes] + [node.meta.get("val")]
+    total = 0
+    for v in vals:
+        for t in v if isinstance(v, tuple | list) else [v]:
+            if isinstance(t, torch.Tensor):
+                total += _numel(t, marker) * t.element_size()
+    return float(total)
+
+
+def node_macs(node: fx.Node, marker: int | None) -> float:
+    """MACs per sample of a conv or linear node (0 for anything else): output elements times
+    the weight's reduction size."""
+    out = node.meta.get("val")
+    if not isinstance(out, torch.Tensor) or not _is_layer(node):
+        return 0.0
+    name = str(node.target)
+    args = [a.meta.get("val") if isinstance(a, fx.Node) else a for a in node.args]
+    if name.startswith("aten.conv"):
+        w = args[1]
+        transposed = name.startswith("aten.conv_transpose") or (
+            name.startswith("aten.convolution") and bool(args[6])
+        )
+        if transposed:  # every input element meets out/groups x kernel weights
+            return float(_numel(args[0], marker) * math.prod(w.shape[1:]))
+        return float(_numel(out, marker) * math.prod(w.shape[1:]))
+    if name.startswith("aten.linear"):
+        return float(_numel(out, marker) * args[1].shape[-1])
+    if name.startswith("aten.addmm"):
+        return float(_numel(out, marker) * args[1].shape[-1])
+    # mm / bmm: (.., n, k) @ (.., k, m)
+    return float(_numel(out, marker) * args[0].shape[-1])
