@@ -7,12 +7,16 @@ initialised (``torchrun``), as ``DistributedDataParallel``: gradients are averag
 processes and a ``DistributedSampler`` gives each one its share of every global batch.
 ``keep_zero`` holds chosen entries at zero after every step: that is how
 :func:`chanprune.evaluation.recovery.finetune` keeps a masked model's pruned channels pruned.
+``on_epoch`` hands the caller the training state after every epoch and ``resume`` takes it back,
+so a long run can be checkpointed and resumed where it was killed (benchmarks/frontier.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import copy
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,6 +37,8 @@ def train(
     desc: str = "train",
     keep_zero: Mapping[str, torch.Tensor] | None = None,
     distributed: bool | None = None,
+    on_epoch: Callable[[int, float, dict[str, Any]], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> list[float]:
     """Train ``model`` in place with cross-entropy; return the mean loss of each epoch.
 
@@ -45,6 +51,14 @@ def train(
     random state is left as it was. ``keep_zero`` maps parameter names to boolean masks of the
     entries to hold at zero (set to zero before training and after every step). Every module's
     training flag is restored afterwards.
+
+    ``on_epoch(epoch, loss, state)`` is called after each epoch (``epoch`` counts from 1) with
+    the state that ``resume`` takes: ``epoch``, the optimizer's, the scheduler's and the random
+    generators' states (plain tensors and numbers, loadable with ``weights_only``). It runs with
+    the random state forked, so evaluating there changes nothing that follows. Passing that state
+    as ``resume`` (with the model's weights from the same moment and the same arguments) continues
+    with the next epoch and takes the steps the uninterrupted run would have taken; the returned
+    losses are those of the epochs run in this call.
     """
     if epochs < 0 or batch_size < 1:
         raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
@@ -72,9 +86,10 @@ def train(
     devices = [device] if device.type == "cuda" else []
     with kept_modes(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + rank)
-        model.train()
+        start = _resume(resume, opt, sched, epochs, devices)
         _zero(held)
-        for epoch in range(epochs):
+        for epoch in range(start, epochs):
+            model.train()  # again each epoch: an ``on_epoch`` evaluation may have left eval mode
             sampler.set_epoch(epoch)
             total = torch.zeros(2, dtype=torch.float64)
             for x, y in _bar(loader, progress, f"{desc} epoch {epoch + 1}/{epochs}"):
@@ -88,9 +103,52 @@ def train(
             if world > 1:
                 dist.all_reduce(total)
             losses.append(float(total[0] / total[1]))
+            if on_epoch is not None:
+                state = _state(epoch + 1, opt, sched, devices)
+                with torch.random.fork_rng(devices=devices):
+                    on_epoch(epoch + 1, losses[-1], state)
         if world > 1:
             _broadcast_buffers(model)
     return losses
+
+
+def _state(
+    epoch: int, opt: torch.optim.Optimizer, sched: Any, devices: list[torch.device]
+) -> dict[str, Any]:
+    """What :func:`train` needs to continue after ``epoch`` epochs (the model's weights aside),
+    copied: the optimizer updates its moment tensors in place as training goes on."""
+    return {
+        "epoch": epoch,
+        "optimizer": copy.deepcopy(opt.state_dict()),
+        "scheduler": copy.deepcopy(sched.state_dict()),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": [torch.cuda.get_rng_state(d) for d in devices],
+    }
+
+
+def _resume(
+    state: Mapping[str, Any] | None,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    epochs: int,
+    devices: list[torch.device],
+) -> int:
+    """Load ``state`` (from ``on_epoch``) into the optimizer, scheduler and random generators;
+    return the epoch to start at (0 without a state)."""
+    if state is None:
+        return 0
+    missing = {"epoch", "optimizer", "scheduler", "rng"} - set(state)
+    if missing or not 0 <= int(state["epoch"]) <= epochs:
+        raise InputError(
+            f"resume must be the state train() handed to on_epoch, at an epoch in 0..{epochs}; "
+            f"got keys {sorted(state)} (missing {sorted(missing)})"
+        )
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    for d, s in zip(devices, state.get("cuda_rng", []), strict=False):
+        torch.cuda.set_rng_state(s, d)
+    return int(state["epoch"])
 
 
 @contextlib.contextmanager
