@@ -3,7 +3,8 @@
 As HALP does for layers, every distinct op call (op, shapes, arguments) is timed alone the first
 time a prediction needs it, and kept in a JSON file per machine, device, thread count and torch
 version, so that a model's second prediction, and any export of it, costs no measurement of the
-calls it shares. Timings are medians of repeated blocks, each long enough for the clock.
+calls it shares. Timings are the fastest of repeated blocks, each long enough for the clock: a
+block that another process interrupted is slower, never faster.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +22,8 @@ from ..errors import InputError
 from .trace import OpCall, TensorSpec, replay_args, resolve_op
 
 DEVICES = ("cpu", "cuda")
-BLOCK_S = 0.002  # a timed block runs the op for at least this long
-BLOCKS = 5  # timed blocks per op; the median is kept
+BLOCK_S = 0.001  # a timed block runs the op for at least this long
+BLOCKS = 7  # timed blocks per op; the fastest is kept (the one no other process interrupted)
 VIEW_KEY = "<view>"  # the table's entry for the cost of a view (a dispatch, no kernel)
 
 
@@ -120,7 +120,7 @@ class LatencyTable:
                     times.append((time.perf_counter() - t0) / n)
         finally:
             torch.set_num_threads(old)
-        return statistics.median(times)
+        return min(times)
 
 
 def _noop() -> None:

@@ -77,10 +77,11 @@ class TensorSpec:
     contiguous: bool
 
     def make(self, device: str = "cpu") -> torch.Tensor:
-        """A fresh tensor like the recorded one: random floats, zero integers (valid indices)."""
+        """A fresh tensor like the recorded one: floats in [0.5, 1.5) (no NaN from a variance,
+        no denormals), zero integers (valid indices)."""
         dtype = getattr(torch, self.dtype)
         if dtype.is_floating_point:
-            t = torch.randn(self.shape, dtype=dtype, device=device)
+            t = torch.rand(self.shape, dtype=dtype, device=device) + 0.5
         else:
             t = torch.zeros(self.shape, dtype=dtype, device=device)
         if not self.contiguous and len(self.shape) == 4:
