@@ -14,14 +14,14 @@ from .capture.submodules import for_each_part, replace
 from .capture.trace import as_example, capture, gc_paused, run_model
 from .errors import ExportError, InputError
 from .layout.policy import NaturalOrder, SolvedOrder
-from .liveness.flow import liveness
-from .liveness.rounding import default_width_quantum, round_depthwise, round_widths
+from .liveness import export_liveness
+from .liveness.rounding import default_width_quantum
 from .rewrite.fixed_batch import guard as guard_fixed_batch
 from .rewrite.inputs import guard as guard_inputs
 from .rewrite.rewriter import GROUP_QUANTUM, rewrite
 from .rewrite.verify import compare, verify
 
-METHODS = ("reorder", "baseline")
+METHODS = ("reorder", "baseline", "dense")
 
 
 def check_method(method: str) -> None:
@@ -59,9 +59,7 @@ def _build(
     ``reference``; ``quantum``: (group_quantum, width_quantum)."""
     quantum, width = quantum
     an = analyze(cap)
-    live = liveness(an)
-    round_depthwise(live, quantum)
-    round_widths(live, width)
+    live = export_liveness(an, method, quantum, width)
     result = rewrite(an, live, policy_for(method, an, live), quantum)
     if reference is not None:
         verify(cap, result, inputs, reference, kwargs)
@@ -85,7 +83,10 @@ def export(
 
     Channels that are provably zero, or needed by nobody, are removed. ``method="reorder"``
     orders each segment's channels so consumers read contiguous slices instead of gathering
-    copies (UPSCALE); ``"baseline"`` keeps the original order and gathers. With ``check`` (the
+    copies (UPSCALE); ``"baseline"`` keeps the original order and gathers; ``"dense"`` copies
+    nothing at run time: every tensor of a segment keeps every channel any of them keeps (zero
+    rows and columns computed), which costs MACs but keeps ONNX Runtime's blocked layout
+    (``liveness.dense``). With ``check`` (the
     default) the result is checked against ``model`` on ``example_inputs`` (raising
     :class:`ExportError` naming the first diverging node). ``dynamic_batch`` makes the result
     accept any batch size where the model allows it. ``model`` is not modified. The result runs

@@ -18,8 +18,7 @@ from .analysis.types import Axis
 from .api import check_group_quantum, check_method, check_width_quantum, policy_for
 from .capture.trace import as_example, capture, gc_paused
 from .layout.policy import SolvedOrder
-from .liveness.flow import liveness
-from .liveness.rounding import round_depthwise, round_widths
+from .liveness import export_liveness
 from .rewrite.rewriter import GROUP_QUANTUM, Copy, rewrite
 
 
@@ -124,9 +123,7 @@ def plan(
     width_quantum = check_width_quantum(width_quantum)
     inputs, kwargs = as_example(example_inputs, example_kwargs)
     an = analyze(capture(model, inputs, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes))
-    live = liveness(an)
-    round_depthwise(live, group_quantum)
-    round_widths(live, width_quantum)
+    live = export_liveness(an, method, group_quantum, width_quantum)
     policy = policy_for(method, an, live)
     result = rewrite(an, live, policy, group_quantum)
     segments = an.segments()

@@ -21,8 +21,7 @@ from ..analysis.propagate import analyze
 from ..api import policy_for
 from ..capture.trace import as_input_tuple, capture, run_model
 from ..errors import ExportError, InputError
-from ..liveness.flow import liveness
-from ..liveness.rounding import round_depthwise, round_widths
+from ..liveness import export_liveness
 from ..rewrite.rewriter import GROUP_QUANTUM, rewrite
 from ..rewrite.verify import compare
 
@@ -44,10 +43,8 @@ def kept_indices(
     inputs = as_input_tuple(example_inputs)
     cap = capture(model, inputs)
     an = analyze(cap)
-    live = liveness(an)
     quantum = getattr(pruned, "chanprune_group_quantum", GROUP_QUANTUM)
-    round_depthwise(live, quantum)
-    round_widths(live, getattr(pruned, "chanprune_width_quantum", 1))
+    live = export_liveness(an, method, quantum, getattr(pruned, "chanprune_width_quantum", 1))
     policy = policy_for(method, an, live)
     probe = {k: _probe(t) for k, t in cap.tensors.items()}
     saved = cap.tensors, live.tensors

@@ -27,6 +27,7 @@ class Liveness:
         self.cache: dict[object, object] = {}
         self.revive: dict[str, np.ndarray] = {}  # zero channels kept so an op after needs no pad
         self.padding: dict[str, np.ndarray] = {}  # channels kept only to round a width (below)
+        self.dense = False  # consumers read their whole input (liveness.dense)
         for name, v in analysis.axes.items():
             if isinstance(v, Axis):
                 self.demand[name] = np.zeros(len(v), dtype=bool)

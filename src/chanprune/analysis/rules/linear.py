@@ -242,9 +242,13 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
 
     A layer that reads every channel its input keeps but the ones kept only to round a width
     (``liveness.rounding.round_depthwise``) reads those too, with its zero weights: usually the
-    whole tensor instead of a slice, and an input width that is a multiple of the quantum."""
+    whole tensor instead of a slice, and an input width that is a multiple of the quantum. Under
+    dense segments (``liveness.dense``) a layer reads all its input keeps."""
     x = _x(node)
     reads = DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(x)
+    if lv.dense and isinstance(x, fx.Node) and lv.axis(x) is not None:
+        reads[lv.kept(x)] = True  # dense segments (liveness.dense): the whole input, no slice
+        return reads
     pad = lv.padding.get(x.name) if isinstance(x, fx.Node) else None
     if pad is not None and len(pad) == len(reads):
         others = np.zeros(len(reads), dtype=bool)
