@@ -139,14 +139,15 @@ def test_resnet18_at_a_small_input(side, constrained, name, t):
     assert abs(got.ratio - t) <= TOLERANCE
 
 
-def test_the_model_ends_with_the_one_mask_found_and_hand_zeroed_channels_stay_zero():
+@pytest.mark.parametrize("kind", [False, "mixed"])  # mixed: the default with a target
+def test_the_model_ends_with_the_one_mask_found_and_hand_zeroed_channels_stay_zero(kind):
     model = build()
     with torch.no_grad():  # the user zeroed a filter (and its BatchNorm) by hand
         for t in (model.blocks[0].a.weight, model.blocks[0].bn_a.weight, model.blocks[0].bn_a.bias):
             t[5] = 0
     twin = copy.deepcopy(model)
-    got = chanprune.mask(model, X, scope="global", target_macs=0.6)
-    direct = chanprune.mask(twin, X, scope="global", amount=got.amount)
+    got = chanprune.mask(model, X, scope="global", target_macs=0.6, constrained=kind)
+    direct = chanprune.mask(twin, X, scope="global", amount=got.amount, constrained=kind)
     assert got == direct  # the same dict, as mask() has always returned
     state, twin_state = model.state_dict(), twin.state_dict()
     assert all(torch.equal(state[k], twin_state[k]) for k in state)

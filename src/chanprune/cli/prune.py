@@ -102,7 +102,29 @@ def add_pruning_arguments(
                 f"{unit} (within {TOLERANCE:g})",
             )
     add_mask_arguments(p, side)
-    p.add_argument("--constrained", action="store_true", help="prune coupled layers together")
+    if not targets:
+        p.add_argument("--constrained", action="store_true", help="prune coupled layers together")
+    else:  # mask()'s constrained=None: mixed masks with a target, unconstrained without
+        kind = p.add_mutually_exclusive_group()
+        for flag, const, text in (
+            ("--constrained", True, "prune coupled layers together"),
+            ("--unconstrained", False, "every layer keeps its own channels"),
+            (
+                "--mixed",
+                "mixed",
+                "rank layers' own channels and whole segment channels by score per MAC saved "
+                "(parameter with --target-params; --amount is then a share of the MACs). "
+                "Default: mixed with a target, unconstrained without",
+            ),
+        ):
+            kind.add_argument(
+                flag,
+                dest="constrained",
+                action="store_const",
+                const=const,
+                default=None,
+                help=text,
+            )
     p.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
     p.add_argument(
         "--group-quantum",
@@ -332,7 +354,7 @@ def prune_command(args: argparse.Namespace) -> int:
     print(
         f"{src.label}: input {tuple(x.shape)}, {sum(map(len, masks.values()))} channels masked in "
         f"{len(masks)} layers ({_how_much(masks, amount)}, {args.heuristic}, {args.scope}, "
-        f"{args.side} side{', constrained' if args.constrained else ''}); "
+        f"{args.side} side{_kind_word(args.constrained, masks)}); "
         f"{recal}"
         f"exported with method={args.method}, outputs verified"
     )
@@ -364,6 +386,13 @@ def prune_command(args: argparse.Namespace) -> int:
     for path in saved:
         print(f"wrote {path}")
     return 0
+
+
+def _kind_word(constrained: bool | str | None, masks: dict) -> str:
+    """How the masks were chosen, for the summary line (``None``: mask()'s default)."""
+    if constrained is None:
+        constrained = "mixed" if isinstance(masks, TargetMasks) else False
+    return {True: ", constrained", "mixed": ", mixed"}.get(constrained, "")
 
 
 def _how_much(masks: dict, amount: float) -> str:

@@ -4,7 +4,9 @@ Output side: a producer's filter rows (and bias) are zeroed, plus every per-chan
 that would otherwise turn the zero into a constant (the following BatchNorm's weight and bias,
 a depthwise bias ...: the analysis' *companions*). Input side: a consumer's weight columns.
 Unconstrained masks let every layer choose its own channels; ``constrained=True`` makes all
-layers that share a segment channel prune it together (the classic, copy-free scheme).
+layers that share a segment channel prune it together (the classic, copy-free scheme);
+``constrained="mixed"`` (the default with a target) ranks both kinds of unit by importance per
+cost saved and mixes them (``masking/mixed.py``).
 Only channels the exporter can remove are candidates: never pinned ones, never model outputs.
 """
 
@@ -24,7 +26,9 @@ from ..analysis.types import ChannelAnalysis
 from ..capture.submodules import for_each_part
 from ..capture.trace import as_example, as_input_tuple, capture, gc_paused, run_graph
 from ..errors import InputError, MaskError
+from ..latency.costs import ChannelCosts
 from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
+from .mixed import budgets_between_picks, mac_costs, mixed_order, param_costs, take
 from .targets import (
     Target,
     TargetMasks,
@@ -38,6 +42,7 @@ from .targets import (
 
 SIDES = ("output", "input")
 SCOPES = ("local", "global")
+MIXED = "mixed"  # constrained="mixed": masks.mixed ranks both kinds of unit together
 
 
 @dataclass
@@ -50,6 +55,21 @@ class Unit:
     rows: np.ndarray  # weight positions along the masked dim (several after a flatten)
     root: int  # segment channel
     score: float = 0.0
+
+
+def masking_kind(constrained: object, target: Target | None) -> bool | str:
+    """What ``constrained`` asks for: ``True``, ``False`` or ``"mixed"``; ``None`` (the
+    default) means mixed masks for a target and plain unconstrained masks for an amount."""
+    if constrained is None:
+        return MIXED if target is not None else False
+    if isinstance(constrained, str) and constrained == MIXED:
+        return MIXED
+    if isinstance(constrained, bool | np.bool_):
+        return bool(constrained)
+    raise InputError(
+        f"constrained must be True, False, None (mixed for a target, else False) or "
+        f"{MIXED!r}, got {constrained!r}"
+    )
 
 
 def validate(amount: float, heuristic: str, scope: str, side: str) -> None:
@@ -71,7 +91,7 @@ def mask(
     heuristic: str = "l1",
     scope: str = "local",
     side: str = "output",
-    constrained: bool = False,
+    constrained: bool | str | None = None,
     calibration: Iterable[object] | None = None,
     submodules: Sequence[str] | None = None,
     example_kwargs: dict[str, object] | None = None,
@@ -85,7 +105,9 @@ def mask(
     ``amount``) chooses the amount instead: the one whose export (``chanprune.export`` with its
     defaults) has ``t`` of the unpruned model's MACs (at the example inputs) or parameters,
     within 0.02 absolute, masked with the ``heuristic``, ``scope``, ``side`` and
-    ``constrained`` given (``chanprune.masking.targets``). The model ends with that one mask
+    ``constrained`` given (``chanprune.masking.targets``; mixed masks unless ``constrained``
+    says otherwise, their amount then being the budget's share of the MACs, or of the
+    parameters for ``target_params``). The model ends with that one mask
     applied (channels it already had zeroed stay zero, and count as pruned). A target below
     what the most masking reaches raises :class:`MaskError` saying what it reached and why,
     leaving the model as it was; a target only missed because the cost falls in steps of whole
@@ -100,7 +122,13 @@ def mask(
     parameters that would otherwise turn the zero into a constant (a following BatchNorm, a
     bias); ``side="input"`` zeroes consumers' weight columns. ``constrained=True`` makes all
     layers that share a channel (a residual stage) prune it together, the classic copy-free
-    scheme; by default every layer chooses its own channels.
+    scheme; ``constrained=False`` lets every layer choose its own channels.
+    ``constrained="mixed"`` ranks a layer's own channels and whole segment channels together by
+    normalised score per MAC saved (``chanprune.masking.mixed``: a whole segment channel also
+    narrows the stream), zeroing the cheapest until the predicted saving reaches ``amount`` of
+    the model's conv/linear MACs; ``scope`` does not apply (the ranking is global, never
+    emptying a layer). ``None``, the default, means mixed masks with a target and
+    ``False`` without one.
 
     Returns {weight parameter name: sorted channel indices}: output channels (rows) for
     ``side="output"``, input channels of the consumer for ``side="input"``. Warns, naming the
@@ -116,6 +144,7 @@ def mask(
     """
     amount, target = resolve(amount, target_macs, target_params)
     validate(amount, heuristic, scope, side)
+    constrained = masking_kind(constrained, target)
     if submodules is not None:
         if target is not None:
             raise InputError(
@@ -175,19 +204,33 @@ def _mask_to_target(
     an: ChannelAnalysis,
     units: list[Unit],
     target: Target,
-    how: tuple[str, bool, str],
+    how: tuple[str, bool | str, str],
     example: tuple[tuple, dict, object],
 ) -> TargetMasks:
     """Search the amount whose export meets ``target`` (``how``: scope, constrained, side),
     trying each amount's masks and putting them back, then apply the closest one. ``example``:
-    positional inputs, keyword inputs, dynamic shapes."""
+    positional inputs, keyword inputs, dynamic shapes. For mixed masks the amount is the
+    budget, a share of the costs' total (MACs, or parameters for ``target_params``), tried at
+    one budget per prefix of the greedy order (``mixed.budgets_between_picks``)."""
     scope, constrained, side = how
     inputs, kwargs, dynamic_shapes = example
     unpruned = cost(model, inputs, kwargs, target)
     tried: dict[frozenset, float] = {}  # amounts that choose the same channels share a try
+    if constrained == MIXED:  # the amount is a budget: a share of the costs' total
+        costs = _costs_for(target, an)
+        order = mixed_order(units, an, side, costs)
+        amounts = budgets_between_picks(order, costs.total)
+
+        def choose(amount: float) -> list[Unit]:
+            return take(order, amount * costs.total)
+    else:
+        amounts = amounts_between_cuts(_group_sizes(units, scope, constrained, an, side))
+
+        def choose(amount: float) -> list[Unit]:
+            return _choose(units, amount, scope, constrained, an, side)
 
     def ratio_at(amount: float) -> float:
-        chosen = _choose(units, amount, scope, constrained, an, side)
+        chosen = choose(amount)
         key = frozenset((u.layer, u.channel) for u in chosen)
         if key not in tried:
             saved = _zero(_edits(an, chosen, side)[1])
@@ -198,7 +241,6 @@ def _mask_to_target(
                 _restore(saved)
         return tried[key]
 
-    amounts = amounts_between_cuts(_group_sizes(units, scope, constrained, an, side))
     found, lowest = search(ratio_at, target.value, amounts)
     share = prunable_share(an)
     reach = str(share) + "".join(f"; {c}" for c in share.causes)
@@ -207,8 +249,16 @@ def _mask_to_target(
         if fatal:
             raise MaskError(text)
         warnings.warn(text, stacklevel=4)
-    chosen = _choose(units, found.amount, scope, constrained, an, side)
-    return TargetMasks(_apply(an, chosen, side), target, found)
+    return TargetMasks(_apply(an, choose(found.amount), side), target, found)
+
+
+def _costs_for(target: Target, an: ChannelAnalysis) -> ChannelCosts:
+    """What mixed masks rank by for ``target``: MACs, or parameters for ``target_params``."""
+    if target.name == "target_params":
+        return param_costs(an)
+    if target.name == "target_macs":
+        return mac_costs(an)
+    raise InputError(f"mixed masks have no channel costs for {target.name} yet")
 
 
 @gc_paused
@@ -333,6 +383,9 @@ def _feature_maps(an, side, example, calibration, by_layer) -> dict[int, torch.T
 def _choose(units, amount, scope, constrained, an, side) -> list[Unit]:
     if amount == 0 or not units:
         return []
+    if constrained == MIXED:  # a budget of amount * the conv/linear MACs (mask's docstring)
+        costs = mac_costs(an)
+        return take(mixed_order(units, an, side, costs), amount * costs.total)
     if constrained:
         return _choose_constrained(units, amount, scope, an, side)
     if scope == "local":
@@ -347,7 +400,10 @@ def _choose(units, amount, scope, constrained, an, side) -> list[Unit]:
 def _group_sizes(units, scope, constrained, an, side) -> set[int]:
     """The sizes ``n`` of the groups :func:`_choose` takes ``int(amount * n)`` channels of
     (layers, families of segment channels, or all of them), so that a target search tries each
-    distinct mask once (``targets.amounts_between_cuts``). Mirrors :func:`_choose`."""
+    distinct mask once (``targets.amounts_between_cuts``). Mirrors :func:`_choose`; mixed
+    masks cut a greedy order instead (``mixed.budgets_between_picks``)."""
+    if constrained == MIXED:
+        raise ValueError("mixed masks have no groups: use mixed.budgets_between_picks")
     if constrained:
         by_root = _group(units, lambda u: u.root)
         if scope == "global":
