@@ -523,14 +523,19 @@ def test_reorder_turns_gathers_into_slices():
     assert reorder.get_parameter("stem.weight").shape[0] == 5  # the others are read by none
 
 
-def test_reorder_adds_a_narrower_residual_branch_with_one_scatter():
+def test_reorder_adds_a_narrower_residual_branch_into_a_slice():
+    """The branch writes 8 of the stream's 16 channels: the reorder export places them as one
+    run and adds them into that slice in place (rewrite/writers.py), copying nothing."""
+    from chanprune.rewrite.writers import add_slice_
+
     model = randomise_bn(Residual()).eval()
     x = torch.randn(2, 3, 8, 8)
     chanprune.apply_masks(model, x, {"a.1.weight": list(range(8))})  # branch a: 8 of 16
     base, _ = prune_and_check(model, x, method="baseline")
     reorder, _ = prune_and_check(model, x, method="reorder")
     assert [c.kind for c in base.chanprune_copies] == ["pad"]
-    assert [c.kind for c in reorder.chanprune_copies] == ["scatter"]
+    assert reorder.chanprune_copies == []
+    assert sum(n.target is add_slice_ for n in reorder.graph.nodes) == 1
 
 
 class Padded(nn.Module):

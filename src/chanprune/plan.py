@@ -2,8 +2,10 @@
 
 ``chanprune.plan(model, x, method)`` runs the same stages as ``export`` (capture, analysis,
 liveness, layout, rewrite) and reports per segment the channels kept, the consumers, the run-time
-copies (gathers and pads) in channels and bytes per sample, and, for ``method="reorder"``,
-whether the layout solver proved its order optimal and the lower bound it proved.
+copies (gathers, pads, residual writes) in channels and bytes per sample, and, for
+``method="reorder"``, whether the layout solver proved its order optimal and the lower bound it
+proved: the copies an order decides (readers' gathers, writers' indexed writes) at their proven
+minimum, plus those no order changes (pads, a residual stream's new buffer, out-of-place writes).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .api import check_group_quantum, check_method, check_width_quantum, policy_
 from .capture.trace import as_example, capture, gc_paused
 from .layout.policy import SolvedOrder
 from .liveness import export_liveness
-from .rewrite.rewriter import GROUP_QUANTUM, Copy, rewrite
+from .rewrite.rewriter import FIXED_KINDS, GROUP_QUANTUM, Copy, rewrite
 
 
 @dataclass
@@ -32,11 +34,13 @@ class SegmentPlan:
     channels: int  # segment channels before pruning
     kept: int  # segment channels kept in at least one tensor
     consumers: int  # layers reading the segment
-    gathers: int  # run-time copies (gathers and pads) of the segment's channels
+    gathers: int  # run-time copies (gathers, pads, residual writes) of the segment's channels
     copied_channels: int
     copied_bytes: int  # per sample
     optimal: bool | None = None  # reorder: the solver proved the copy cost minimal
-    lower_bound_bytes: float | None = None  # reorder: proven lower bound on copied bytes
+    # reorder: proven lower bound on copied bytes (readers and writers), plus the copies no
+    # order changes (FIXED_KINDS: pads, a stream's new buffer, out-of-place writes)
+    lower_bound_bytes: float | None = None
     solver: str = ""  # reorder: "c1p", "exact" or "heuristic"
 
 
@@ -45,8 +49,9 @@ class Plan:
     """What an export would keep and copy, per segment: the result of :func:`plan`.
 
     ``segments`` holds one :class:`SegmentPlan` per segment, ``copies`` every run-time copy
-    (gather or pad) the export performs, and ``cross_segment`` the copies that read several
-    segments at once through a concatenation (DenseNet), which no segment order avoids.
+    (gather, pad or residual write: ``Copy.kind``) the export performs, and ``cross_segment``
+    the copies that read several segments at once through a concatenation (DenseNet), which no
+    segment order avoids.
     ``str(plan)`` is :meth:`summary`.
     """
 
@@ -140,6 +145,7 @@ def plan(
     for con in an.consumers:
         plans[seg_of[int(an.root[con.ids[0]])]].consumers += 1
     cross = SegmentPlan(-1, 0, 0, 0, 0, 0, 0, solver="cross")
+    fixed = [0] * len(plans)  # per segment: bytes of the copies no order changes
     for copy in result.copies:
         ax = an.axes.get(copy.source)
         if not isinstance(ax, Axis):
@@ -150,16 +156,20 @@ def plan(
         segs = {seg_of[int(r)] for r in an.root[ax.ids[positions]].tolist()} or {
             seg_of[int(an.root[ax.ids[0]])]
         }
-        p = plans[segs.pop()] if len(segs) == 1 else cross
+        seg = segs.pop() if len(segs) == 1 else None
+        p = plans[seg] if seg is not None else cross
         p.gathers += 1
         p.copied_channels += copy.channels
         p.copied_bytes += copy.elements * item
+        if seg is not None and copy.kind in FIXED_KINDS:
+            fixed[seg] += copy.elements * item
     if isinstance(policy, SolvedOrder):
         for sl in policy.segments:
-            p = plans[seg_of[int(sl.plan.order[0])]]
+            seg = seg_of[int(sl.plan.order[0])]
+            p = plans[seg]
             p.optimal, p.lower_bound_bytes, p.solver = (
                 sl.plan.optimal and sl.realisable,
-                sl.plan.lower_bound if sl.realisable else None,
+                sl.plan.lower_bound + fixed[seg] if sl.realisable else None,
                 sl.plan.method,
             )
     if isinstance(policy, SolvedOrder):

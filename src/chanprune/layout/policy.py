@@ -6,20 +6,32 @@ paper's baseline export, where consumers that read a subset gather it with a cop
 ``SolvedOrder`` is UPSCALE's reorder: per segment it asks the layout solver for an order of the
 segment's channels in which the consumers' read sets are contiguous (free slices), minimising
 the bytes that still have to be gathered. Every tensor of the segment then follows that order.
+
+Under output-side masks a residual add's operands hold different channels. The reorder export
+writes the narrower one into the wider (``analysis/rules/elementwise.py``, ``rewrite/writers.py``):
+a slice add where its channels are contiguous in the result's layout, else an indexed write. So
+the channels each *writer* adds are a set the order should keep contiguous, as a reader's: the
+solver gets both. And a residual stream (adds chained through activations) holds, from its first
+add on, every channel a later add of it writes (``held``), so that later writers add into it in
+place instead of each add padding the stream out to a wider one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import fx
 
+from ..analysis.rules import rule_for
+from ..analysis.rules.channelwise import Unary
+from ..analysis.rules.elementwise import choose_base, coefficients, writes_into
 from ..analysis.rules.linear import input_reads, output_rows
-from ..analysis.types import Axis, ChannelAnalysis
+from ..analysis.types import Axis, ChannelAnalysis, node_shape
 from ..capture.batch import per_sample
 from ..liveness.flow import Liveness
+from ..rewrite.writers import writable
 from .solver import LayoutPlan, LayoutProblem, solve_layout
 
 
@@ -27,9 +39,15 @@ class NaturalOrder:
     """Original channel order everywhere; consumers gather what they read (the baseline)."""
 
     name = "baseline"
+    writes = False  # a narrower residual operand is padded, not written into the wider one
 
     def order(self, node: fx.Node, positions: np.ndarray) -> np.ndarray:
         return np.sort(positions)
+
+    def held(self, node: fx.Node, need: np.ndarray) -> np.ndarray | None:
+        """The layout a residual add's result holds when it is more than ``need`` (a stream's
+        buffer, holding later writers' channels too); None: the rule's own choice."""
+        return None
 
     def merge(self, node: fx.Node, positions: np.ndarray, layouts: list[np.ndarray]) -> np.ndarray:
         return np.sort(positions)
@@ -41,14 +59,16 @@ class SegmentLayout:
 
     channels: int  # segment channels in the problem
     consumers: list[str]  # consumer nodes reading the segment
-    plan: LayoutPlan  # its reads: the consumers', then the concatenation blocks kept together
+    plan: LayoutPlan  # its sets: the readers', the writers', the concatenation blocks
     realisable: bool = True  # every concatenation block is contiguous (else cost/bound are moot)
+    writers: list[str] = field(default_factory=list)  # residual adds writing into the segment
 
 
 class SolvedOrder(NaturalOrder):
     """Order each segment's channels so its consumers read slices (the reorder export)."""
 
     name = "reorder"
+    writes = True
 
     def __init__(
         self,
@@ -94,23 +114,42 @@ class SolvedOrder(NaturalOrder):
             reads.setdefault(segs.pop(), []).append(
                 (con.node, roots, _bytes_per_channel(x, ax, marker))
             )
+        self.streams = _streams(analysis, live)
+        order = {n: i for i, n in enumerate(analysis.capture.graph.nodes)}
+        writes: dict[int, list[tuple[str, frozenset, float]]] = {}
         for node in analysis.capture.graph.nodes:  # a residual add reading part of an operand
             info = analysis.kinds.get(node.name)
             if not isinstance(info, dict) or not isinstance(analysis.axes.get(node.name), Axis):
                 continue
-            need = frozenset(analysis.root[analysis.axes[node.name].ids[live.kept(node)]].tolist())
-            for i in info["tracked"]:
+            need = self._held_roots(node, live)
+            have = [self._held_roots(node.args[i], live) for i in info["tracked"]]
+            for i, got in zip(info["tracked"], have, strict=True):
                 a = node.args[i]
-                have = frozenset(analysis.root[live.axis(a).ids[live.kept(a)]].tolist())
-                if need and need < have:
-                    seg = segment_of[next(iter(need))]
+                part = need & got if writes_into(node, info) else need
+                if part and part < got:
+                    seg = segment_of[next(iter(part))]
                     reads.setdefault(seg, []).append(
-                        (node.name, need, _bytes_per_channel(a, live.axis(a), marker))
+                        (node.name, part, _bytes_per_channel(a, live.axis(a), marker))
                     )
+            # ... or writing one operand (the channels it holds of the result's) into the other
+            if not (need and writes_into(node, info)):
+                continue
+            have = [got & need for got in have]
+            covers = [got == need for got in have]
+            b = choose_base(covers, [len(got) for got in have], coefficients(node))
+            w = node.args[1 - b]
+            if not (have[0] and have[1]) or covers[1 - b]:
+                continue  # nothing to write (or into), or a plain add
+            if covers[b] and not writable(node.args[b], node, order):
+                continue  # out of place: it copies the whole stream in any order
+            writes.setdefault(segment_of[next(iter(need))], []).append(
+                (node.name, have[1 - b], _bytes_per_channel(w, live.axis(w), marker))
+            )
         blocks = _concat_blocks(analysis, segment_of)
         self.segments: list[SegmentLayout] = []
-        for seg, items in sorted(reads.items()):
+        for seg in sorted(reads.keys() | writes.keys()):
             channels = tuple(segments[seg].tolist())
+            items = reads.get(seg, []) + writes.get(seg, [])
             # a concatenation's output holds its inputs as blocks in input order, so the order
             # must keep each block (and each run of leading blocks) contiguous to be realisable
             heavy = 1.0 + len(channels) * sum(w for _, _, w in items)
@@ -124,8 +163,36 @@ class SolvedOrder(NaturalOrder):
             self.rank[list(plan.order)] = np.arange(len(plan.order))
             realisable = all(r.copied == 0 for r in plan.reads[len(items) :])
             self.segments.append(
-                SegmentLayout(len(channels), [n for n, _, _ in items], plan, realisable)
+                SegmentLayout(
+                    len(channels),
+                    [n for n, _, _ in reads.get(seg, [])],
+                    plan,
+                    realisable,
+                    [n for n, _, _ in writes.get(seg, [])],
+                )
             )
+
+    def _held_roots(self, node: object, live: Liveness) -> frozenset:
+        """The segment channels (roots) ``node``'s export holds: a stream's (also after the
+        activations that follow its add), else its kept channels."""
+        an = self.analysis
+        v = node
+        while isinstance(v, fx.Node) and v.name not in self.streams and _passes(v, an):
+            v = v.args[0]
+        if isinstance(v, fx.Node) and v.name in self.streams:
+            return self.streams[v.name]
+        ax = live.axis(node)
+        if ax is None:
+            return frozenset()
+        return frozenset(an.root[ax.ids[live.kept(node)]].tolist())
+
+    def held(self, node: fx.Node, need: np.ndarray) -> np.ndarray | None:
+        roots = self.streams.get(node.name)
+        ax = self.analysis.axes.get(node.name)
+        if roots is None or not isinstance(ax, Axis):
+            return None
+        mine = np.isin(self.analysis.root[ax.ids], np.fromiter(roots, dtype=np.int64))
+        return self.order(node, np.union1d(np.flatnonzero(mine), need).astype(np.int64))
 
     def order(self, node: fx.Node, positions: np.ndarray) -> np.ndarray:
         ax = self.analysis.axes.get(node.name)
@@ -138,6 +205,53 @@ class SolvedOrder(NaturalOrder):
 
     def merge(self, node: fx.Node, positions: np.ndarray, layouts: list[np.ndarray]) -> np.ndarray:
         return self.order(node, positions)
+
+
+def _streams(analysis: ChannelAnalysis, live: Liveness) -> dict[str, frozenset]:
+    """Per residual add (``writes_into``), the channels (roots) its result holds: its kept
+    channels and those every later add of the same stream (reached through activations)
+    holds. So a stream's first add pads it once to every channel its later writers add, and
+    they write into it in place, instead of each add padding the stream out to a wider one."""
+    nodes = list(analysis.capture.graph.nodes)
+    adds = {n.name for n in nodes if writes_into(n, analysis.kinds.get(n.name))}
+    out: dict[str, frozenset] = {}
+    for node in reversed(nodes):
+        if node.name not in adds:
+            continue
+        ax = analysis.axes[node.name]
+        held = set(analysis.root[ax.ids[live.kept(node)]].tolist())
+        for later in _next_adds(node, adds, analysis):
+            held |= out[later.name]
+        out[node.name] = frozenset(held)
+    return out
+
+
+def _next_adds(node: fx.Node, adds: set[str], analysis: ChannelAnalysis) -> list[fx.Node]:
+    """The residual adds taking ``node``'s value as an operand, directly or through
+    activations (:func:`_passes`)."""
+    found, todo = [], [node]
+    while todo:
+        v = todo.pop()
+        for u in v.users:
+            if u.name in adds and any(a is v for a in u.args[:2]):
+                found.append(u)
+            elif _passes(u, analysis) and u.args[0] is v:
+                todo.append(u)
+    return found
+
+
+def _passes(node: fx.Node, analysis: ChannelAnalysis) -> bool:
+    """``node`` is an element-wise op on its first argument mapping 0 to 0 (an activation), so
+    its result keeps its input's layout, a stream's included."""
+    if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
+        return False
+    rule = rule_for(node)
+    return (
+        isinstance(rule, Unary)
+        and isinstance(analysis.axes.get(node.name), Axis)
+        and node_shape(node) == node_shape(node.args[0])
+        and rule.preserves_zero(node)
+    )
 
 
 def _concat_blocks(analysis: ChannelAnalysis, segment_of: dict[int, int]) -> dict[int, set]:

@@ -25,6 +25,7 @@ from ..capture.batch import per_sample
 from ..liveness.flow import Liveness
 from .inplace import inplace_activations
 from .inputs import codegen
+from .writers import WRITE, add_slice, inplace_writes, spread
 
 aten = torch.ops.aten
 READ_VIEW = "chanprune_read_view"  # node.meta key marking the slices align() emits
@@ -33,13 +34,23 @@ ROWS_MIN_BYTES = 128 * 1024  # per sample: where gather_rows starts to pay (see 
 GROUP_QUANTUM = 8
 
 
+#: copy kinds whose bytes no channel order changes (what a layout can change: "gather" and
+#: "write", an indexed in-place write, which a contiguous run turns into a slice add)
+FIXED_KINDS = frozenset({"pad", "base", "scatter"})
+
+
 @dataclass
 class Copy:
-    """One run-time channel copy the exported model performs (a gather or a pad)."""
+    """One run-time channel copy the exported model performs.
+
+    Kinds: ``gather`` (a read of a subset), ``pad`` (a read padded with zero channels),
+    ``base`` (a residual stream's new buffer, its first operand padded in), ``scatter`` (a
+    narrower operand added out of place: the whole stream is copied) and ``write`` (one added
+    in place through an index: its own channels)."""
 
     node: str  # the new graph's node
     source: str  # the original node whose channels are copied
-    kind: str  # "gather" or "pad"
+    kind: str  # see above
     channels: int  # channels copied per spatial element
     elements: int  # elements copied per sample (channels x spatial size)
     positions: tuple[int, ...] = ()  # the source's original channel positions copied (-1: pad)
@@ -168,18 +179,21 @@ class Rewriter:
     def _record(
         self, node: fx.Node, source: fx.Node | None, kind: str, to: np.ndarray, idx: np.ndarray
     ) -> None:
+        self.copies.append(self._copy(node, source, kind, to, idx))
+
+    def _copy(
+        self, node: fx.Node, source: fx.Node | None, kind: str, to: np.ndarray, idx: np.ndarray
+    ) -> Copy:
         channels = len(to)
         src = source if source is not None else self._current
         spatial = self._spatial(src)
-        self.copies.append(
-            Copy(
-                node.name,
-                src.name if src is not None else "?",
-                kind,
-                channels,
-                channels * spatial,
-                tuple(np.where(idx >= 0, to, -1).tolist()),
-            )
+        return Copy(
+            node.name,
+            src.name if src is not None else "?",
+            kind,
+            channels,
+            channels * spatial,
+            tuple(np.where(idx >= 0, to, -1).tolist()),
         )
 
     def _spatial(self, src: fx.Node | None) -> int:
@@ -223,6 +237,52 @@ class Rewriter:
         idx[missing] = len(frm)
         out = self.gather(padded, dim, idx, source)
         self._record(out, source, "pad", to, np.where(missing, -1, idx))
+        return out
+
+    def base(
+        self, new: object, dim: int, frm: np.ndarray, to: np.ndarray, source: fx.Node
+    ) -> fx.Node:
+        """A new buffer of layout ``to`` holding ``new`` (layout ``frm``, a subset of ``to``) and
+        zeros: where a residual stream starts and no operand holds all its channels. One op
+        either way (``constant_pad_nd`` where ``frm`` is a run of ``to``, else :func:`spread`),
+        so it copies ``len(to)`` channels whatever the order."""
+        idx = _positions(frm, to)
+        run = _run(idx)
+        if run is not None:
+            rank = _rank(source)
+            pad = [0, 0] * (rank - 1 - dim) + [run[0], len(to) - run[1]]
+            out = self.call(aten.constant_pad_nd.default, (new, pad, 0.0))
+        else:
+            out = self.call(spread, (new, dim, self.index(idx), len(to)))
+        self._record(out, source, "base", to, np.arange(len(to)))
+        return out
+
+    def write(
+        self,
+        big: object,
+        small: object,
+        dim: int,
+        frm: np.ndarray,
+        to: np.ndarray,
+        alpha: float,
+        source: fx.Node,
+    ) -> fx.Node:
+        """``big`` (layout ``to``) plus ``alpha * small`` (layout ``frm``, a subset of ``to``):
+        a slice add where ``frm`` is a run of ``to``, else an ``index_add``. Emitted out of place
+        (recorded as a ``scatter``, a copy of the whole of ``big``); :func:`inplace_writes` makes
+        it in place where that is safe, and it then copies nothing (a slice) or ``frm``'s
+        channels (an indexed ``write``), as ``node.meta[WRITE]`` says."""
+        idx = _positions(frm, to)
+        run = _run(idx)
+        if run is not None:
+            out = self.call(add_slice, (big, small, dim, run[0], run[1], alpha))
+            out.meta[WRITE] = None
+        else:
+            kwargs = {"alpha": alpha} if alpha != 1 else {}
+            args = (big, dim, self.index(idx), small)
+            out = self.call(aten.index_add.default, args, kwargs)
+            out.meta[WRITE] = self._copy(out, source, "write", frm, np.arange(len(frm)))
+        self._record(out, source, "scatter", to, np.arange(len(to)))
         return out
 
     def gather(self, new: object, dim: int, idx: np.ndarray, source: fx.Node | None) -> fx.Node:
@@ -283,6 +343,19 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.reshape(n * c, -1).index_select(0, rows).view(n, -1, *x.shape[2:])
 
 
+def _positions(frm: np.ndarray, to: np.ndarray) -> np.ndarray:
+    """Where each channel of ``frm`` sits in ``to`` (every one must be there)."""
+    where = {int(p): i for i, p in enumerate(np.asarray(to).tolist())}
+    return np.array([where[int(p)] for p in np.asarray(frm).tolist()], dtype=np.int64)
+
+
+def _run(idx: np.ndarray) -> tuple[int, int] | None:
+    """``(a, b)`` where ``idx`` is ``a, a + 1, ..., b - 1``, else None."""
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return int(idx[0]), int(idx[0] + len(idx))
+    return None
+
+
 def _rank(source: fx.Node | None) -> int | None:
     """The rank of an original node's value, where its capture recorded one."""
     val = source.meta.get("val") if source is not None else None
@@ -314,7 +387,9 @@ def rewrite(
         else:
             raise RuntimeError(f"unsupported node {node.format_node()}")
     rw.graph.eliminate_dead_code()
-    inplace_activations(rw.graph, producers=(gather_rows,))
+    inplace_activations(rw.graph, producers=(gather_rows, add_slice, spread))
+    written = inplace_writes(rw.graph, fresh=(gather_rows,))
+    rw.copies = _written(rw.copies, written)
     rw.graph._codegen = codegen(cap)
     gm = fx.GraphModule(rw.state, rw.graph, class_name="PrunedModule")
     gm.graph.lint()
@@ -322,6 +397,19 @@ def rewrite(
         k: v.name for k, v in rw.env.items() if isinstance(v, fx.Node) and v.op != "placeholder"
     }
     return RewriteResult(gm, rw.lay, node_map, analysis.axes, rw.copies, live.demand, rw.selections)
+
+
+def _written(copies: list[Copy], written: list[fx.Node]) -> list[Copy]:
+    """The copies once ``written`` are in place: each one's out-of-place ``scatter`` becomes
+    what its in-place write copies (``node.meta[WRITE]``: an indexed write, or nothing)."""
+    now = {n.name: n.meta[WRITE] for n in written}
+    out = []
+    for c in copies:
+        if c.node not in now:
+            out.append(c)
+        elif now[c.node] is not None:
+            out.append(now[c.node])
+    return out
 
 
 def getitem(rw: Rewriter, node: fx.Node) -> None:

@@ -228,8 +228,11 @@ class Binary(Rule):
         layouts = [rw.value(ops[i])[1] for i in info["tracked"]]
         n = len(rw.axis(node))
         need = rw.live.kept(node)
+        held = rw.policy.held(node, need) if writes_into(node, info) else None
         if info["full"]:
             target = np.arange(n, dtype=np.int64)
+        elif held is not None:  # a residual stream's buffer: it may hold later writers' channels
+            target = held
         elif (
             all(np.array_equal(layouts[0], lay) for lay in layouts[1:])
             and np.isin(need, layouts[0]).all()
@@ -240,7 +243,7 @@ class Binary(Rule):
         for i, expr in info.get("exprs", {}).items():  # within the vector's one layout
             lay = paramexpr.layout(rw, ops[i], expr, target)
             target = target[np.isin(target, lay)]
-        if self._scatter_add(node, rw, info, target):
+        if rw.policy.writes and writes_into(node, info) and self._write(node, rw, info, target):
             return
         args = list(node.args)
         out_rank = len(node_shape(node))
@@ -277,34 +280,74 @@ class Binary(Rule):
                 args[i] = rw.map_arg(a)
         rw.set(node, rw.call(node.target, tuple(args), dict(node.kwargs)), target)
 
-    def _scatter_add(self, node: fx.Node, rw, info: dict, target: np.ndarray) -> bool:
-        """Reorder export: ``a + b`` where ``b`` holds a subset of ``a``'s channels becomes one
-        ``a.index_add(dim, idx, b)`` instead of padding ``b`` out to full width and adding."""
+    def _write(self, node: fx.Node, rw, info: dict, target: np.ndarray) -> bool:
+        """Reorder export: ``a + b`` where one operand holds fewer of the result's channels
+        becomes a write of it into the other (or, where neither holds them all, into a new
+        buffer: :meth:`Rewriter.base`): a slice add where its channels are a run of the
+        result's layout, else an ``index_add``; the export's last pass makes it in place where
+        safe (``rewrite/writers.py``). Instead of padding both to full width and adding."""
         ops = _operands(node)
-        if (
-            rw.policy.name != "reorder"
-            or node.target is not torch.ops.aten.add.Tensor
-            or node.kwargs.get("alpha", 1) != 1
-            or len(info["tracked"]) != 2
-            or info["consts"]
-            or info["full"]
-            or len({node_shape(a) for a in ops} | {node_shape(node)}) != 1
-        ):
+        values = [rw.value(a) for a in ops]
+        if not all(isinstance(lay, np.ndarray) for _, lay in values):
             return False
-        (big_new, big), (small_new, small) = (rw.value(a) for a in ops)
-        if not np.array_equal(big, target):
-            (big_new, big), (small_new, small) = (small_new, small), (big_new, big)
-        if not np.array_equal(big, target) or not np.isin(small, target).all():
-            return False
-        if len(small) == len(target):  # same channels: a plain add (after align) is cheaper
-            return False
-        where = {int(p): i for i, p in enumerate(target.tolist())}
-        idx = rw.index(np.array([where[int(p)] for p in small.tolist()], dtype=np.int64))
         dim = info["dim"]
-        out = rw.call(torch.ops.aten.index_add.default, (big_new, dim, idx, small_new))
-        rw._record(out, node, "scatter", target, np.arange(len(target)))
-        rw.set(node, out, target)
+        lays = [lay[np.isin(lay, target)] for _, lay in values]  # an operand may hold channels
+        covers = [np.array_equal(lay, target) for lay in lays]  # the result drops: read its part
+        if all(covers):
+            return False  # a plain add
+        news = [
+            rw.align(new, dim, lay, part, a) if len(part) else None
+            for a, (new, lay), part in zip(ops, values, lays, strict=True)
+        ]
+        coeffs = coefficients(node)
+        b = choose_base(covers, [len(lay) for lay in lays], coeffs)
+        w = 1 - b
+        if not len(lays[b]):
+            return False  # nothing to write into: pad (align)
+        big = news[b]
+        if not covers[b]:
+            big = rw.base(big, dim, lays[b], target, node)
+        if len(lays[w]):
+            big = rw.write(big, news[w], dim, lays[w], target, coeffs[w], node)
+        rw.set(node, big, target)
         return True
+
+
+def writes_into(node: fx.Node, info: dict | None) -> bool:
+    """Whether ``node`` is a residual add (or subtraction) of two same-shaped tracked tensors
+    that the reorder export may emit as a write of one operand into the other."""
+    return (
+        isinstance(info, dict)
+        and node.target in (aten.add.Tensor, aten.sub.Tensor)
+        and len(info["tracked"]) == 2
+        and not info["consts"]
+        and not info["full"]
+        and not info.get("exprs")
+        and len({node_shape(a) for a in _operands(node)} | {node_shape(node)}) == 1
+        and len({_dtype(a) for a in _operands(node)} | {_dtype(node)}) == 1
+    )
+
+
+def _dtype(node: object) -> object:
+    val = node.meta.get("val") if isinstance(node, fx.Node) else None
+    return val.dtype if isinstance(val, torch.Tensor) else None
+
+
+def coefficients(node: fx.Node) -> tuple[float, float]:
+    """``node``'s result is ``c0 * a + c1 * b``: (1, alpha) for add, (1, -alpha) for sub."""
+    alpha = node.kwargs.get("alpha", 1)
+    return (1, alpha) if node.target is aten.add.Tensor else (1, -alpha)
+
+
+def choose_base(covers: list[bool], sizes: list[int], coeffs: tuple[float, float]) -> int:
+    """Which operand the other is written into: one holding all the result's channels, else the
+    one holding most (ties: the first); it must enter the sum with coefficient 1. The layout
+    policy plans with the same choice."""
+    able = [i for i in range(2) if coeffs[i] == 1]
+    full = [i for i in able if covers[i]]
+    if full:
+        return full[0]
+    return max(able, key=lambda i: (sizes[i], -i))
 
 
 class Mul(Binary):
