@@ -59,7 +59,8 @@ def test_generator_covers_the_listed_constructs():
         "embed",
         "mask:output none", "mask:input all_but_one", "mask:output all", "mask:input nested",
         "mask:input disjoint", "mask:input same", "mask:output all raw",
-        "mask:auto input constrained", "mask:auto output",
+        "mask:auto input constrained", "mask:auto output", "mask:auto output mixed",
+        "mask:auto input mixed",
     }  # fmt: skip
     assert wanted <= seen, wanted - seen
 

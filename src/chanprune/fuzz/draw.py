@@ -202,7 +202,7 @@ def draw_maskset(d: Draw, max_masks: int = 4) -> MaskSet:
             heuristic=d.choice(("l1", "l2", "fpgm", "lamp")),
             scope=d.choice(("local", "global")),
             side=d.choice(("output", "input")),
-            constrained=d.boolean(),
+            constrained=d.choice((False, True, "mixed")),
         )
     masks = tuple(
         MaskSpec(

@@ -211,7 +211,8 @@ def features(case: Case, ms_set: MaskSet) -> set[str]:
         f.add("two outputs")
     if ms_set.auto is not None:
         a = ms_set.auto
-        f.add(f"mask:auto {a.side}{' constrained' if a.constrained else ''}")
+        kind = {True: " constrained", "mixed": " mixed"}.get(a.constrained, "")
+        f.add(f"mask:auto {a.side}{kind}")
     for m in ms_set.masks:
         f.add(f"mask:{m.side} {m.kind}{'' if m.api else ' raw'}")
     return f

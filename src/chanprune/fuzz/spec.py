@@ -74,7 +74,7 @@ class AutoMask:
     heuristic: str
     scope: str
     side: str
-    constrained: bool
+    constrained: bool | str  # True, False or "mixed" (masks.mixed, with MAC costs)
 
 
 @dataclass(frozen=True)
