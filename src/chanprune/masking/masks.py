@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,22 +38,11 @@ from .targets import (
     search,
     verdict,
 )
+from .units import Unit
 
 SIDES = ("output", "input")
 SCOPES = ("local", "global")
 MIXED = "mixed"  # constrained="mixed": masks.mixed ranks both kinds of unit together
-
-
-@dataclass
-class Unit:
-    """One maskable channel: of a layer (``param``), its weight positions, its segment channel."""
-
-    layer: int  # index into the list of layers on this side
-    param: str  # weight name of the producer/consumer
-    channel: int  # channel index reported to the user (row, or consumer input channel)
-    rows: np.ndarray  # weight positions along the masked dim (several after a flatten)
-    root: int  # segment channel
-    score: float = 0.0
 
 
 def masking_kind(constrained: object, target: Target | None) -> bool | str:

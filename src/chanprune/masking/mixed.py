@@ -28,7 +28,6 @@ import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import fx
@@ -38,9 +37,7 @@ from ..analysis.rules.linear import conv_groups
 from ..analysis.types import Axis, ChannelAnalysis, node_shape
 from ..errors import InputError
 from ..latency.costs import ChannelCosts
-
-if TYPE_CHECKING:
-    from .masks import Unit
+from .units import Unit
 
 DENSE_OPS = ("conv1d", "conv2d", "conv3d", "linear", "addmm")
 TRANSPOSED_OPS = ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
