@@ -1,21 +1,33 @@
 """Copied bytes per inference: chanprune's exports against apple-upscale's, same masks.
 
-    python benchmarks/copies.py [--models ...] [--amounts 0.25 0.5] [--size 224]
+    python benchmarks/copies.py [--models ...] [--amounts 0.25 0.5] [--sides input output]
+                                [--size 224]
 
 Bytes are counted, not estimated: each exported module runs once on a 1x3xSxS input under a
 ``TorchDispatchMode`` that sums the output bytes of every copying channel op it executes
 (``index_select``, advanced indexing ``index.Tensor``, ``gather``, ``index_add``,
-``constant_pad_nd``, ``narrow_copy``, ``clone``/``contiguous`` copies). ``cat`` is reported on
+``constant_pad_nd``, ``narrow_copy``, ``clone``/``contiguous`` copies; ``index_copy_``, a
+residual stream's new buffer, like a pad). An in-place ``index_add_`` (a narrower residual
+operand written into the stream through an index) counts its operand's bytes, not the whole
+stream it returns; a slice add (``add_`` into a view) copies nothing. ``cat`` is reported on
 its own: it is part of the unpruned models too (DenseNet), so its bytes are not an export cost
 but show where an export moves work into or out of concatenations.
 
-Contenders per model and amount, all from ONE set of masks (apple-upscale 0.1.1's own masking:
-input side, L2, unconstrained, local - so that its exporter runs on masks it supports):
+Input-side rows: per model and amount, all contenders get ONE set of masks (apple-upscale
+0.1.1's own masking: input side, L2, unconstrained, local - so that its exporter runs on masks
+it supports):
 
 - ``upscale`` / ``upscale_base``: apple-upscale's reorder / baseline exports of those masks;
 - ``reorder`` / ``baseline``: chanprune.export of the very same masked model;
-- ``proven``: chanprune's proven lower bound (``chanprune.plan``), where every segment's order
-  is proven optimal the reorder export must equal it.
+- ``proven``: chanprune's proven lower bound (``chanprune.plan``): the readers' and writers'
+  copies at the solver's proven minimum plus the copies no order changes (pads, a residual
+  stream's new buffer); where every segment's order is proven optimal the reorder export must
+  equal it.
+
+Output-side rows: chanprune's own masks (``chanprune.mask``: output side, L1, unconstrained,
+local: the CLI's default) for chanprune's exports; apple-upscale prunes no output side, so its
+columns stay empty. There residual streams hold channels their adds' operands do not all hold,
+which the baseline export pads and the reorder export writes (``docs/design.md``, Writers).
 
 Writes ``<out>/copies.md`` and ``<out>/copies.json``. Deterministic: no timing involved.
 """
@@ -49,6 +61,7 @@ COPY_OPS = {
     aten.narrow_copy.default,
     aten.clone.default,
     aten._unsafe_index.Tensor,
+    aten.index_copy_.default,
 }
 CAT_OPS = {aten.cat.default}
 
@@ -65,7 +78,11 @@ class CopyCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         packet = getattr(func, "overloadpacket", None)
-        if func in COPY_OPS or packet in (aten.index_select, aten.index):
+        if func is aten.index_add_.default:  # a write into the stream: what it moves
+            source = args[3]
+            self.copy_bytes += source.numel() * source.element_size()
+            self.copy_ops += 1
+        elif func in COPY_OPS or packet in (aten.index_select, aten.index):
             self.copy_bytes += out.numel() * out.element_size()
             self.copy_ops += 1
         elif func in CAT_OPS:
@@ -80,11 +97,13 @@ def count(module: torch.nn.Module, x: torch.Tensor) -> dict:
     return {"bytes": counter.copy_bytes, "ops": counter.copy_ops, "cat_bytes": counter.cat_bytes}
 
 
-def bench_model(name: str, amount: float, size: int) -> dict:
+def bench_model(name: str, amount: float, size: int, side: str = "input") -> dict:
+    if side == "output":
+        return bench_output_side(name, amount, size)
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)().eval()
     x = torch.randn(1, 3, size, size)
-    row: dict = {"model": name, "amount": amount}
+    row: dict = {"model": name, "amount": amount, "side": "input"}
     reason = _upscale_shim.available()
     if reason is not None:
         row["status"] = reason
@@ -103,6 +122,25 @@ def bench_model(name: str, amount: float, size: int) -> dict:
             row["upscale_base"] = count(up["baseline"], x)
     if masked is None:
         return row
+    return row | chanprune_counts(masked, x)
+
+
+def bench_output_side(name: str, amount: float, size: int) -> dict:
+    """chanprune's exports of its own output-side L1 masks (apple-upscale has no output side)."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)().eval()
+    x = torch.randn(1, 3, size, size)
+    row: dict = {"model": name, "amount": amount, "side": "output"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chanprune.mask(model, x, amount=amount, heuristic="l1", side="output", constrained=False)
+    row["status"] = "ok (chanprune's masks)"
+    return row | chanprune_counts(model, x)
+
+
+def chanprune_counts(masked: torch.nn.Module, x: torch.Tensor) -> dict:
+    """Copies counted in chanprune's baseline and reorder exports of ``masked``, and its plan."""
+    row = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for method in ("baseline", "reorder"):
@@ -129,17 +167,23 @@ def write(rows: list, args) -> None:
         "- command: `python benchmarks/copies.py` (rows of later runs with `--models` replace "
         "earlier ones)",
         f"- torch {torch.__version__}, torchvision {torchvision.__version__}; input "
-        f"1x3x{args.size}x{args.size}; masks: apple-upscale 0.1.1 MaskingManager (input side, "
-        "L2, unconstrained, local) at the row's amount, applied once; every exporter gets them",
-        "- copied = output bytes of index_select / index / gather / index_add / pad / clone ops "
-        "actually executed (TorchDispatchMode), KiB; cat = bytes written by concatenations",
-        "- proven = chanprune.plan's proven lower bound on copied bytes for these masks "
-        "(where all segments are proven optimal, reorder must equal it)",
+        f"1x3x{args.size}x{args.size}; masks, input side: apple-upscale 0.1.1 MaskingManager "
+        "(L2, unconstrained, local) at the row's amount, applied once, every exporter gets them; "
+        "output side: chanprune.mask (L1, unconstrained, local; apple-upscale has no output "
+        "side)",
+        "- copied = output bytes of index_select / index / gather / index_add / pad / clone / "
+        "index_copy_ ops actually executed (TorchDispatchMode), and the operand bytes of an "
+        "in-place index_add_ (a residual write through an index), KiB; cat = bytes written by "
+        "concatenations",
+        "- proven = chanprune.plan's proven lower bound on copied bytes for these masks: "
+        "readers' and writers' copies at the solver's proven minimum plus those no order "
+        "changes (pads, a residual stream's new buffer); where all segments are proven optimal, "
+        "reorder must equal it",
         "",
         "| model | amount | upscale base | upscale | chanprune baseline | chanprune reorder "
-        "| proven lower bound | reorder <= upscale | gathers (upscale / reorder) "
-        "| cat KiB (upscale / reorder) | note |",
-        "|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---|",
+        "| proven lower bound | reorder <= upscale | copies (upscale / reorder) "
+        "| cat KiB (upscale / reorder) | side | note |",
+        "|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---|---|",
     ]
     for r in rows:
         ok = "—"
@@ -156,14 +200,23 @@ def write(rows: list, args) -> None:
         L.append(
             f"| {r['model']} | {r['amount']} | {_kb(r.get('upscale_base'))} | "
             f"{_kb(r.get('upscale'))} | {_kb(r.get('baseline'))} | {_kb(r.get('reorder'))} | "
-            f"{proven} | {ok} | {gathers} | {cats} | {r.get('status', '')} |"
+            f"{proven} | {ok} | {gathers} | {cats} | {_side(r)} | {r.get('status', '')} |"
         )
     with open(os.path.join(args.out, "copies.md"), "w") as f:
         f.write("\n".join(L) + "\n")
 
 
-def _rank(model: str) -> int:
-    return MODELS.index(model) if model in MODELS else len(MODELS)
+def _side(row: dict) -> str:
+    return row.get("side", "input")  # rows written before output-side rows existed
+
+
+def _key(row: dict) -> tuple:
+    return (row["model"], row["amount"], _side(row))
+
+
+def _rank(row: dict) -> tuple:
+    model = row["model"]
+    return (MODELS.index(model) if model in MODELS else len(MODELS), _side(row), row["amount"])
 
 
 def main(argv=None) -> int:
@@ -172,6 +225,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--amounts", nargs="+", type=float, default=[0.25, 0.5])
+    ap.add_argument("--sides", nargs="+", choices=["input", "output"], default=["input", "output"])
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
@@ -183,12 +237,13 @@ def main(argv=None) -> int:
         if old.get("args", {}).get("size") == args.size:
             rows = old["rows"]
     for name in args.models:
-        for amount in args.amounts:
-            row = bench_model(name, amount, args.size)
-            print(json.dumps(row), flush=True)
-            rows = [r for r in rows if (r["model"], r["amount"]) != (name, amount)] + [row]
-            rows.sort(key=lambda r: (_rank(r["model"]), r["amount"]))
-            write(rows, args)
+        for side in args.sides:
+            for amount in args.amounts:
+                row = bench_model(name, amount, args.size, side)
+                print(json.dumps(row), flush=True)
+                rows = [r for r in rows if _key(r) != _key(row)] + [row]
+                rows.sort(key=_rank)
+                write(rows, args)
     return 0
 
 

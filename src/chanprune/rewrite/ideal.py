@@ -8,6 +8,9 @@ batch size. A plain channel slice would not do: past batch 1 it is strided, and 
 copies a strided input to a contiguous one before it runs (``aten::contiguous`` inside
 ``mkldnn_convolution``). Its numbers are meaningless; its latency is the physical limit a
 copy-free export of the same masks could reach.
+
+A residual write through an index (``writers.py``) becomes a slice add into the stream's first
+channels, and a stream buffer built by ``spread`` a zero pad at its end (as a pad-and-gather).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from torch import fx
 
 from .rewriter import READ_VIEW, gather_rows
+from .writers import WRITE, add_index_, add_slice, add_slice_, spread
 
 aten = torch.ops.aten
 
@@ -46,6 +50,18 @@ def ideal(exported: fx.GraphModule) -> fx.GraphModule:
         elif node.target is aten.slice.Tensor and node.meta.get(READ_VIEW):
             src, dim, start, end = node.args[:4]
             k = end - start
+        elif node.target is spread:  # a stream's new buffer: its first operand, padded
+            src, dim, _, k = node.args
+        elif node.target in (add_index_, aten.index_add.default) and WRITE in node.meta:
+            big, dim, idx, small = node.args
+            k = int(_index(gm, idx).numel())
+            add = add_slice_ if node.target is add_index_ else add_slice
+            alpha = node.kwargs.get("alpha", 1)
+            with graph.inserting_before(node):
+                new = graph.call_function(add, (big, small, dim, 0, k, alpha))
+            node.replace_all_uses_with(new)
+            graph.erase_node(node)
+            continue
         else:
             continue
         with graph.inserting_before(node):
