@@ -326,3 +326,23 @@ def test_onnx_of_an_output_side_export_is_exact(tmp_path, method):
     with torch.no_grad():
         want = model(xb).numpy()
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_a_correct_export_with_in_place_writes_diverges_nowhere():
+    """The node-by-node replay behind a failed check copies each value as it is computed: an
+    in-place activation or write changes the tensor an earlier node returned, which read
+    as a divergence there (the stem's BN) before."""
+    from chanprune.analysis.propagate import analyze
+    from chanprune.api import policy_for
+    from chanprune.capture.trace import capture
+    from chanprune.liveness.flow import liveness
+    from chanprune.rewrite.rewriter import rewrite
+    from chanprune.rewrite.verify import first_divergence
+
+    model, x = masked(Stream, "output")
+    cap = capture(model, (x,))
+    an = analyze(cap)
+    live = liveness(an)
+    result = rewrite(an, live, policy_for("reorder", an, live))
+    assert _writes(result.module)
+    assert first_divergence(cap, result, (x,)).startswith("none found")

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import fx
 from torch.utils import _pytree as pytree
 
-from ..capture.trace import Capture, record, run_graph, user_leaves
+from ..capture.trace import Capture, run_graph, user_leaves
 from ..errors import ExportError
 from .rewriter import RewriteResult
 
@@ -74,7 +75,7 @@ def first_divergence(
 ) -> str:
     """Name the first original node whose pruned counterpart holds different values."""
     original = run_graph(cap, inputs, kwargs=kwargs)
-    pruned = record(result.module, user_leaves(cap, inputs, kwargs))
+    pruned = _values(result.module, user_leaves(cap, inputs, kwargs))
     for node in cap.graph.nodes:
         new = result.node_map.get(node.name)
         layout = result.layouts.get(node.name)
@@ -93,3 +94,19 @@ def first_divergence(
             if len(absent) and ref.index_select(ax, torch.from_numpy(absent)).any():
                 return cap.where(node) + " (drops a live channel)"
     return "none found node by node (the difference appears in the outputs only)"
+
+
+def _values(module: fx.GraphModule, args: tuple) -> dict[str, object]:
+    """Every node's value as the node computed it: a copy, since an in-place activation or
+    residual write (``inplace.py``, ``writers.py``) later changes the tensor it returned."""
+    out: dict[str, object] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> object:
+            v = super().run_node(n)
+            out[n.name] = v.detach().clone() if isinstance(v, torch.Tensor) else v
+            return v
+
+    with torch.no_grad():
+        Recorder(module).run(*args)
+    return out
