@@ -115,8 +115,11 @@ def test_channel_costs_scale_to_seconds():
     c = lm.channel_costs(an, full)
     g = graph_costs(an)
     assert c.unit == "s" and c.total == pytest.approx(full.seconds)
-    k = next(iter(g.row))
-    assert c.row[k] / g.row[k] == pytest.approx(full.seconds / g.total)
+    # rows and columns are both compute: one exchange rate, so their proportions stay
+    (k0, k1), j = list(g.row)[:2], next(iter(g.col))
+    assert c.row[k0] / c.row[k1] == pytest.approx(g.row[k0] / g.row[k1])
+    assert c.row[k0] / c.col[j] == pytest.approx(g.row[k0] / g.col[j])
+    assert all(v > 0 for v in c.stream.values())
 
 
 def test_unknown_backend_and_absent_gpu_are_refused():
@@ -188,3 +191,48 @@ def test_latency_verdict_is_relative_and_names_the_backend():
     assert verdict(Try(0.3, 0.52), Try(0.9, 0.2), t, "") is None  # 4% off: met
     fatal, text = verdict(Try(0.3, 0.6), Try(0.9, 0.2), t, "")
     assert not fatal and "measured on eager" in text and "0.600" in text
+
+
+def test_mask_to_a_latency_target_with_a_biased_fake_backend(monkeypatch):
+    """mask(target_latency=) end to end without timing: the latency model's calls cost their
+    bytes, and the 'measurement' is that model's ratio times 1.15 (a biased model). The search
+    must correct its aim, land the measured ratio within 5% and leave one exact mask applied."""
+    from chanprune.masking import masks as M
+    from chanprune.masking import targets as T
+
+    fake = LatencyModel(cache_dir=None, timer=bytes_timer)
+    monkeypatch.setitem(T._MODELS, "eager", fake)
+    monkeypatch.setattr(M, "runner", lambda module, inputs, kwargs, backend: module)
+    measured = []
+
+    def fake_measure(pruned, base):
+        ratio = 1.15 * fake.predict(pruned, X2).seconds / fake.predict(base, X2).seconds
+        measured.append(ratio)
+        return Measured(ratio, None, 1)
+
+    monkeypatch.setattr(M, "measure_calls", fake_measure)
+    torch.manual_seed(0)
+    model = Residual()
+    got = chanprune.mask(model, X2, target_latency=0.8)
+    assert abs(got.ratio / 0.8 - 1) <= LATENCY_TOLERANCE
+    assert got.ratio == measured[-1] or got.ratio in measured
+    assert len(measured) >= 2  # the first aim, biased by 1.15, missed; one correction at least
+    assert got.predicted < got.ratio  # what the model predicted for the export it chose
+    chanprune.export(model, X2)  # exact (checks itself)
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.a = nn.Conv2d(32, 32, 3, padding=1)
+        self.b = nn.Conv2d(32, 32, 3, padding=1)
+        self.head = nn.Conv2d(32, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.relu(self.stem(x))
+        s = s + torch.relu(self.a(s))
+        return self.head(torch.relu(s + self.b(s)))
+
+
+X2 = torch.randn(1, 3, 16, 16)

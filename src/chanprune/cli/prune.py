@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from ..api import export
+from ..api import METHODS, export
 from ..deps import require
 from ..errors import InputError
 from ..evaluation.stats import count_macs, count_params
 from ..evaluation.timing import measure_latency
+from ..latency.model import BACKENDS
 from ..masking.heuristics import HEURISTICS
 from ..masking.masks import mask, validate
 from ..masking.targets import DEFAULT_AMOUNT, TOLERANCE, TargetMasks, resolve
@@ -101,6 +102,21 @@ def add_pruning_arguments(
                 help=f"choose the amount so that the export keeps T of the unpruned model's "
                 f"{unit} (within {TOLERANCE:g})",
             )
+        how_much.add_argument(
+            "--target-latency",
+            type=target_fraction,
+            default=None,
+            metavar="T",
+            help="choose the masks so that the export runs in T of the unpruned model's time "
+            "on --backend, measured (within 5%%; time it on a quiet machine)",
+        )
+        p.add_argument(
+            "--backend",
+            choices=tuple(BACKENDS),
+            default="eager",
+            help="where --target-latency is predicted and measured: eager PyTorch on this CPU, "
+            "ONNX Runtime, or CUDA",
+        )
     add_mask_arguments(p, side)
     if not targets:
         p.add_argument("--constrained", action="store_true", help="prune coupled layers together")
@@ -113,7 +129,8 @@ def add_pruning_arguments(
                 "--mixed",
                 "mixed",
                 "rank layers' own channels and whole segment channels by score per MAC saved "
-                "(parameter with --target-params; --amount is then a share of the MACs). "
+                "(parameter with --target-params, second with --target-latency; --amount is "
+                "then a share of the MACs). "
                 "Default: mixed with a target, unconstrained without",
             ),
         ):
@@ -125,7 +142,7 @@ def add_pruning_arguments(
                 default=None,
                 help=text,
             )
-    p.add_argument("--method", default="reorder", choices=("reorder", "baseline"))
+    p.add_argument("--method", default="reorder", choices=METHODS)
     p.add_argument(
         "--group-quantum",
         type=positive_int,
@@ -215,6 +232,8 @@ def mask_from_args(model: torch.nn.Module, x: torch.Tensor, args: argparse.Names
         constrained=args.constrained,
         target_macs=getattr(args, "target_macs", None),
         target_params=getattr(args, "target_params", None),
+        target_latency=getattr(args, "target_latency", None),
+        backend=getattr(args, "backend", "eager"),
     )
 
 
@@ -306,7 +325,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    amount, _ = resolve(args.amount, args.target_macs, args.target_params)
+    amount, _ = resolve(
+        args.amount, args.target_macs, args.target_params, args.target_latency, args.backend
+    )
     validate(amount, args.heuristic, args.scope, args.side)
     _check_outputs(args)
     calibrating = args.calibrate is not None
@@ -399,6 +420,13 @@ def _how_much(masks: dict, amount: float) -> str:
     """The amount masked, and the target that chose it if any."""
     if isinstance(masks, TargetMasks):
         t = masks.target
+        if masks.measured is not None:
+            ci = masks.measured.interval
+            within = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            return (
+                f"latency target {t.value:g} on {t.backend}: amount {masks.amount:.3f} measured "
+                f"{masks.ratio:.3f}{within} (the latency model predicted {masks.predicted:.3f})"
+            )
         return f"{t.what} target {t.value:g}: amount {masks.amount:.3f} gave {masks.ratio:.3f}"
     return f"amount {amount}"
 

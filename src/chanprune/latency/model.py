@@ -77,16 +77,16 @@ class LatencyModel:
         self.table.save()
         return Prediction(sum(by_kind.values()), by_kind, len(calls))
 
-    def channel_costs(
-        self, an: ChannelAnalysis, unpruned: Prediction | None = None
-    ) -> ChannelCosts:
-        """Seconds each channel costs in ``an``'s model: compute of a conv/linear row or column
-        at the model's measured seconds per MAC, and the bytes that the ops between layers move
-        per channel at its measured seconds per byte (:func:`graph_costs`, scaled)."""
-        units = graph_costs(an)
-        if unpruned is None or units.total <= 0:
-            return units
-        scale = unpruned.seconds / units.total
+    def channel_costs(self, an: ChannelAnalysis, unpruned: Prediction) -> ChannelCosts:
+        """Seconds each channel of ``an``'s model costs: a conv/linear row or column its MACs
+        at the seconds per MAC the ``unpruned`` prediction spent in compute ops, the bytes the
+        ops between layers move per channel at the seconds per byte it spent in memory ops
+        (:func:`graph_costs` with that exchange rate, scaled to the prediction)."""
+        macs, moved = graph_totals(an)
+        per_mac = unpruned.by_kind["compute"] / max(macs, 1.0)
+        per_byte = (unpruned.by_kind["memory"] + unpruned.by_kind["view"]) / max(moved, 1.0)
+        units = graph_costs(an, per_mac / per_byte if per_byte > 0 else BYTES_PER_MAC)
+        scale = unpruned.seconds / units.total if units.total > 0 else 0.0
         return ChannelCosts(
             "s",
             {k: v * scale for k, v in units.row.items()},
@@ -104,7 +104,8 @@ def graph_costs(an: ChannelAnalysis, bytes_per_mac: float = BYTES_PER_MAC) -> Ch
     """Per-sample costs of ``an``'s graph in MAC-equivalents: a conv/linear costs its MACs, any
     other op the bytes it reads and writes times ``1 / bytes_per_mac``. Rows and columns cost
     their layer's MACs per channel; ``stream[r]`` adds up, over the other ops whose output
-    holds segment channel ``r``, the bytes per channel they move."""
+    holds segment channel ``r`` (depthwise convs included, at their MACs), their cost per
+    channel."""
     cap = an.capture
     marker = cap.marker
     nodes = {n.name: n for n in cap.graph.nodes}
@@ -126,10 +127,12 @@ def graph_costs(an: ChannelAnalysis, bytes_per_mac: float = BYTES_PER_MAC) -> Ch
     for node in cap.graph.nodes:
         if node.op != "call_function":
             continue
-        if node.name in layer_nodes or _is_layer(node):
+        if node.name in layer_nodes:
             total += node_macs(node, marker)
             continue
-        moved = node_bytes(node, marker) / bytes_per_mac
+        # a depthwise conv costs its MACs, any other op its bytes: per channel of its output
+        moved = node_macs(node, marker) if _is_layer(node) else node_bytes(node, marker)
+        moved = moved if _is_layer(node) else moved / bytes_per_mac
         total += moved
         ax = an.axes.get(node.name)
         if not isinstance(ax, Axis) or not len(ax) or not moved:
@@ -138,6 +141,20 @@ def graph_costs(an: ChannelAnalysis, bytes_per_mac: float = BYTES_PER_MAC) -> Ch
         for r in an.root[ax.ids].tolist():
             stream[r] = stream.get(r, 0.0) + per
     return ChannelCosts("MACs", row, col, stream, total)
+
+
+def graph_totals(an: ChannelAnalysis) -> tuple[float, float]:
+    """Per sample, the MACs of ``an``'s conv/linear ops and the bytes its other ops move."""
+    marker = an.capture.marker
+    macs = moved = 0.0
+    for node in an.capture.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if _is_layer(node):
+            macs += node_macs(node, marker)
+        else:
+            moved += node_bytes(node, marker)
+    return macs, moved
 
 
 def _is_layer(node: fx.Node) -> bool:

@@ -22,20 +22,27 @@ import torch
 from ..analysis.propagate import analyze
 from ..analysis.share import low_share_message, prunable_share
 from ..analysis.types import ChannelAnalysis
+from ..api import export
 from ..capture.submodules import for_each_part
 from ..capture.trace import as_example, as_input_tuple, capture, gc_paused, run_graph
 from ..errors import InputError, MaskError
 from ..latency.costs import ChannelCosts
+from ..latency.measure import Measured, measure_calls, runner
+from ..latency.model import Prediction
 from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
 from .mixed import budgets_between_picks, mac_costs, mixed_order, param_costs, take
 from .targets import (
     Target,
     TargetMasks,
+    Try,
     amounts_between_cuts,
     cost,
     export_cost,
+    latency_model,
+    refine,
     resolve,
     search,
+    unpruned_prediction,
     verdict,
 )
 from .units import Unit
@@ -86,6 +93,8 @@ def mask(
     dynamic_shapes: object = None,
     target_macs: float | None = None,
     target_params: float | None = None,
+    target_latency: float | None = None,
+    backend: str = "eager",
 ) -> dict[str, list[int]]:
     """Zero ``amount`` of the prunable channels of ``model`` in place; return what was zeroed.
 
@@ -102,6 +111,15 @@ def mask(
     channels, or one above what the unmasked export already costs, is met as closely as
     possible with a warning. The result then also has ``target``, ``amount`` (the one found) and
     ``ratio`` (the export's measured ratio) attributes.
+
+    ``target_latency=t`` asks for an export that runs in ``t`` of the unpruned model's time on
+    ``backend`` (``"eager"`` PyTorch on this CPU, ``"ort"`` ONNX Runtime, ``"cuda"``), within
+    5%: the latency model (``chanprune.latency``: the op calls of each try timed alone, cached
+    per machine) predicts each try's ratio, and the chosen export is then measured against the
+    unpruned model, paired per round, correcting the model's aim by its error up to three
+    times (``targets.refine``). ``ratio`` is the measured ratio (``measured`` holds its
+    interval, ``predicted`` the model's). Mixed masks rank channels by score per second saved.
+    Timing needs a quiet machine: other jobs on the cores move every measurement.
 
     ``heuristic`` is one of ``chanprune.HEURISTICS`` (lower score: pruned first); HRank scores
     feature maps of ``calibration`` batches (default: the example inputs). ``scope="local"``
@@ -130,7 +148,7 @@ def mask(
     ``example_kwargs`` and ``dynamic_shapes`` are as in :func:`chanprune.export` (pass the same
     to both, so the export reuses this capture).
     """
-    amount, target = resolve(amount, target_macs, target_params)
+    amount, target = resolve(amount, target_macs, target_params, target_latency, backend)
     validate(amount, heuristic, scope, side)
     constrained = masking_kind(constrained, target)
     if submodules is not None:
@@ -202,10 +220,17 @@ def _mask_to_target(
     one budget per prefix of the greedy order (``mixed.budgets_between_picks``)."""
     scope, constrained, side = how
     inputs, kwargs, dynamic_shapes = example
-    unpruned = cost(model, inputs, kwargs, target)
+    latency = target.name == "target_latency"
+    base = runner(model, inputs, kwargs, target.backend) if latency else None  # before masking
+    predicted = (
+        unpruned_prediction(model, inputs, kwargs, dynamic_shapes, target.backend)
+        if latency
+        else None
+    )
+    unpruned = predicted.seconds if predicted else cost(model, inputs, kwargs, target)
     tried: dict[frozenset, float] = {}  # amounts that choose the same channels share a try
     if constrained == MIXED:  # the amount is a budget: a share of the costs' total
-        costs = _costs_for(target, an)
+        costs = _costs_for(target, an, predicted)
         order = mixed_order(units, an, side, costs)
         amounts = budgets_between_picks(order, costs.total)
 
@@ -224,28 +249,50 @@ def _mask_to_target(
             saved = _zero(_edits(an, chosen, side)[1])
             try:
                 pruned = export_cost(model, inputs, kwargs, dynamic_shapes, target)
-                tried[key] = pruned / max(unpruned, 1)
+                tried[key] = pruned / unpruned if unpruned > 0 else 1.0
             finally:
                 _restore(saved)
         return tried[key]
 
-    found, lowest = search(ratio_at, target.value, amounts)
+    measured = None
+    if latency:
+
+        def measure_at(amount: float) -> Measured:
+            saved = _zero(_edits(an, choose(amount), side)[1])
+            try:
+                pruned = export(
+                    model, inputs, check=False, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes
+                )
+                return measure_calls(runner(pruned, inputs, kwargs, target.backend), base)
+            finally:
+                _restore(saved)
+
+        found, lowest, measured = refine(
+            lambda goal: search(ratio_at, goal, amounts), measure_at, target.value
+        )
+        found_measured = Try(found.amount, measured.ratio)
+    else:
+        found, lowest = search(ratio_at, target.value, amounts)
+        found_measured = found
     share = prunable_share(an)
     reach = str(share) + "".join(f"; {c}" for c in share.causes)
-    if (said := verdict(found, lowest, target, reach)) is not None:
+    if (said := verdict(found_measured, lowest, target, reach)) is not None:
         fatal, text = said
         if fatal:
             raise MaskError(text)
         warnings.warn(text, stacklevel=4)
-    return TargetMasks(_apply(an, choose(found.amount), side), target, found)
+    return TargetMasks(_apply(an, choose(found.amount), side), target, found, measured)
 
 
-def _costs_for(target: Target, an: ChannelAnalysis) -> ChannelCosts:
-    """What mixed masks rank by for ``target``: MACs, or parameters for ``target_params``."""
+def _costs_for(target: Target, an: ChannelAnalysis, unpruned: Prediction | None) -> ChannelCosts:
+    """What mixed masks rank by for ``target``: MACs, parameters for ``target_params``, or the
+    latency model's seconds for ``target_latency`` (``unpruned``: its prediction)."""
     if target.name == "target_params":
         return param_costs(an)
     if target.name == "target_macs":
         return mac_costs(an)
+    if target.name == "target_latency" and unpruned is not None:
+        return latency_model(target.backend).channel_costs(an, unpruned)
     raise InputError(f"mixed masks have no channel costs for {target.name} yet")
 
 

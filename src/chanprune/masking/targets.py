@@ -28,7 +28,7 @@ from ..capture.trace import eval_mode
 from ..errors import InputError
 from ..evaluation.stats import count_params
 from ..latency.measure import Measured
-from ..latency.model import LatencyModel, check_backend
+from ..latency.model import LatencyModel, Prediction, check_backend
 
 _MODELS: dict[str, LatencyModel] = {}
 
@@ -113,8 +113,8 @@ def resolve(
     }
     if len(given) > 1:
         raise InputError(
-            f"{' and '.join(given)} were all given; pass one target (the other costs follow "
-            "from the masks)"
+            f"{' and '.join(given)} were {'both' if len(given) == 2 else 'all'} given; pass "
+            "one target (the other costs follow from the masks)"
         )
     if not given:
         return (DEFAULT_AMOUNT if amount is None else amount), None
@@ -153,11 +153,19 @@ def cost(module: torch.nn.Module, inputs: tuple, kwargs: dict, target: Target) -
 def unpruned_cost(
     model: torch.nn.Module, inputs: tuple, kwargs: dict, dynamic_shapes: object, target: Target
 ) -> float:
-    """The cost the target's ratios divide by: :func:`cost` of the model, except that a
-    latency is predicted on the model exported with nothing masked (and no width rounding), so
-    that it runs the same ATen ops as the pruned exports it is compared with."""
+    """The cost the target's ratios divide by: :func:`cost` of the model, or for a latency
+    target :func:`unpruned_prediction`'s seconds."""
     if target.name != "target_latency":
         return cost(model, inputs, kwargs, target)
+    return unpruned_prediction(model, inputs, kwargs, dynamic_shapes, target.backend).seconds
+
+
+def unpruned_prediction(
+    model: torch.nn.Module, inputs: tuple, kwargs: dict, dynamic_shapes: object, backend: str
+) -> Prediction:
+    """The latency model's prediction for the model exported with nothing masked (and no width
+    rounding): it runs the same ATen ops as the pruned exports it is compared with (the eager
+    model runs composite ones, such as ``batch_norm``)."""
     full = export(
         model,
         inputs,
@@ -166,7 +174,7 @@ def unpruned_cost(
         dynamic_shapes=dynamic_shapes,
         width_quantum=1,
     )
-    return cost(full, inputs, kwargs, target)
+    return latency_model(backend).predict(full, inputs, kwargs)
 
 
 def export_cost(
