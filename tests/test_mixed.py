@@ -136,16 +136,19 @@ def test_a_cheap_unimportant_segment_channel_beats_rows(an):
 
 
 def test_an_expensive_private_row_beats_the_segment_channel(an):
-    """The same scores, but inner's row now saves 100 + 2 + 1: even its channels of average
-    importance (1 / 103) beat the cheap stream channel (0.39 / 13); the least important
-    (channel 4) comes first."""
+    """The same scores, but inner's row now saves 100 + 2 + 1: its least important channel
+    (4, importance 0.5 / 0.917) comes first, then its channels of average importance while
+    their depletion factor leaves them below the cheap stream channel (0.39 / 13 = 0.030): the
+    k-th of inner's 6 counts 1.09 / (1 - k / 6), so k = 1, 2, 3 (0.0127, 0.0159, 0.0212 per
+    unit saved) go before it and k = 4 (0.0318) after it."""
     low = {(p, 0): 0.1 for p in ("p1", "p2", "p3")} | {("inner", 4): 0.5}
     costs = hand_costs(an, inner_row=100)
     order = mixed_order(units_of(an, "output", low), an, "output", costs)
     assert not order[0].whole and picked(order[0].units) == {("inner", 4)}
     assert order[0].saving == 103
-    assert all(not p.whole and p.saving == 103 for p in order[:5])  # 5 of inner's 6
-    assert order[5].whole and picked(order[5].units) == {("p1", 0), ("p2", 0), ("p3", 0)}
+    assert all(not p.whole and p.saving == 103 for p in order[:4])  # 4 of inner's 6
+    assert order[4].whole and picked(order[4].units) == {("p1", 0), ("p2", 0), ("p3", 0)}
+    assert not order[5].whole and order[5].saving == 103  # inner's 5th, depleted
     assert picked(take(order, 103)) == {("inner", 4)}
     assert len(take(order, 104)) == 2
 
@@ -396,3 +399,12 @@ def test_cli_prune_with_a_target_says_mixed(capsys):
     assert "output side, mixed)" in out and "MACs target 0.6" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert abs(float(rows["MACs"][2]) - 0.6) <= TOLERANCE
+
+
+def test_importance_grows_as_a_layer_is_depleted(an):
+    """Equal scores: the k-th unit a layer of n loses counts 1 / (1 - k / n), so its last
+    channel counts n times its score and a cheap layer is not cut to one channel first."""
+    units = [u for u in units_of(an, "output", {}) if u.param == "inner.weight"]
+    n = len(units)
+    got = sorted(importance(units))
+    assert got == pytest.approx([1 / (1 - k / n) for k in range(n)])

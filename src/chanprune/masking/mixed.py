@@ -14,8 +14,9 @@ root's whole cost instead: every producer row, every reader's column and the str
 
 Importance: heuristic scores are not comparable across layers, so each unit's score is divided
 by the mean score of its layer's candidates (LAMP scores are already normalised within a layer;
-the same division only rescales them, which keeps one rule for every heuristic). A constrained
-unit's importance is the sum of its members'. The greedy order is budget-free: it pops the unit
+the same division only rescales them, which keeps one rule for every heuristic), and grows as
+its layer is depleted (:func:`importance`). A constrained unit's importance is the sum of its
+members'. The greedy order is budget-free: it pops the unit
 with the lowest importance per saving, counting only what is not taken yet, never empties a
 layer, and the budget only says how long a prefix to keep (:func:`take`), so a target search
 steps over prefixes (:func:`budgets_between_picks`).
@@ -167,12 +168,25 @@ class _Root:
 
 def importance(units: Sequence[Unit]) -> list[float]:
     """Each unit's score over the mean score of its layer's units (1 where that mean is not
-    positive), so that scores of different layers compare."""
-    by_layer: dict[int, list[float]] = {}
-    for u in units:
-        by_layer.setdefault(u.layer, []).append(u.score)
-    mean = {li: float(np.mean(s)) for li, s in by_layer.items()}
-    return [u.score / (mean[u.layer] if mean[u.layer] > 0 else 1.0) for u in units]
+    positive), so that scores of different layers compare, times ``1 / (1 - k / n)`` for the
+    unit a layer of ``n`` candidates loses ``k``-th (lowest score first).
+
+    Why the depletion factor: normalised scores sit near 1, so without it the cost alone
+    decides and a layer whose channels are cheap to remove is cut to its last channel; taking
+    most of a layer costs more accuracy than its channels' scores say, since the few left must
+    carry everything. With it a layer loses half its channels only where that saves twice as
+    much per score as elsewhere, four fifths where it saves five times as much."""
+    by_layer: dict[int, list[int]] = {}
+    for i, u in enumerate(units):
+        by_layer.setdefault(u.layer, []).append(i)
+    out = [0.0] * len(units)
+    for idx in by_layer.values():
+        mean = float(np.mean([units[i].score for i in idx]))
+        mean = mean if mean > 0 else 1.0
+        n = len(idx)
+        for k, i in enumerate(sorted(idx, key=lambda i: (units[i].score, units[i].channel))):
+            out[i] = units[i].score / mean / (1.0 - k / n)
+    return out
 
 
 def mixed_order(
