@@ -148,8 +148,10 @@ def chanprune_counts(masked: torch.nn.Module, x: torch.Tensor) -> dict:
             row[method] = count(exported, x)
         p = chanprune.plan(masked, x, method="reorder")
     row["plan_bytes"] = p.copied_bytes
-    row["proven_bytes"] = sum(s.lower_bound_bytes or 0 for s in p.segments)
     row["all_optimal"] = all(s.optimal is not False for s in p.segments)
+    unknown = any(s.lower_bound_bytes is None and s.gathers for s in p.segments)
+    if not unknown:  # else a segment's copies are not what the solver's sets describe
+        row["proven_bytes"] = sum(s.lower_bound_bytes or 0 for s in p.segments)
     return row
 
 
@@ -190,6 +192,8 @@ def write(rows: list, args) -> None:
         if r.get("upscale") and r.get("reorder"):
             ok = "yes" if r["reorder"]["bytes"] <= r["upscale"]["bytes"] else "**no**"
         proven = f"{r['proven_bytes'] / 1024:.1f}" if "proven_bytes" in r else "—"
+        if "plan_bytes" in r and "proven_bytes" not in r:
+            proven += " (unproven: see docs/design.md, Writers)"
         if r.get("all_optimal"):
             proven += " (all proven)"
         gathers = (

@@ -37,7 +37,9 @@ class SegmentPlan:
     gathers: int  # run-time copies (gathers, pads, residual writes) of the segment's channels
     copied_channels: int
     copied_bytes: int  # per sample
-    optimal: bool | None = None  # reorder: the solver proved the copy cost minimal
+    # reorder: the solver proved the copy cost minimal (False where its sets do not describe the
+    # export's copies; then lower_bound_bytes is None)
+    optimal: bool | None = None
     # reorder: proven lower bound on copied bytes (readers and writers), plus the copies no
     # order changes (FIXED_KINDS: pads, a stream's new buffer, out-of-place writes)
     lower_bound_bytes: float | None = None
@@ -89,6 +91,8 @@ class Plan:
         ]
         for s in rows:
             proof = "" if s.optimal is None else ("optimal" if s.optimal else "heuristic")
+            if s.optimal is False and s.lower_bound_bytes is None:
+                proof = "unproven"  # the solver's sets do not describe the export's copies
             lines.append(
                 f"{s.index:>4} {s.channels:>8} {s.kept:>6} {s.consumers:>7} "
                 f"{s.gathers:>6} {s.copied_channels:>9} {s.copied_bytes:>12,} {proof:>10}"
@@ -164,14 +168,23 @@ def plan(
         if seg is not None and copy.kind in FIXED_KINDS:
             fixed[seg] += copy.elements * item
     if isinstance(policy, SolvedOrder):
+        solved = set()
         for sl in policy.segments:
             seg = seg_of[int(sl.plan.order[0])]
+            solved.add(seg)
             p = plans[seg]
-            p.optimal, p.lower_bound_bytes, p.solver = (
-                sl.plan.optimal and sl.realisable,
-                sl.plan.lower_bound + fixed[seg] if sl.realisable else None,
-                sl.plan.method,
-            )
-    if isinstance(policy, SolvedOrder):
+            # the solver's sets describe this export only if the copies an order decides cost
+            # what the solver says its order costs (not so where a rule holds a layout in an
+            # order of its own, e.g. a grouped conv's per-group one)
+            described = sl.realisable and abs(p.copied_bytes - fixed[seg] - sl.plan.cost) < 0.5
+            p.optimal = sl.plan.optimal and described
+            p.lower_bound_bytes = sl.plan.lower_bound + fixed[seg] if described else None
+            p.solver = sl.plan.method
+            if p.copied_bytes == fixed[seg]:  # nothing an order decides is copied: minimal
+                p.optimal, p.lower_bound_bytes = True, float(fixed[seg])
+        for seg, p in enumerate(plans):  # copies in a segment the solver had no sets for
+            if seg not in solved and p.gathers:
+                p.optimal = p.copied_bytes == fixed[seg]  # only copies no order changes
+                p.lower_bound_bytes = float(fixed[seg]) if p.optimal else None
         cross.consumers = len(policy.cross_readers)
     return Plan(method, plans, result.copies, cross)

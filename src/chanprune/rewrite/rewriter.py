@@ -51,8 +51,8 @@ class Copy:
     node: str  # the new graph's node
     source: str  # the original node whose channels are copied
     kind: str  # see above
-    channels: int  # channels copied per spatial element
-    elements: int  # elements copied per sample (channels x spatial size)
+    channels: int  # channels written per spatial element (a pad: its padded source, then `to`)
+    elements: int  # elements written per sample (channels x spatial size)
     positions: tuple[int, ...] = ()  # the source's original channel positions copied (-1: pad)
 
 
@@ -182,9 +182,17 @@ class Rewriter:
         self.copies.append(self._copy(node, source, kind, to, idx))
 
     def _copy(
-        self, node: fx.Node, source: fx.Node | None, kind: str, to: np.ndarray, idx: np.ndarray
+        self,
+        node: fx.Node,
+        source: fx.Node | None,
+        kind: str,
+        to: np.ndarray,
+        idx: np.ndarray,
+        extra: int = 0,
     ) -> Copy:
-        channels = len(to)
+        """The copy of channels ``to`` (``idx``: where each is in the source, -1: none), plus
+        ``extra`` channels an earlier step of the same copy writes (a pad's padded source)."""
+        channels = len(to) + extra
         src = source if source is not None else self._current
         spatial = self._spatial(src)
         return Copy(
@@ -236,7 +244,9 @@ class Rewriter:
         missing = idx < 0
         idx[missing] = len(frm)
         out = self.gather(padded, dim, idx, source)
-        self._record(out, source, "pad", to, np.where(missing, -1, idx))
+        # two copies: the source with a zero channel appended, then the gather of ``to`` from it
+        copy = self._copy(out, source, "pad", to, np.where(missing, -1, idx), extra=len(frm) + 1)
+        self.copies.append(copy)
         return out
 
     def base(
