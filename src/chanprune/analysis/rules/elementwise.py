@@ -228,7 +228,8 @@ class Binary(Rule):
         layouts = [rw.value(ops[i])[1] for i in info["tracked"]]
         n = len(rw.axis(node))
         need = rw.live.kept(node)
-        held = rw.policy.held(node, need) if writes_into(node, info) else None
+        writes = getattr(rw.policy, "writes", False) and writes_into(node, info)
+        held = rw.policy.held(node, need) if writes else None
         if info["full"]:
             target = np.arange(n, dtype=np.int64)
         elif held is not None:  # a residual stream's buffer: it may hold later writers' channels
@@ -243,7 +244,7 @@ class Binary(Rule):
         for i, expr in info.get("exprs", {}).items():  # within the vector's one layout
             lay = paramexpr.layout(rw, ops[i], expr, target)
             target = target[np.isin(target, lay)]
-        if rw.policy.writes and writes_into(node, info) and self._write(node, rw, info, target):
+        if writes and self._write(node, rw, info, target):
             return
         args = list(node.args)
         out_rank = len(node_shape(node))
