@@ -2,8 +2,9 @@
 ``fx.GraphModule``, checked against the masked model.
 
 ``rewriter`` builds the pruned graph (op by op, through the rules); ``inplace`` restores in-place
-activations; ``verify`` compares outputs and names the first diverging node; ``ideal`` gives the
-copy-free reference an export of the same masks could reach at best.
+activations; ``writers`` adds narrower residual operands into the stream, in place where safe;
+``verify`` compares outputs and names the first diverging node; ``ideal`` gives the copy-free
+reference an export of the same masks could reach at best.
 """
 
 from .ideal import ideal
