@@ -50,11 +50,12 @@ def build(name: str) -> torch.nn.Module:
 def model_error(name: str, rounds: int, backends: list[str]) -> list[dict]:
     """Predicted vs measured ratio for each mask variant of ``name``."""
     import chanprune
-    from chanprune.latency.measure import measure_ratio
+    from chanprune.latency.measure import measure_calls, runner
     from chanprune.latency.model import LatencyModel
 
     base = build(name)
     x = torch.randn(1, 3, 224, 224)
+    unpruned = {b: runner(base, (x,), {}, b) for b in backends}  # built once per backend
     lm = LatencyModel("eager")
     # the reference is the unmasked export: the same ATen ops as the pruned exports
     full = lm.predict(chanprune.export(base, x, check=False, width_quantum=1), x).seconds
@@ -74,7 +75,8 @@ def model_error(name: str, rounds: int, backends: list[str]) -> list[dict]:
                     "predicted": pred,
                 }
                 for backend in backends:
-                    m = measure_ratio(pruned, model, x, backend=backend, rounds=rounds)
+                    run = runner(pruned, (x,), {}, backend)
+                    m = measure_calls(run, unpruned[backend], rounds=rounds)
                     row[backend] = m.ratio
                     row[f"{backend}_ci"] = m.interval
                 rows.append(row)
