@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -222,8 +224,15 @@ def main(argv=None) -> int:
     p.add_argument("--backends", nargs="+", default=["eager", "ort"])
     p.add_argument("--no-targets", action="store_true", help="only the model's error")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="latency table folder (default: a new one, so the table is timed in this run)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    os.environ["CHANPRUNE_CACHE"] = str(args.cache or tempfile.mkdtemp(prefix="chanprune-lm-"))
     t0 = time.perf_counter()
     err, tgt = [], []
     for name in args.models:

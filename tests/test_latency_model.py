@@ -4,6 +4,7 @@ latency target. Timings are replaced by deterministic fake timers: nothing here 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pytest
@@ -236,3 +237,20 @@ class Residual(nn.Module):
 
 
 X2 = torch.randn(1, 3, 16, 16)
+
+
+def test_a_table_timed_under_load_is_dropped_and_a_loaded_machine_warned(tmp_path):
+    """The probe conv runs in about a millisecond: a cached table claiming it took 1000 s was
+    timed on a busy machine and is dropped; one claiming 1 ns finds this machine 'slower'."""
+    from chanprune.latency.table import PROBE_KEY, table_name
+
+    path = tmp_path / table_name("cpu", 1)
+    path.write_text(json.dumps({PROBE_KEY: 1e3, "some call": 5.0}))
+    t = LatencyTable("cpu", 1, tmp_path)
+    assert "some call" not in t.entries and t.entries[PROBE_KEY] < 1
+    t.save()
+    assert "some call" not in json.loads(path.read_text())
+    path.write_text(json.dumps({PROBE_KEY: 1e-9, "some call": 5.0}))
+    with pytest.warns(UserWarning, match="slower than when its latency table"):
+        t = LatencyTable("cpu", 1, tmp_path)
+    assert t.entries["some call"] == 5.0

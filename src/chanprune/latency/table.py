@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,26 @@ from ..errors import InputError
 from .trace import OpCall, TensorSpec, replay_args, resolve_op
 
 DEVICES = ("cpu", "cuda")
+PROBE_KEY = "<probe>"  # the table's entry for PROBE, timed when the table was started
+PROBE_SLACK = 1.25  # a cached table whose probe ran this much slower than now is stale
+#: a fixed call every table times first: a 3x3 conv, 64 channels at 56x56 (about 1 ms)
+PROBE = OpCall(
+    "aten.convolution.default",
+    (
+        TensorSpec((1, 64, 56, 56), "float32", True),
+        TensorSpec((64, 64, 3, 3), "float32", True),
+        None,
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        False,
+        [0, 0],
+        1,
+    ),
+    (),
+    0,
+    0,
+)
 BLOCK_S = 0.001  # a timed block runs the op for at least this long
 BLOCKS = 7  # timed blocks per op; the fastest is kept (the one no other process interrupted)
 VIEW_KEY = "<view>"  # the table's entry for the cost of a view (a dispatch, no kernel)
@@ -65,11 +86,32 @@ class LatencyTable:
         self.timer = timer or self._measure
         self.path = None
         self.entries: dict[str, float] = {}
+        self.measured = 0  # op calls timed by this table object (not found in the cache)
         if cache_dir is not None:
             self.path = Path(cache_dir) / table_name(device, self.threads)
             if self.path.exists():
                 self.entries = json.loads(self.path.read_text())
-        self.measured = 0  # op calls timed by this table object (not found in the cache)
+        if timer is None:  # a real clock: check what the cache was timed under
+            self._check_probe()
+
+    def _check_probe(self) -> None:
+        """Time :data:`PROBE` now and compare with the cached table's: a table timed while
+        another job slowed the machine would mislead every prediction, so one whose probe ran
+        more than :data:`PROBE_SLACK` slower than now is dropped (and re-measured as needed);
+        a machine slower now than when its table was timed gets a warning."""
+        now = self._measure(PROBE)
+        then = self.entries.get(PROBE_KEY)
+        if then is not None and then > now * PROBE_SLACK:
+            self.entries = {}
+            self.measured += 1  # saving replaces the stale file
+        elif then is not None and now > then * PROBE_SLACK:
+            warnings.warn(
+                f"chanprune: this machine runs {now / then:.1f}x slower than when its latency "
+                f"table ({self.path}) was measured: another job is using the cores? Latency "
+                "predictions and measurements made now are off by as much",
+                stacklevel=3,
+            )
+        self.entries.setdefault(PROBE_KEY, now)
 
     def seconds(self, call: OpCall) -> float:
         """The time of ``call`` alone; views cost one dispatch."""
