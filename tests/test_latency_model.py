@@ -254,3 +254,10 @@ def test_a_table_timed_under_load_is_dropped_and_a_loaded_machine_warned(tmp_pat
     with pytest.warns(UserWarning, match="slower than when its latency table"):
         t = LatencyTable("cpu", 1, tmp_path)
     assert t.entries["some call"] == 5.0
+
+
+def test_a_missed_mixed_target_does_not_suggest_global_scope():
+    t = Target("target_macs", 0.5)
+    _, plain = verdict(Try(0.3, 0.6), Try(0.9, 0.2), t, "")
+    _, mixed = verdict(Try(0.3, 0.6), Try(0.9, 0.2), t, "", mixed=True)
+    assert "scope='global'" in plain and "scope" not in mixed and "closest step" in mixed

@@ -276,7 +276,8 @@ def _mask_to_target(
         found_measured = found
     share = prunable_share(an)
     reach = str(share) + "".join(f"; {c}" for c in share.causes)
-    if (said := verdict(found_measured, lowest, target, reach)) is not None:
+    said = verdict(found_measured, lowest, target, reach, mixed=constrained == MIXED)
+    if said is not None:
         fatal, text = said
         if fatal:
             raise MaskError(text)

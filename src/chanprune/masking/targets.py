@@ -244,7 +244,9 @@ def _closer(a: Try, b: Try, target: float) -> Try:
     return b if db < da or (db == da and b.amount < a.amount) else a
 
 
-def verdict(found: Try, lowest: Try, target: Target, reach: str) -> tuple[bool, str] | None:
+def verdict(
+    found: Try, lowest: Try, target: Target, reach: str, mixed: bool = False
+) -> tuple[bool, str] | None:
     """None when ``found`` meets the target within :data:`TOLERANCE`; else (fatal, text): fatal
     when the target lies below the ``lowest`` ratio the search reached (``reach`` says why: the
     prunable share and what pins the rest), a warning when the closest export found is the
@@ -269,6 +271,12 @@ def verdict(found: Try, lowest: Try, target: Target, reach: str) -> tuple[bool, 
             f"{found.ratio:.3f} of the unpruned model's {what} (channels that are zero or "
             "read by nobody are removed); nothing was masked"
         )
+    finer = (
+        "mixed masks already step one channel or segment channel at a time: this is the "
+        "closest step there is"
+        if mixed
+        else "scope='global' masks in finer steps"
+    )
     if name == "target_latency":
         return False, (
             f"chanprune: {name}={value:g} missed by more than {_tolerance_text(target)}: the "
@@ -283,7 +291,7 @@ def verdict(found: Try, lowest: Try, target: Target, reach: str) -> tuple[bool, 
         f"{_tolerance_text(target)}: the closest export "
         f"found has {found.ratio:.3f} of the unpruned model's {what} (amount {found.amount:.4f}); "
         "the cost falls in steps of whole channels, and the step across the target is larger "
-        "than that (scope='global' masks in finer steps)"
+        f"than that ({finer})"
     )
 
 
