@@ -2,8 +2,8 @@
 latency of each export method against the unpruned model.
 
 Per model (torchvision, random init, 224x224, batch 1, 2 threads) and side, 30% L1 masks
-(unconstrained, and constrained for comparison) exported with ``reorder``, ``baseline`` and
-``dense`` (no run-time copies). For each contender:
+(unconstrained, and constrained for comparison) exported with ``reorder``, ``baseline``,
+``dense`` (no run-time copies) and ``auto`` (dense only where cheap). For each contender:
 
 - graph: the ORT-optimized graph's node counts (no timing): convolutions in the blocked NCHWc
   layout vs plain ones, NCHWc<->NCHW conversions (ReorderInput/ReorderOutput), and channel
@@ -36,7 +36,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0")
-CONTENDERS = ("unpruned", "constrained", "reorder", "baseline", "dense")
+CONTENDERS = ("unpruned", "constrained", "reorder", "baseline", "dense", "auto")
 AMOUNT = 0.3
 COPY_OPS = ("Gather", "GatherElements", "Pad", "Slice", "ScatterND", "ScatterElements", "Concat")
 
@@ -64,6 +64,7 @@ def contenders(name: str, side: str, x: torch.Tensor) -> dict[str, torch.nn.Modu
         "reorder": chanprune.export(masked, x),
         "baseline": chanprune.export(masked, x, method="baseline"),
         "dense": chanprune.export(masked, x, method="dense"),
+        "auto": chanprune.export(masked, x, method="auto"),
     }
 
 
@@ -193,7 +194,8 @@ def write_report(data: dict, out: Path) -> None:
         f"{run['threads']} threads, batch 1, 224x224, {run['date']}, run took "
         f"{run['minutes']:.1f} min",
         f"- masks: {AMOUNT:.0%} L1, local scope; `constrained`: constrained masks at the same "
-        "amount (reorder export); `reorder` / `baseline` / `dense`: the unconstrained masks "
+        "amount (reorder export); `reorder` / `baseline` / `dense` / `auto`: the unconstrained "
+        "masks "
         "exported with that method",
         "- graph columns count nodes of ORT's optimized graph: convolutions in the blocked "
         "NCHWc layout / plain, NCHWc<->NCHW conversions, channel copies (Gather, Pad, Slice, "
@@ -245,7 +247,13 @@ def write_report(data: dict, out: Path) -> None:
                     f"(max {max(vals):.3f}); slower than unpruned in "
                     f"{sum(v > 1 for v in vals)} of {len(vals)} cells"
                 )
-        for a, b in (("dense", "reorder"), ("reorder", "baseline"), ("dense", "constrained")):
+        for a, b in (
+            ("dense", "reorder"),
+            ("auto", "reorder"),
+            ("auto", "dense"),
+            ("reorder", "baseline"),
+            ("dense", "constrained"),
+        ):
             for be in ("ort", "eager"):
                 pairs = [
                     (r[f"{be}_ratio"], s[f"{be}_ratio"])

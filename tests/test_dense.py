@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -77,10 +78,47 @@ def test_dense_stream_width_is_the_union():
     assert outs == [16, 16, 16]  # the union of 0-9, 4-13 and the whole of b: every channel
 
 
-def test_dense_on_fuzzed_networks():
+def test_dense_and_auto_on_fuzzed_networks():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for seed in range(40):
             case = draw_case(RandomDraw(seed), 8, 2, extra=True)
-            for ms, out in zip(case.masksets, fuzz.run_case(case, methods=("dense",)), strict=True):
+            outcomes = fuzz.run_case(case, methods=("dense", "auto"))
+            for ms, out in zip(case.masksets, outcomes, strict=True):
                 assert out.ok, (seed, ms, out.log, out.results)
+
+
+def test_auto_lies_between_reorder_and_dense():
+    """Unconstrained masks: auto's MACs lie between reorder's and dense's."""
+    torch.manual_seed(0)
+    model = Residual().eval()
+    x = torch.randn(1, 3, 8, 8)
+    chanprune.mask(model, x, amount=0.4)
+    exports = [chanprune.export(model, x, method=m) for m in ("reorder", "auto", "dense")]
+    macs = [count_macs(m, x) for m in exports]
+    assert macs[0] <= macs[1] <= macs[2]
+
+
+def test_growth_is_zero_where_every_layer_keeps_the_same_channels():
+    """Constrained masks: dense adds nothing to any segment, so auto goes dense everywhere
+    and copies nothing; a hand-widened union shows up as growth."""
+    from chanprune.analysis.propagate import analyze
+    from chanprune.capture.trace import capture
+    from chanprune.liveness.dense import growth
+    from chanprune.liveness.flow import liveness
+
+    torch.manual_seed(0)
+    model = Residual().eval()
+    x = torch.randn(1, 3, 8, 8)
+    chanprune.mask(model, x, amount=0.4, constrained=True)
+    lv = liveness(analyze(capture(model, (x,))))
+    an = lv.analysis
+    for seg in an.segments():
+        kept = np.zeros(len(an.root), dtype=bool)
+        for n in an.capture.graph.nodes:
+            ax = an.axes.get(n.name)
+            if hasattr(ax, "ids") and isinstance(lv.demand.get(n.name), np.ndarray):
+                kept[an.root[ax.ids[lv.kept(n)]]] = True
+        assert growth(lv, seg, seg[kept[seg]]) == pytest.approx(0.0)
+        assert growth(lv, seg, seg) >= 0.0
+    assert copies(chanprune.export(model, x, method="auto"), x) == []

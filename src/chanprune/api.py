@@ -21,7 +21,7 @@ from .rewrite.inputs import guard as guard_inputs
 from .rewrite.rewriter import GROUP_QUANTUM, rewrite
 from .rewrite.verify import compare, verify
 
-METHODS = ("reorder", "baseline", "dense")
+METHODS = ("reorder", "baseline", "dense", "auto")
 
 
 def check_method(method: str) -> None:
@@ -49,7 +49,7 @@ def check_width_quantum(width_quantum: object) -> int:
 
 def policy_for(method: str, analysis, live):
     check_method(method)
-    return SolvedOrder(analysis, live) if method == "reorder" else NaturalOrder()
+    return SolvedOrder(analysis, live) if method in ("reorder", "auto") else NaturalOrder()
 
 
 def _build(
@@ -86,7 +86,8 @@ def export(
     copies (UPSCALE); ``"baseline"`` keeps the original order and gathers; ``"dense"`` copies
     nothing at run time: every tensor of a segment keeps every channel any of them keeps (zero
     rows and columns computed), which costs MACs but keeps ONNX Runtime's blocked layout
-    (``liveness.dense``). With ``check`` (the
+    (``liveness.dense``); ``"auto"`` makes dense only the segments where that adds at most 25%
+    to their layers' MACs, and orders the others as ``reorder`` does. With ``check`` (the
     default) the result is checked against ``model`` on ``example_inputs`` (raising
     :class:`ExportError` naming the first diverging node). ``dynamic_batch`` makes the result
     accept any batch size where the model allows it. ``model`` is not modified. The result runs

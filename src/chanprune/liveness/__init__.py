@@ -5,7 +5,7 @@ rounded up; ``dense`` keeps every channel of a segment in all its tensors (no ru
 """
 
 from ..analysis.types import ChannelAnalysis
-from .dense import densify
+from .dense import AUTO_GROWTH, densify
 from .flow import Liveness, liveness
 from .rounding import round_depthwise, round_widths
 
@@ -14,10 +14,13 @@ def export_liveness(
     an: ChannelAnalysis, method: str, group_quantum: int, width_quantum: int
 ) -> Liveness:
     """The channels an export with ``method`` keeps: liveness, dense segments for
-    ``method="dense"``, then width rounding (export, plan and specs share this)."""
+    ``method="dense"`` (all) or ``"auto"`` (the cheap ones), then width rounding (export, plan
+    and specs share this)."""
     live = liveness(an)
     if method == "dense":
         densify(live)
+    elif method == "auto":
+        densify(live, AUTO_GROWTH)
     round_depthwise(live, group_quantum)
     round_widths(live, width_quantum)
     return live

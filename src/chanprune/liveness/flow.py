@@ -27,7 +27,8 @@ class Liveness:
         self.cache: dict[object, object] = {}
         self.revive: dict[str, np.ndarray] = {}  # zero channels kept so an op after needs no pad
         self.padding: dict[str, np.ndarray] = {}  # channels kept only to round a width (below)
-        self.dense = False  # consumers read their whole input (liveness.dense)
+        # per root: its segment is dense, consumers read all of it (liveness.dense); None: none
+        self.dense_roots: np.ndarray | None = None
         for name, v in analysis.axes.items():
             if isinstance(v, Axis):
                 self.demand[name] = np.zeros(len(v), dtype=bool)

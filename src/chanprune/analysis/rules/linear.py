@@ -246,9 +246,13 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
     dense segments (``liveness.dense``) a layer reads all its input keeps."""
     x = _x(node)
     reads = DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(x)
-    if lv.dense and isinstance(x, fx.Node) and lv.axis(x) is not None:
-        reads[lv.kept(x)] = True  # dense segments (liveness.dense): the whole input, no slice
-        return reads
+    dense = getattr(lv, "dense_roots", None)
+    if dense is not None and isinstance(x, fx.Node) and lv.axis(x) is not None:
+        k = lv.kept(x)  # channels of dense segments (liveness.dense): all of them, no slice
+        whole = dense[lv.analysis.root[lv.axis(x).ids[k]]]
+        reads[k[whole]] = True
+        if whole.all():
+            return reads
     pad = lv.padding.get(x.name) if isinstance(x, fx.Node) else None
     if pad is not None and len(pad) == len(reads):
         others = np.zeros(len(reads), dtype=bool)
