@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import fx
 
@@ -24,6 +23,7 @@ from ..analysis.types import Axis, ChannelAnalysis
 from ..capture.batch import per_sample
 from ..errors import InputError
 from .costs import ChannelCosts
+from .macs import is_layer, mac_costs, traced_batch
 from .table import LatencyTable, default_cache_dir
 from .trace import OpCall, op_trace
 
@@ -101,65 +101,42 @@ BYTES_PER_MAC = 0.25  # one MAC costs about what moving this many bytes costs (f
 
 
 def graph_costs(an: ChannelAnalysis, bytes_per_mac: float = BYTES_PER_MAC) -> ChannelCosts:
-    """Per-sample costs of ``an``'s graph in MAC-equivalents: a conv/linear costs its MACs, any
-    other op the bytes it reads and writes times ``1 / bytes_per_mac``. Rows and columns cost
-    their layer's MACs per channel; ``stream[r]`` adds up, over the other ops whose output
-    holds segment channel ``r`` (depthwise convs included, at their MACs), their cost per
-    channel."""
-    cap = an.capture
-    marker = cap.marker
-    nodes = {n.name: n for n in cap.graph.nodes}
-    row: dict[int, float] = {}
-    col: dict[int, float] = {}
-    stream: dict[int, float] = {}
-    layer_nodes = set()
-    total = 0.0
-    for i, p in enumerate(an.producers):
-        node = nodes[p.node]
-        macs = node_macs(node, marker)
-        row[i] = macs / max(p.channels, 1)
-        layer_nodes.add(p.node)
-    for j, c in enumerate(an.consumers):
-        node = nodes[c.node]
-        macs = node_macs(node, marker)
-        col[j] = macs / max(len(np.unique(c.ids)), 1)
-        layer_nodes.add(c.node)
-    for node in cap.graph.nodes:
-        if node.op != "call_function":
+    """Per-sample costs of ``an``'s graph in MAC-equivalents: :func:`~chanprune.latency.macs.
+    mac_costs` for the conv/linear rows, columns and depthwise convs, plus, for every other op,
+    the bytes it reads and writes times ``1 / bytes_per_mac``, per channel of its output in
+    ``stream`` (so a segment channel's stream cost adds up the ops whose output holds it)."""
+    macs = mac_costs(an)
+    stream = dict(macs.stream)
+    moved_total = 0.0
+    for node in an.capture.graph.nodes:
+        if node.op != "call_function" or is_layer(node):
             continue
-        if node.name in layer_nodes:
-            total += node_macs(node, marker)
-            continue
-        # a depthwise conv costs its MACs, any other op its bytes: per channel of its output
-        moved = node_macs(node, marker) if _is_layer(node) else node_bytes(node, marker)
-        moved = moved if _is_layer(node) else moved / bytes_per_mac
-        total += moved
+        moved = _per_sample_bytes(an, node) / bytes_per_mac
+        moved_total += moved
         ax = an.axes.get(node.name)
         if not isinstance(ax, Axis) or not len(ax) or not moved:
             continue
         per = moved / len(ax)
         for r in an.root[ax.ids].tolist():
             stream[r] = stream.get(r, 0.0) + per
-    return ChannelCosts("MACs", row, col, stream, total)
+    return ChannelCosts("MACs", macs.row, macs.col, stream, macs.total + moved_total)
 
 
 def graph_totals(an: ChannelAnalysis) -> tuple[float, float]:
     """Per sample, the MACs of ``an``'s conv/linear ops and the bytes its other ops move."""
+    moved = sum(
+        _per_sample_bytes(an, n)
+        for n in an.capture.graph.nodes
+        if n.op == "call_function" and not is_layer(n)
+    )
+    return mac_costs(an).total, moved
+
+
+def _per_sample_bytes(an: ChannelAnalysis, node: fx.Node) -> float:
+    """:func:`node_bytes` per sample, as :func:`~chanprune.latency.macs.mac_costs` counts: a
+    marker capture knows its batch dimensions, any other is divided by its traced batch."""
     marker = an.capture.marker
-    macs = moved = 0.0
-    for node in an.capture.graph.nodes:
-        if node.op != "call_function":
-            continue
-        if _is_layer(node):
-            macs += node_macs(node, marker)
-        else:
-            moved += node_bytes(node, marker)
-    return macs, moved
-
-
-def _is_layer(node: fx.Node) -> bool:
-    name = str(node.target)
-    return name.startswith(("aten.conv", "aten.linear", "aten.addmm", "aten.mm", "aten.bmm"))
+    return node_bytes(node, marker) / (1 if marker else traced_batch(an))
 
 
 def _numel(val: object, marker: int | None) -> int:
@@ -177,27 +154,3 @@ def node_bytes(node: fx.Node, marker: int | None) -> float:
             if isinstance(t, torch.Tensor):
                 total += _numel(t, marker) * t.element_size()
     return float(total)
-
-
-def node_macs(node: fx.Node, marker: int | None) -> float:
-    """MACs per sample of a conv or linear node (0 for anything else): output elements times
-    the weight's reduction size."""
-    out = node.meta.get("val")
-    if not isinstance(out, torch.Tensor) or not _is_layer(node):
-        return 0.0
-    name = str(node.target)
-    args = [a.meta.get("val") if isinstance(a, fx.Node) else a for a in node.args]
-    if name.startswith("aten.conv"):
-        w = args[1]
-        transposed = name.startswith("aten.conv_transpose") or (
-            name.startswith("aten.convolution") and bool(args[6])
-        )
-        if transposed:  # every input element meets out/groups x kernel weights
-            return float(_numel(args[0], marker) * math.prod(w.shape[1:]))
-        return float(_numel(out, marker) * math.prod(w.shape[1:]))
-    if name.startswith("aten.linear"):
-        return float(_numel(out, marker) * args[1].shape[-1])
-    if name.startswith("aten.addmm"):
-        return float(_numel(out, marker) * args[1].shape[-1])
-    # mm / bmm: (.., n, k) @ (.., k, m)
-    return float(_numel(out, marker) * args[0].shape[-1])

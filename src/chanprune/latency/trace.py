@@ -9,6 +9,7 @@ which is how :mod:`chanprune.latency.table` measures it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -157,7 +158,7 @@ def op_trace(
     """The ops one inference forward pass of ``module`` runs on ``example_inputs``, in order."""
     inputs = as_input_tuple(example_inputs)
     rec = _Recorder()
-    ctx = eval_mode(module) if isinstance(module, torch.nn.Module) else _nullctx()
+    ctx = eval_mode(module) if isinstance(module, torch.nn.Module) else contextlib.nullcontext()
     with ctx, torch.inference_mode(), rec:
         module(*inputs, **(example_kwargs or {}))
     return rec.calls
@@ -185,14 +186,6 @@ def node_call(node: object) -> OpCall | None:
         bytes_in=_nbytes((args, kwargs)),
         bytes_out=_nbytes(out),
     )
-
-
-class _nullctx:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def resolve_op(name: str) -> object:

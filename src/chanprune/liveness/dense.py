@@ -20,7 +20,8 @@ from torch import fx
 
 from ..analysis.rules.linear import input_reads
 from ..analysis.types import Axis
-from ..latency.model import graph_costs
+from ..latency.costs import ChannelCosts
+from ..latency.macs import mac_costs
 from .flow import Liveness
 from .rounding import _carry
 
@@ -38,9 +39,10 @@ def densify(lv: Liveness, max_growth: float | None = None) -> int:
     for n in nodes:
         kept[an.root[an.axes[n.name].ids[lv.kept(n)]]] = True
     chosen = np.zeros(len(an.root), dtype=bool)
+    costs = mac_costs(an) if max_growth is not None else None
     for seg in an.segments():
         union = seg[kept[seg]]
-        if max_growth is None or growth(lv, seg, union) <= max_growth:
+        if costs is None or growth(lv, seg, union, costs) <= max_growth:
             chosen[union] = True
     before = sum(len(lv.kept(n)) for n in nodes)
     if chosen.any():
@@ -49,12 +51,15 @@ def densify(lv: Liveness, max_growth: float | None = None) -> int:
     return sum(len(lv.kept(n)) for n in nodes) - before
 
 
-def growth(lv: Liveness, segment: np.ndarray, union: np.ndarray) -> float:
+def growth(
+    lv: Liveness, segment: np.ndarray, union: np.ndarray, costs: ChannelCosts | None = None
+) -> float:
     """The share by which the MACs of the layers writing or reading ``segment`` grow when its
     tensors all hold ``union``: producers computing every row of it they have, consumers reading
-    every channel of it their input holds (0 when the layers do no work)."""
+    every channel of it their input holds (0 when the layers do no work). ``costs``: the
+    model's :func:`~chanprune.latency.macs.mac_costs`, computed once by the caller."""
     an = lv.analysis
-    costs = graph_costs(an)
+    costs = costs or mac_costs(an)
     nodes = {n.name: n for n in an.capture.graph.nodes}
     in_seg = np.zeros(len(an.root), dtype=bool)
     in_seg[segment] = True
@@ -71,8 +76,10 @@ def growth(lv: Liveness, segment: np.ndarray, union: np.ndarray) -> float:
         node = nodes[c.node]
         x = node.args[0]
         ax = lv.axis(x)
-        if ax is None or not in_seg[an.root[ax.ids]].any() or not isinstance(
-            lv.demand.get(c.node), np.ndarray
+        if (
+            ax is None
+            or not in_seg[an.root[ax.ids]].any()
+            or not isinstance(lv.demand.get(c.node), np.ndarray)
         ):
             continue
         reads = input_reads(node, lv, lv.kept(node))

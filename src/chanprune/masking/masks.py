@@ -24,7 +24,7 @@ from ..analysis.share import low_share_message, prunable_share
 from ..analysis.types import ChannelAnalysis
 from ..api import export
 from ..capture.submodules import for_each_part
-from ..capture.trace import as_example, as_input_tuple, capture, gc_paused, run_graph
+from ..capture.trace import as_example, as_input_tuple, capture, eval_mode, gc_paused, run_graph
 from ..errors import InputError, MaskError
 from ..latency.costs import ChannelCosts
 from ..latency.measure import Measured, measure_calls, runner
@@ -263,7 +263,8 @@ def _mask_to_target(
                 pruned = export(
                     model, inputs, check=False, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes
                 )
-                return measure_calls(runner(pruned, inputs, kwargs, target.backend), base)
+                with eval_mode(model):  # the base runs the user's model: no BN updates
+                    return measure_calls(runner(pruned, inputs, kwargs, target.backend), base)
             finally:
                 _restore(saved)
 

@@ -246,7 +246,7 @@ def input_reads(node: fx.Node, lv, rows: np.ndarray) -> np.ndarray:
     dense segments (``liveness.dense``) a layer reads all its input keeps."""
     x = _x(node)
     reads = DENSE._nonzero(node, lv)[rows].any(0) & ~lv.zero_of(x)
-    dense = getattr(lv, "dense_roots", None)
+    dense = lv.dense_roots
     if dense is not None and isinstance(x, fx.Node) and lv.axis(x) is not None:
         k = lv.kept(x)  # channels of dense segments (liveness.dense): all of them, no slice
         whole = dense[lv.analysis.root[lv.axis(x).ids[k]]]
