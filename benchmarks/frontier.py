@@ -54,6 +54,10 @@ from chanprune.evaluation.accuracy import evaluate
 from chanprune.evaluation.data import FashionMNIST
 from chanprune.evaluation.training import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import frontier_grid as grid
+import frontier_report
+
 MODELS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "densenet121"]
 # Epochs of each model's one-cycle schedule, chosen so that >= 91% is likely: with the plain
 # `train`, resnet18 reached 91.2% after 3 epochs and mobilenet_v2 88.3% (32x32, issue 26);
@@ -350,7 +354,7 @@ def write_report(out: Path, cache: Path, size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", default="train", choices=("train", "report"))
+    p.add_argument("--stage", default="train", choices=("train", "masks", "eval", "report"))
     p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     p.add_argument("--epochs", type=int, default=None, help="override the EPOCHS table (trials)")
     p.add_argument("--size", type=int, default=32, help="input size (28x28 padded)")
@@ -358,6 +362,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=None, help="Fashion-MNIST folder")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache/chanprune/frontier")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument(
+        "--contenders", nargs="+", default=list(grid.CONTENDERS), choices=grid.CONTENDERS
+    )
+    p.add_argument("--heuristics", nargs="+", default=["l1"], choices=grid.HEURISTICS)
+    p.add_argument("--targets", nargs="+", type=float, default=list(grid.TARGETS))
+    p.add_argument(
+        "--finetune",
+        nargs="*",
+        type=float,
+        default=[],
+        metavar="TARGET",
+        help="eval: also fine-tune 1 epoch per seed at these targets (every contender, "
+        "the --heuristics given)",
+    )
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {args.epochs}")
@@ -365,10 +383,29 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.stage == "report":
         write_report(args.out, args.cache, args.size)
+        frontier_report.write(args.out, args.models)
+        return 0
+    load = lambda name: base_model(name, args.cache, args.size)  # noqa: E731
+    if args.stage == "masks":
+        grid.masks_stage(
+            args.models, load, args.cache, args.out, args.contenders, args.heuristics, args.targets
+        )
         return 0
     plain = FashionMNIST(args.data, "train", args.size)
     train_set = Augmented(plain, SHIFT, fill=background(plain))
     test_set = FashionMNIST(args.data, "test", args.size)
+    if args.stage == "eval":
+        tune = {
+            (m, c, h, t)
+            for m in args.models
+            for c in args.contenders
+            for h in args.heuristics
+            for t in args.finetune
+        }
+        grid.eval_stage(
+            load, args.cache, args.out, train_set, plain, test_set, args.size, tune, args.models
+        )
+        return 0
     for name in args.models:
         train_base(name, args, train_set, test_set)
     return 0

@@ -351,7 +351,7 @@ def test_mixed_with_an_amount_budgets_that_share_of_the_macs():
     got = chanprune.mask(model, XR, amount=0.3, constrained="mixed")
     an = analyze(capture(residual(), (XR,)))
     units = _units(an, "output")
-    _score(units, an, "l1", "output", ((XR,), {}), None)
+    _score(None, units, an, "l1", "output", ((XR,), {}), None)
     costs = mac_costs(an)
     order = mixed_order(units, an, "output", costs)
     cut = take(order, 0.3 * costs.total)

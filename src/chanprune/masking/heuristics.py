@@ -11,9 +11,13 @@ from collections.abc import Callable
 
 import torch
 
-HEURISTICS: tuple[str, ...] = ("l1", "l2", "lamp", "fpgm", "hrank")
+HEURISTICS: tuple[str, ...] = ("l1", "l2", "lamp", "fpgm", "hrank", "taylor")
 """The names ``mask(heuristic=...)`` accepts: ``l1``, ``l2``, ``lamp`` and ``fpgm`` score a
-channel's weights, ``hrank`` its feature maps on calibration batches."""
+channel's weights, ``hrank`` its feature maps on calibration batches, ``taylor`` the loss its
+removal costs, from gradients on calibration batches (``chanprune.masking.taylor``)."""
+
+COMPARABLE: frozenset[str] = frozenset({"taylor"})
+"""Heuristics whose scores compare across layers (mixed masks need not normalise them)."""
 
 
 def l1(rows: torch.Tensor) -> torch.Tensor:

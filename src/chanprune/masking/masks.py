@@ -29,7 +29,7 @@ from ..errors import InputError, MaskError
 from ..latency.costs import ChannelCosts
 from ..latency.measure import Measured, measure_calls, runner
 from ..latency.model import Prediction
-from .heuristics import HEURISTICS, WEIGHT_SCORERS, hrank
+from .heuristics import COMPARABLE, HEURISTICS, WEIGHT_SCORERS, hrank
 from .mixed import budgets_between_picks, mac_costs, mixed_order, param_costs, take
 from .targets import (
     Target,
@@ -45,6 +45,7 @@ from .targets import (
     unpruned_prediction,
     verdict,
 )
+from .taylor import taylor_scores
 from .units import Unit
 
 SIDES = ("output", "input")
@@ -196,12 +197,18 @@ def mask(
     if (low := low_share_message(prunable_share(an))) is not None:
         warnings.warn(low, stacklevel=3)
     units = _units(an, side)
-    _score(units, an, heuristic, side, (inputs, kwargs), calibration)
+    _score(model, units, an, heuristic, side, (inputs, kwargs), calibration)
+    comparable = heuristic in COMPARABLE
     if target is not None:
         return _mask_to_target(
-            model, an, units, target, (scope, constrained, side), (inputs, kwargs, dynamic_shapes)
+            model,
+            an,
+            units,
+            target,
+            (scope, constrained, side, comparable),
+            (inputs, kwargs, dynamic_shapes),
         )
-    chosen = _choose(units, float(amount), scope, constrained, an, side)
+    chosen = _choose(units, float(amount), scope, constrained, an, side, comparable)
     return _apply(an, chosen, side)
 
 
@@ -210,15 +217,16 @@ def _mask_to_target(
     an: ChannelAnalysis,
     units: list[Unit],
     target: Target,
-    how: tuple[str, bool | str, str],
+    how: tuple[str, bool | str, str, bool],
     example: tuple[tuple, dict, object],
 ) -> TargetMasks:
-    """Search the amount whose export meets ``target`` (``how``: scope, constrained, side),
+    """Search the amount whose export meets ``target`` (``how``: scope, constrained, side,
+    whether scores compare across layers),
     trying each amount's masks and putting them back, then apply the closest one. ``example``:
     positional inputs, keyword inputs, dynamic shapes. For mixed masks the amount is the
     budget, a share of the costs' total (MACs, or parameters for ``target_params``), tried at
     one budget per prefix of the greedy order (``mixed.budgets_between_picks``)."""
-    scope, constrained, side = how
+    scope, constrained, side, comparable = how
     inputs, kwargs, dynamic_shapes = example
     latency = target.name == "target_latency"
     base = runner(model, inputs, kwargs, target.backend) if latency else None  # before masking
@@ -231,7 +239,7 @@ def _mask_to_target(
     tried: dict[frozenset, float] = {}  # amounts that choose the same channels share a try
     if constrained == MIXED:  # the amount is a budget: a share of the costs' total
         costs = _costs_for(target, an, predicted)
-        order = mixed_order(units, an, side, costs)
+        order = mixed_order(units, an, side, costs, comparable)
         amounts = budgets_between_picks(order, costs.total)
 
         def choose(amount: float) -> list[Unit]:
@@ -240,7 +248,7 @@ def _mask_to_target(
         amounts = amounts_between_cuts(_group_sizes(units, scope, constrained, an, side))
 
         def choose(amount: float) -> list[Unit]:
-            return _choose(units, amount, scope, constrained, an, side)
+            return _choose(units, amount, scope, constrained, an, side, comparable)
 
     def ratio_at(amount: float) -> float:
         chosen = choose(amount)
@@ -364,8 +372,14 @@ def _unique_in_order(a: np.ndarray) -> list[int]:
 
 
 # scoring --------------------------------------------------------------------------------------
-def _score(units, an, heuristic, side, inputs, calibration) -> None:
+def _score(model, units, an, heuristic, side, inputs, calibration) -> None:
     layers = an.producers if side == "output" else an.consumers
+    if heuristic == "taylor":
+        batches = [inputs[0]] if calibration is None else [as_input_tuple(b) for b in calibration]
+        scores = taylor_scores(model, an, units, side, batches, inputs[1], _edits)
+        for u, s in zip(units, scores, strict=True):
+            u.score = s
+        return
     by_layer: dict[int, list[Unit]] = {}
     for u in units:
         by_layer.setdefault(u.layer, []).append(u)
@@ -417,12 +431,12 @@ def _feature_maps(an, side, example, calibration, by_layer) -> dict[int, torch.T
 
 
 # choosing -----------------------------------------------------------------------------------
-def _choose(units, amount, scope, constrained, an, side) -> list[Unit]:
+def _choose(units, amount, scope, constrained, an, side, comparable=False) -> list[Unit]:
     if amount == 0 or not units:
         return []
     if constrained == MIXED:  # a budget of amount * the conv/linear MACs (mask's docstring)
         costs = mac_costs(an)
-        return take(mixed_order(units, an, side, costs), amount * costs.total)
+        return take(mixed_order(units, an, side, costs, comparable), amount * costs.total)
     if constrained:
         return _choose_constrained(units, amount, scope, an, side)
     if scope == "local":

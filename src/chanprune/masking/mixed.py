@@ -90,10 +90,11 @@ class _Root:
         return len(self.members) == self.count
 
 
-def importance(units: Sequence[Unit]) -> list[float]:
+def importance(units: Sequence[Unit], comparable: bool = False) -> list[float]:
     """Each unit's score over the mean score of its layer's units (1 where that mean is not
     positive), so that scores of different layers compare, times ``1 / (1 - k / n)`` for the
-    unit a layer of ``n`` candidates loses ``k``-th (lowest score first).
+    unit a layer of ``n`` candidates loses ``k``-th (lowest score first). ``comparable``
+    scores (``taylor``: a loss, the same units in every layer) are not divided.
 
     Why the depletion factor: normalised scores sit near 1, so without it the cost alone
     decides and a layer whose channels are cheap to remove is cut to its last channel; taking
@@ -105,7 +106,7 @@ def importance(units: Sequence[Unit]) -> list[float]:
         by_layer.setdefault(u.layer, []).append(i)
     out = [0.0] * len(units)
     for idx in by_layer.values():
-        mean = float(np.mean([units[i].score for i in idx]))
+        mean = 1.0 if comparable else float(np.mean([units[i].score for i in idx]))
         mean = mean if mean > 0 else 1.0
         n = len(idx)
         for k, i in enumerate(sorted(idx, key=lambda i: (units[i].score, units[i].channel))):
@@ -114,7 +115,11 @@ def importance(units: Sequence[Unit]) -> list[float]:
 
 
 def mixed_order(
-    units: Sequence[Unit], an: ChannelAnalysis, side: str, costs: ChannelCosts
+    units: Sequence[Unit],
+    an: ChannelAnalysis,
+    side: str,
+    costs: ChannelCosts,
+    comparable: bool = False,
 ) -> list[Pick]:
     """The greedy order of picks: at each step the unconstrained unit or whole segment channel
     with the lowest importance per saving, both counted over what is not taken yet (a pick that
@@ -122,7 +127,7 @@ def mixed_order(
     channel. Pure over its arguments: the same units, scores and costs give the same order."""
     own_cost = costs.row if side == "output" else costs.col
     own = [float(own_cost.get(u.layer, 0.0)) for u in units]
-    imp = importance(units)
+    imp = importance(units, comparable)
     roots = _roots(units, an, side, costs)
     left = {li: _layer_size(an, side, li) for li in {u.layer for u in units}}
     taken = [False] * len(units)
@@ -234,11 +239,16 @@ def take(order: Sequence[Pick], budget: float) -> list[Unit]:
 
 
 def choose_mixed(
-    units: Sequence[Unit], an: ChannelAnalysis, side: str, costs: ChannelCosts, budget: float
+    units: Sequence[Unit],
+    an: ChannelAnalysis,
+    side: str,
+    costs: ChannelCosts,
+    budget: float,
+    comparable: bool = False,
 ) -> list[Unit]:
     """The units mixed masks zero for a predicted saving of ``budget`` (in ``costs.unit``): the
     greedy order of :func:`mixed_order`, cut where its saving reaches the budget."""
-    return take(mixed_order(units, an, side, costs), budget)
+    return take(mixed_order(units, an, side, costs, comparable), budget)
 
 
 def budgets_between_picks(order: Sequence[Pick], total: float) -> list[float]:

@@ -1,0 +1,232 @@
+"""The frontier study's grid (issue 26, item 4): masks for latency targets, then their top-1.
+
+Two stages, so that the one that times runs alone (``frontier.py`` calls them):
+
+- :func:`masks_stage` (``--stage masks``, **needs a quiet machine**): for every base model,
+  contender, heuristic and latency target, ``chanprune.mask(target_latency=t, backend="eager")``
+  on the trained model at 224x224, batch 1, which measures the chosen export against the
+  unpruned model paired per round (``chanprune.masking.targets.refine``). The measured ratio,
+  its interval and the prediction go to ``frontier_masks.jsonl``; which parameter entries the
+  mask zeroed goes to the cache (``masks/<key>.npz``), so the second stage replays it exactly.
+- :func:`eval_stage` (``--stage eval``, times nothing): replays each mask on the base model and
+  measures Fashion-MNIST top-1 post-training, after BatchNorm recalibration (``SEEDS``
+  calibration samples) and, for the configs ``--finetune`` names, after one epoch of
+  fine-tuning per seed; the recalibrated model is exported and its predictions on the test set
+  checked against the masked model's. One line per config in ``frontier_eval.jsonl``.
+
+Both stages resume: a config already in its file is skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import chanprune
+from chanprune.errors import MaskError
+from chanprune.evaluation.accuracy import evaluate
+from chanprune.evaluation.recovery import recalibrate, sample_batches
+from chanprune.evaluation.training import train
+
+# What each contender passes to chanprune.mask besides the target.
+CONTENDERS: dict[str, dict[str, Any]] = {
+    "constrained": {"constrained": True, "side": "output"},
+    "input": {"constrained": False, "side": "input"},
+    "output": {"constrained": False, "side": "output"},
+    "mixed": {"constrained": None, "side": "output"},  # the default for a target
+}
+TARGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+HEURISTICS = ("l1", "l2", "lamp", "fpgm")
+SEEDS = (0, 1, 2)  # calibration samples (and fine-tuning orders)
+CALIBRATION = (20, 128)  # batches x images per recalibration
+LATENCY_SIZE = 224  # the latency is measured at 224x224, batch 1
+TOLERANCE = 0.05  # a measured ratio within 5% of its target meets it
+
+
+def key(model: str, contender: str, heuristic: str, target: float) -> str:
+    return f"{model}-{contender}-{heuristic}-{target:g}"
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def zeros_of(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """{parameter: boolean array} of the entries that are zero now but were not in ``before``:
+    what a mask zeroed (trained weights have no exact zeros of their own)."""
+    out = {}
+    for n, p in model.named_parameters():
+        z = (p.detach() == 0) & ~before[n]
+        if bool(z.any()):
+            out[n] = z.numpy()
+    return out
+
+
+def replay(model: torch.nn.Module, zeros: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Zero the saved entries of ``model`` in place; return them as held-zero masks."""
+    params = dict(model.named_parameters())
+    held = {n: torch.from_numpy(np.asarray(z, dtype=bool)) for n, z in zeros.items()}
+    with torch.no_grad():
+        for n, z in held.items():
+            params[n].masked_fill_(z, 0)
+    return held
+
+
+def masks_stage(
+    models: Iterable[str],
+    base_model,
+    cache: Path,
+    out: Path,
+    contenders: Iterable[str] = tuple(CONTENDERS),
+    heuristics: Iterable[str] = ("l1",),
+    targets: Iterable[float] = TARGETS,
+) -> None:
+    """Mask every config not yet in ``out/frontier_masks.jsonl`` (see the module docstring)."""
+    path = out / "frontier_masks.jsonl"
+    done = {r["key"] for r in read_jsonl(path)}
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, LATENCY_SIZE, LATENCY_SIZE)
+    for name in models:
+        for heuristic in heuristics:
+            for contender in contenders:
+                for t in targets:
+                    k = key(name, contender, heuristic, t)
+                    if k in done:
+                        continue
+                    model = base_model(name)
+                    before = {n: p.detach() == 0 for n, p in model.named_parameters()}
+                    rec: dict[str, Any] = {
+                        "key": k,
+                        "model": name,
+                        "contender": contender,
+                        "heuristic": heuristic,
+                        "target": t,
+                        "threads": torch.get_num_threads(),
+                    }
+                    start = time.perf_counter()
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        try:
+                            m = chanprune.mask(
+                                model,
+                                x,
+                                heuristic=heuristic,
+                                target_latency=t,
+                                backend="eager",
+                                **CONTENDERS[contender],
+                            )
+                        except MaskError as e:
+                            m = None
+                            rec["unreachable"] = str(e)
+                    rec["seconds"] = round(time.perf_counter() - start, 1)
+                    rec["warnings"] = sorted({str(w.message) for w in caught})
+                    if m is not None:
+                        meas = m.measured
+                        rec.update(
+                            amount=m.amount,
+                            ratio=m.ratio,
+                            predicted=m.predicted,
+                            interval=list(meas.interval) if meas and meas.interval else None,
+                            rounds=meas.rounds if meas else None,
+                            met=abs(m.ratio / t - 1) <= TOLERANCE,
+                        )
+                        zeros = zeros_of(model, before)
+                        (cache / "masks").mkdir(parents=True, exist_ok=True)
+                        np.savez_compressed(cache / "masks" / f"{k}.npz", **zeros)
+                    append_jsonl(path, rec)
+                    print(
+                        f"{k}: "
+                        + (
+                            f"ratio {rec['ratio']:.3f} (predicted {rec['predicted']:.3f}), "
+                            f"{'met' if rec['met'] else 'MISSED'}"
+                            if m is not None
+                            else "unreachable"
+                        )
+                        + f", {rec['seconds']:.0f} s",
+                        flush=True,
+                    )
+
+
+def _batches(dataset, seed: int) -> Iterator:
+    count, size = CALIBRATION
+    return sample_batches(dataset, count, size, seed=seed)
+
+
+def eval_stage(
+    base_model,
+    cache: Path,
+    out: Path,
+    train_set,
+    calib_set,
+    test_set,
+    size: int,
+    finetune: set[tuple[str, str, str, float]] | None = None,
+    models: Iterable[str] | None = None,
+) -> None:
+    """Top-1 of every masked config in ``frontier_masks.jsonl`` not yet in
+    ``frontier_eval.jsonl`` (see the module docstring). ``finetune`` holds (model, contender,
+    heuristic, target) tuples that also get one epoch of fine-tuning per seed; such a config is
+    evaluated again if its line has no fine-tuned numbers yet."""
+    finetune = finetune or set()
+    models = set(models) if models is not None else None
+    path = out / "frontier_eval.jsonl"
+    have = {r["key"]: r for r in read_jsonl(path)}
+    x = torch.zeros(1, 3, size, size)
+    for rec in read_jsonl(out / "frontier_masks.jsonl"):
+        k = rec["key"]
+        if "ratio" not in rec or (models is not None and rec["model"] not in models):
+            continue
+        cfg = (rec["model"], rec["contender"], rec["heuristic"], rec["target"])
+        tune = cfg in finetune
+        if k in have and (not tune or "finetuned" in have[k]):
+            continue
+        start = time.perf_counter()
+        zeros = dict(np.load(cache / "masks" / f"{k}.npz"))
+        masked = base_model(rec["model"])
+        held = replay(masked, zeros)
+        post = evaluate(masked, test_set, batch_size=500, keep_predictions=True)
+        row: dict[str, Any] = {"key": k, "post": post.top1, "recalibrated": []}
+        for seed in SEEDS:
+            m = copy.deepcopy(masked)
+            recalibrate(m, _batches(calib_set, seed))
+            ev = evaluate(m, test_set, batch_size=500, keep_predictions=True)
+            row["recalibrated"].append(ev.top1)
+            if seed == SEEDS[0]:
+                # The deployed artifact: the recalibrated model's export, checked on every image.
+                exp = chanprune.export(m, x)
+                ex = evaluate(exp, test_set, batch_size=500, keep_predictions=True)
+                row["export_identical"] = bool(torch.equal(ex.predictions, ev.predictions))
+                row["export_top1"] = ex.top1
+        if tune:
+            row["finetuned"] = []
+            for seed in SEEDS:
+                m = copy.deepcopy(masked)
+                recalibrate(m, _batches(calib_set, seed))
+                train(m, train_set, 1, lr=1e-3, seed=seed, progress=False, keep_zero=held)
+                row["finetuned"].append(evaluate(m, test_set, batch_size=500).top1)
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        append_jsonl(path, row)
+        have[k] = row
+        print(
+            f"{k}: post {row['post']:.2f}, recalibrated "
+            + ", ".join(f"{v:.2f}" for v in row["recalibrated"])
+            + (", fine-tuned " + ", ".join(f"{v:.2f}" for v in row["finetuned"]) if tune else "")
+            + f", export identical {row['export_identical']}, {row['seconds']:.0f} s",
+            flush=True,
+        )

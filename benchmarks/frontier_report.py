@@ -1,0 +1,221 @@
+"""The frontier study's report (issue 26, item 4): frontier.md, one Pareto plot per model and a
+verdict per model, from frontier_masks.jsonl and frontier_eval.jsonl (``frontier_grid``).
+
+The verdict compares each contender with ``constrained`` at the same latency target, on the
+recalibrated top-1 (fine-tuned where that was run): a difference is *beyond the spread* when
+the ranges over the calibration seeds do not overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DEFAULT = "mixed"  # what chanprune.mask gives for a target (constrained=None)
+BASELINE = "constrained"
+ORDER = ("constrained", "input", "output", "mixed")
+
+
+def _last_by_key(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        out[r["key"]] = r  # a later line (fine-tuned numbers added) replaces an earlier one
+    return out
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def joined(out: Path) -> list[dict[str, Any]]:
+    """One record per config: its mask line with its evaluation (``eval``, or None)."""
+    evals = _last_by_key(_read(out / "frontier_eval.jsonl"))
+    masks = _last_by_key(_read(out / "frontier_masks.jsonl"))
+    return [{**m, "eval": evals.get(k)} for k, m in masks.items()]
+
+
+def stage(rec: dict[str, Any]) -> str | None:
+    """The furthest recovery stage evaluated for ``rec``: finetuned, recalibrated or None."""
+    ev = rec.get("eval")
+    if not ev:
+        return None
+    return "finetuned" if ev.get("finetuned") else "recalibrated"
+
+
+def span(values: list[float]) -> tuple[float, float, float]:
+    return statistics.mean(values), min(values), max(values)
+
+
+def compare(a: list[float], b: list[float]) -> str:
+    """'better', 'worse' or 'tie' for ``a`` against ``b``: better/worse only when their ranges
+    over the seeds do not overlap."""
+    if min(a) > max(b):
+        return "better"
+    if max(a) < min(b):
+        return "worse"
+    return "tie"
+
+
+def verdict(recs: list[dict[str, Any]], model: str, key: str = "recalibrated") -> list[str]:
+    """Plain-words verdict lines for ``model``: each contender against constrained per target."""
+    by = {(r["contender"], r["target"]): r for r in recs if r["model"] == model and r.get("eval")}
+    targets = sorted({t for _, t in by}, reverse=True)
+    lines = []
+    for c in ORDER:
+        if c == BASELINE:
+            continue
+        tally = {"better": [], "worse": [], "tie": []}
+        diffs = []
+        for t in targets:
+            a, b = by.get((c, t)), by.get((BASELINE, t))
+            if a is None or b is None or not a["eval"].get(key) or not b["eval"].get(key):
+                continue
+            va, vb = a["eval"][key], b["eval"][key]
+            tally[compare(va, vb)].append(t)
+            diffs.append(statistics.mean(va) - statistics.mean(vb))
+        n = sum(len(v) for v in tally.values())
+        if not n:
+            continue
+        lines.append(
+            f"- **{c}** vs constrained ({key}, {n} targets): more accurate beyond the seed spread "
+            f"at {len(tally['better'])} ({_ts(tally['better'])}), less accurate beyond it at "
+            f"{len(tally['worse'])} ({_ts(tally['worse'])}), within it at {len(tally['tie'])}; "
+            f"mean difference {statistics.mean(diffs):+.2f} points "
+            f"(from {min(diffs):+.2f} to {max(diffs):+.2f})."
+        )
+    return lines
+
+
+def _ts(ts: list[float]) -> str:
+    return ", ".join(f"{t:g}" for t in ts) or "none"
+
+
+def _cell(vals: list[float] | None) -> str:
+    if not vals:
+        return "-"
+    m, lo, hi = span(vals)
+    return f"{m:.2f} ({lo:.2f}-{hi:.2f})"
+
+
+def plot(recs: list[dict[str, Any]], model: str, base_top1: float | None, path: Path) -> bool:
+    """Top-1 (recalibrated, mean and seed range) against the measured latency ratio."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for c in ORDER:
+        pts = sorted(
+            (r["ratio"], r["eval"]["recalibrated"])
+            for r in recs
+            if r["model"] == model and r["contender"] == c and r.get("eval")
+        )
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        mean = [statistics.mean(p[1]) for p in pts]
+        err = [
+            [m - min(p[1]) for m, p in zip(mean, pts, strict=True)],
+            [max(p[1]) - m for m, p in zip(mean, pts, strict=True)],
+        ]
+        ax.errorbar(xs, mean, yerr=err, marker="o", ms=4, capsize=2, label=c)
+    if base_top1 is not None:
+        ax.axhline(base_top1, color="grey", ls="--", lw=1, label="unpruned")
+    ax.set_xlabel("measured latency / unpruned (eager CPU, 224x224, batch 1)")
+    ax.set_ylabel("top-1 after BN recalibration (%)")
+    ax.set_title(f"{model}: Fashion-MNIST top-1 vs latency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(out: Path, models: Iterable[str]) -> None:
+    """frontier.md (and the plots) from the study's files in ``out``; nothing without them."""
+    recs = joined(out)
+    if not recs:
+        return
+    base = {}
+    if (out / "frontier_base.json").exists():
+        base = {
+            r["model"]: r["final_top1"]
+            for r in json.loads((out / "frontier_base.json").read_text())
+        }
+    models = [m for m in models if any(r["model"] == m for r in recs)]
+    met = [r for r in recs if "ratio" in r]
+    lines = [
+        "# Frontier study: top-1 against measured latency",
+        "",
+        "Written by `benchmarks/frontier.py --stage report` from `frontier_masks.jsonl` "
+        "(`--stage masks`) and `frontier_eval.jsonl` (`--stage eval`). **Latency was measured "
+        "with nothing else running on the machine** (the masks stage ran alone; training was "
+        "paused): each mask comes from `chanprune.mask(target_latency=t, backend='eager')` on "
+        "the trained model at 224x224, batch 1, 2 threads, which measures the chosen export "
+        "against the unpruned model, paired per round; the *ratio* column is that measurement. "
+        "Top-1 is on the 10k Fashion-MNIST test images at 32x32: post-training, after "
+        "BatchNorm recalibration on 20 batches of 128 training images (3 calibration seeds: "
+        "mean, min-max), and after one epoch of fine-tuning (3 seeds) where run. The "
+        "recalibrated model of seed 0 is exported and its predictions compared with the "
+        "masked model's on every test image.",
+        "",
+        f"- configs masked: {len(recs)}; unreachable: "
+        f"{sum('unreachable' in r for r in recs)}; measured ratio within 5% of its target: "
+        f"{sum(bool(r.get('met')) for r in met)} of {len(met)}",
+        f"- exports with predictions identical to the masked model's: "
+        f"{sum(bool(r['eval'].get('export_identical')) for r in met if r.get('eval'))} of "
+        f"{sum(1 for r in met if r.get('eval'))} evaluated",
+        "",
+    ]
+    for model in models:
+        mine = [r for r in recs if r["model"] == model]
+        heur = sorted({r["heuristic"] for r in mine})
+        top = base.get(model)
+        lines += [
+            f"## {model}",
+            "",
+            f"Unpruned top-1: {top:.2f}%." if top is not None else "",
+            "",
+        ]
+        if plot(mine, model, top, out / f"frontier_{model}.png"):
+            lines += [f"![{model}](frontier_{model}.png)", ""]
+        lines += ["### Verdict", ""]
+        lines += verdict(mine, model) or ["- (no evaluated pairs yet)"]
+        if any(stage(r) == "finetuned" for r in mine):
+            lines += verdict(mine, model, "finetuned")
+        lines += [""]
+        for h in heur:
+            lines += [
+                f"### heuristic {h}",
+                "",
+                "| target | contender | ratio (measured) | predicted | met | post | "
+                "recalibrated | fine-tuned | export identical |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            rows = [r for r in mine if r["heuristic"] == h]
+            rows.sort(key=lambda r: (-r["target"], ORDER.index(r["contender"])))
+            for r in rows:
+                if "ratio" not in r:
+                    lines.append(
+                        f"| {r['target']:g} | {r['contender']} | unreachable | | | | | | |"
+                    )
+                    continue
+                ev = r.get("eval") or {}
+                post = f"{ev['post']:.2f}" if ev else "-"
+                same = ("yes" if ev.get("export_identical") else "NO") if ev else "-"
+                lines.append(
+                    f"| {r['target']:g} | {r['contender']} | {r['ratio']:.3f} | "
+                    f"{r['predicted']:.3f} | {'yes' if r['met'] else 'NO'} | {post} | "
+                    f"{_cell(ev.get('recalibrated'))} | {_cell(ev.get('finetuned'))} | {same} |"
+                )
+            lines.append("")
+    (out / "frontier.md").write_text("\n".join(lines) + "\n")
