@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--contenders", nargs="+", default=list(grid.CONTENDERS), choices=grid.CONTENDERS
     )
-    p.add_argument("--heuristics", nargs="+", default=["l1"], choices=grid.HEURISTICS)
+    p.add_argument("--heuristics", nargs="+", default=["l1"], choices=(*grid.HEURISTICS, "taylor"))
     p.add_argument("--targets", nargs="+", type=float, default=list(grid.TARGETS))
     p.add_argument(
         "--finetune",
@@ -386,12 +386,19 @@ def main(argv: list[str] | None = None) -> int:
         frontier_report.write(args.out, args.models)
         return 0
     load = lambda name: base_model(name, args.cache, args.size)  # noqa: E731
+    plain = FashionMNIST(args.data, "train", args.size)
     if args.stage == "masks":
         grid.masks_stage(
-            args.models, load, args.cache, args.out, args.contenders, args.heuristics, args.targets
+            args.models,
+            load,
+            args.cache,
+            args.out,
+            args.contenders,
+            args.heuristics,
+            args.targets,
+            calibration_set=plain,
         )
         return 0
-    plain = FashionMNIST(args.data, "train", args.size)
     train_set = Augmented(plain, SHIFT, fill=background(plain))
     test_set = FashionMNIST(args.data, "test", args.size)
     if args.stage == "eval":

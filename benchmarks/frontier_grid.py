@@ -96,8 +96,11 @@ def masks_stage(
     contenders: Iterable[str] = tuple(CONTENDERS),
     heuristics: Iterable[str] = ("l1",),
     targets: Iterable[float] = TARGETS,
+    calibration_set=None,
 ) -> None:
-    """Mask every config not yet in ``out/frontier_masks.jsonl`` (see the module docstring)."""
+    """Mask every config not yet in ``out/frontier_masks.jsonl`` (see the module docstring).
+    ``heuristic="taylor"`` scores on ``calibration_set`` (its first 20 x 64 images in a seeded
+    order: the training images at the accuracy's size, not the 224x224 latency input)."""
     path = out / "frontier_masks.jsonl"
     done = {r["key"] for r in read_jsonl(path)}
     torch.manual_seed(0)
@@ -119,6 +122,9 @@ def masks_stage(
                         "target": t,
                         "threads": torch.get_num_threads(),
                     }
+                    extra = {}
+                    if heuristic == "taylor":
+                        extra["calibration"] = list(sample_batches(calibration_set, 20, 64, 0))
                     start = time.perf_counter()
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
@@ -130,6 +136,7 @@ def masks_stage(
                                 target_latency=t,
                                 backend="eager",
                                 **CONTENDERS[contender],
+                                **extra,
                             )
                         except MaskError as e:
                             m = None

@@ -261,3 +261,27 @@ def test_a_missed_mixed_target_does_not_suggest_global_scope():
     _, plain = verdict(Try(0.3, 0.6), Try(0.9, 0.2), t, "")
     _, mixed = verdict(Try(0.3, 0.6), Try(0.9, 0.2), t, "", mixed=True)
     assert "scope='global'" in plain and "scope" not in mixed and "closest step" in mixed
+
+
+def test_refine_removes_a_constant_offset_with_a_secant():
+    # the model misses a fixed cost: measured = 0.3 + 0.5 x predicted (mobilenet_v2's kind of
+    # bias). Scaling alone creeps towards the target; the secant through two measurements lands.
+    amounts = [i / 1000 for i in range(1000)]
+
+    def predicted(a: float) -> float:
+        return 1 - a
+
+    def search_for(goal: float):
+        a = min(amounts, key=lambda a: abs(predicted(a) - goal))
+        t = Try(a, predicted(a))
+        return t, t
+
+    calls = []
+
+    def measure_at(a: float) -> Measured:
+        calls.append(a)
+        return Measured(0.3 + 0.5 * predicted(a), None, 5)
+
+    _found, _, got = refine(search_for, measure_at, 0.45)
+    assert abs(got.ratio / 0.45 - 1) <= LATENCY_TOLERANCE
+    assert len(calls) == 3  # the first aim, one scaling, then the secant

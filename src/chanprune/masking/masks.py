@@ -117,8 +117,8 @@ def mask(
     ``backend`` (``"eager"`` PyTorch on this CPU, ``"ort"`` ONNX Runtime, ``"cuda"``), within
     5%: the latency model (``chanprune.latency``: the op calls of each try timed alone, cached
     per machine) predicts each try's ratio, and the chosen export is then measured against the
-    unpruned model, paired per round, correcting the model's aim by its error up to three
-    times (``targets.refine``). ``ratio`` is the measured ratio (``measured`` holds its
+    unpruned model, paired per round, correcting the model's aim by its error (at most four
+    measurements: ``targets.refine``). ``ratio`` is the measured ratio (``measured`` holds its
     interval, ``predicted`` the model's). Mixed masks rank channels by score per second saved.
     Timing needs a quiet machine: other jobs on the cores move every measurement.
 

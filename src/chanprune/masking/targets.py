@@ -45,7 +45,7 @@ TOLERANCE = 0.02  # a target is met when the export's ratio is within this (abso
 CLOSE_ENOUGH = TOLERANCE / 4  # the search stops once a try is this close
 MEASURES = {"target_macs": "MACs", "target_params": "parameters", "target_latency": "latency"}
 LATENCY_TOLERANCE = 0.05  # a latency target is met when measured / target is within 1 +- this
-REFINE_ROUNDS = 3  # measured corrections of the latency model's aim at most
+REFINE_ROUNDS = 4  # measurements of the latency model's aim at most
 
 
 @dataclass(frozen=True)
@@ -302,28 +302,48 @@ def refine(
     rounds: int = REFINE_ROUNDS,
 ) -> tuple[Try, Try, Measured]:
     """Aim the latency model's search at ``target``, measure what it found, and correct the aim
-    by the model's error there until the measured ratio is within :data:`LATENCY_TOLERANCE` of
-    the target (at most ``rounds`` measurements). Returns the try measured closest to the target
-    (its ``ratio`` the prediction), the lowest try of its search, and its measurement.
+    until the measured ratio is within :data:`LATENCY_TOLERANCE` of the target (at most
+    ``rounds`` measurements). Returns the try measured closest to the target (its ``ratio`` the
+    prediction), the lowest try of its search, and its measurement.
 
-    Why: the model's ratios carry a bias (calls timed alone miss what the whole model shares),
-    about constant near one amount, so dividing the aim by measured / predicted there lands
-    the next search close to the target."""
+    Why: the model's ratios carry a bias (calls timed alone miss what the whole model shares).
+    The first correction assumes it is a constant factor (aim at target x predicted /
+    measured); from the second on, the two measurements closest to the target give a line from
+    predicted to measured ratio (a secant), which also removes a constant offset, the bias of a
+    model whose fixed per-call costs the table misses (mobilenet_v2:
+    benchmarks/results/frontier.md)."""
     goal = target
     best: tuple[Try, Try, Measured] | None = None
     seen: dict[float, Measured] = {}
+    points: list[tuple[float, float]] = []  # (predicted, measured)
     for _ in range(max(rounds, 1)):
         found, lowest = search_for(goal)
         if found.amount in seen:
             break
         got = seen[found.amount] = measure_at(found.amount)
+        points.append((found.ratio, got.ratio))
         if best is None or abs(got.ratio - target) < abs(best[2].ratio - target):
             best = (found, lowest, got)
         if abs(got.ratio / target - 1) <= LATENCY_TOLERANCE or got.ratio <= 0:
             break
-        goal = target * found.ratio / got.ratio
+        goal = _next_aim(points, target)
     assert best is not None
     return best
+
+
+def _next_aim(points: list[tuple[float, float]], target: float) -> float:
+    """The predicted ratio to aim at next, from (predicted, measured) pairs: a secant through
+    the two measured closest to ``target`` where it rises, else the constant-factor correction
+    of the closest one."""
+    near = sorted(points, key=lambda pm: abs(pm[1] - target))
+    (p1, m1) = near[0]
+    if len(near) > 1:
+        (p2, m2) = near[1]
+        if p2 != p1 and (m2 - m1) / (p2 - p1) > 0:
+            aim = p1 + (target - m1) * (p2 - p1) / (m2 - m1)
+            if aim > 0:
+                return aim
+    return target * p1 / m1
 
 
 def _tolerance_text(target: Target) -> str:
