@@ -368,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heuristics", nargs="+", default=["l1"], choices=(*grid.HEURISTICS, "taylor"))
     p.add_argument("--targets", nargs="+", type=float, default=list(grid.TARGETS))
     p.add_argument(
+        "--redo-missed", action="store_true", help="masks: again where the target was missed"
+    )
+    p.add_argument(
         "--finetune",
         nargs="*",
         type=float,
@@ -397,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             args.heuristics,
             args.targets,
             calibration_set=plain,
+            redo_missed=args.redo_missed,
         )
         return 0
     train_set = Augmented(plain, SHIFT, fill=background(plain))

@@ -36,7 +36,10 @@ def joined(out: Path) -> list[dict[str, Any]]:
     """One record per config: its mask line with its evaluation (``eval``, or None)."""
     evals = _last_by_key(_read(out / "frontier_eval.jsonl"))
     masks = _last_by_key(_read(out / "frontier_masks.jsonl"))
-    return [{**m, "eval": evals.get(k)} for k, m in masks.items()]
+    return [
+        {**m, "eval": e if (e := evals.get(k)) and e.get("mask_run") == m.get("run") else None}
+        for k, m in masks.items()
+    ]
 
 
 def stage(rec: dict[str, Any]) -> str | None:
@@ -62,7 +65,8 @@ def compare(a: list[float], b: list[float]) -> str:
 
 
 def verdict(recs: list[dict[str, Any]], model: str, key: str = "recalibrated") -> list[str]:
-    """Plain-words verdict lines for ``model``: each contender against constrained per target."""
+    """Plain-words verdict lines for ``model``: each contender against constrained per target,
+    where both measured within 5% of it (otherwise they are not at equal latency)."""
     by = {(r["contender"], r["target"]): r for r in recs if r["model"] == model and r.get("eval")}
     targets = sorted({t for _, t in by}, reverse=True)
     lines = []
@@ -70,10 +74,13 @@ def verdict(recs: list[dict[str, Any]], model: str, key: str = "recalibrated") -
         if c == BASELINE:
             continue
         tally = {"better": [], "worse": [], "tie": []}
-        diffs = []
+        diffs, missed = [], []
         for t in targets:
             a, b = by.get((c, t)), by.get((BASELINE, t))
             if a is None or b is None or not a["eval"].get(key) or not b["eval"].get(key):
+                continue
+            if not (a.get("met") and b.get("met")):  # not at the same latency: no comparison
+                missed.append(t)
                 continue
             va, vb = a["eval"][key], b["eval"][key]
             tally[compare(va, vb)].append(t)
@@ -86,7 +93,8 @@ def verdict(recs: list[dict[str, Any]], model: str, key: str = "recalibrated") -
             f"at {len(tally['better'])} ({_ts(tally['better'])}), less accurate beyond it at "
             f"{len(tally['worse'])} ({_ts(tally['worse'])}), within it at {len(tally['tie'])}; "
             f"mean difference {statistics.mean(diffs):+.2f} points "
-            f"(from {min(diffs):+.2f} to {max(diffs):+.2f})."
+            f"(from {min(diffs):+.2f} to {max(diffs):+.2f})"
+            + (f"; not compared where either missed its target: {_ts(missed)}." if missed else ".")
         )
     return lines
 

@@ -1,0 +1,124 @@
+"""The frontier study's eval stage and report (benchmarks/frontier_grid.py, frontier_report.py),
+on a tiny model and hand-written mask records: nothing here is timed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import frontier_grid as grid
+import frontier_report as report
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    ).eval()
+
+
+def data(n: int, seed: int) -> list[tuple[torch.Tensor, int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(3, 8, 8, generator=g), int(torch.randint(10, (1,), generator=g)))
+        for _ in range(n)
+    ]
+
+
+def write_mask(tmp: Path, contender: str, target: float, rows: list[int], run: int) -> dict:
+    model = tiny()
+    before = {n: p.detach() == 0 for n, p in model.named_parameters()}
+    with torch.no_grad():
+        for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
+            dict(model.named_parameters())[name][rows] = 0
+    rec = {
+        "key": grid.key("tiny", contender, "l1", target),
+        "model": "tiny",
+        "contender": contender,
+        "heuristic": "l1",
+        "target": target,
+        "run": run,
+        "ratio": target,
+        "predicted": target,
+        "met": True,
+    }
+    (tmp / "masks").mkdir(exist_ok=True)
+    np.savez_compressed(grid.mask_file(tmp, rec), **grid.zeros_of(model, before))
+    grid.append_jsonl(tmp / "frontier_masks.jsonl", rec)
+    return rec
+
+
+def test_zeros_round_trip_through_replay():
+    model = tiny()
+    before = {n: p.detach() == 0 for n, p in model.named_parameters()}
+    with torch.no_grad():
+        model[0].weight[[1, 4]] = 0
+        model[3].weight[:, 2] = 0
+    zeros = grid.zeros_of(model, before)
+    assert set(zeros) == {"0.weight", "3.weight"}
+    fresh = tiny()
+    held = grid.replay(fresh, zeros)
+    for (n, a), b in zip(model.named_parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b), n
+    assert int(held["0.weight"].sum()) == 2 * 27
+
+
+def test_eval_stage_scores_checks_exports_resumes_and_follows_redone_masks(tmp_path):
+    write_mask(tmp_path, "constrained", 0.7, [0, 1, 2], run=1)
+    write_mask(tmp_path, "mixed", 0.7, [5], run=2)
+    train_set, test_set = data(64, 0), data(40, 1)
+
+    def run() -> list[dict]:
+        grid.eval_stage(lambda _n: tiny(), tmp_path, tmp_path, train_set, train_set, test_set, 8)
+        return grid.read_jsonl(tmp_path / "frontier_eval.jsonl")
+
+    rows = run()
+    assert [r["key"] for r in rows] == ["tiny-constrained-l1-0.7", "tiny-mixed-l1-0.7"]
+    for r in rows:
+        assert len(r["recalibrated"]) == len(grid.SEEDS) and r["export_identical"] is True
+        assert 0 <= r["post"] <= 100
+    assert [r["mask_run"] for r in rows] == [1, 2]
+    assert len(run()) == 2  # resumed: nothing left to do
+    write_mask(tmp_path, "mixed", 0.7, [3, 6], run=3)  # a redone mask replaces the old one
+    rows = run()
+    assert len(rows) == 3 and rows[-1]["mask_run"] == 3
+    recs = {r["key"]: r for r in report.joined(tmp_path)}
+    assert recs["tiny-mixed-l1-0.7"]["eval"]["mask_run"] == 3
+
+
+def test_report_verdict_counts_only_non_overlapping_ranges(tmp_path):
+    assert report.compare([80, 81, 82], [78, 79, 79.5]) == "better"
+    assert report.compare([78, 79], [79, 80]) == "tie"  # touching ranges overlap
+    assert report.compare([70, 71], [75, 76]) == "worse"
+    recs = []
+    for t, mixed, cons in ((0.9, [90, 91], [88, 89]), (0.5, [60, 61], [60.5, 62])):
+        for c, v in (("mixed", mixed), ("constrained", cons)):
+            recs.append(
+                {
+                    "model": "m",
+                    "contender": c,
+                    "target": t,
+                    "ratio": t,
+                    "met": True,
+                    "eval": {"recalibrated": v},
+                }
+            )
+    (line,) = report.verdict(recs, "m")
+    assert "**mixed** vs constrained" in line
+    assert "beyond the seed spread at 1 (0.9)" in line and "within it at 1" in line
+    assert "(from -0.75 to +2.00)." in line
+    recs[0]["met"] = False  # mixed missed 0.9: only 0.5 is compared
+    (line,) = report.verdict(recs, "m")
+    assert "1 targets" in line and "missed its target: 0.9" in line
