@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--redo-missed", action="store_true", help="masks: again where the target was missed"
     )
+    p.add_argument("--redo", action="store_true", help="masks: every selected config again")
     p.add_argument(
         "--finetune",
         nargs="*",
@@ -401,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             args.targets,
             calibration_set=plain,
             redo_missed=args.redo_missed,
+            redo=args.redo,
         )
         return 0
     train_set = Augmented(plain, SHIFT, fill=background(plain))

@@ -98,15 +98,21 @@ def masks_stage(
     targets: Iterable[float] = TARGETS,
     calibration_set=None,
     redo_missed: bool = False,
+    redo: bool = False,
 ) -> None:
     """Mask every config not yet in ``out/frontier_masks.jsonl`` (see the module docstring).
     ``heuristic="taylor"`` scores on ``calibration_set`` (its first 20 x 64 images in a seeded
     order: the training images at the accuracy's size, not the 224x224 latency input).
     ``redo_missed`` masks again the configs whose latest measured ratio missed its target (a
-    new line, which replaces the old one for the eval stage and the report)."""
+    new line, which replaces the old one for the eval stage and the report); ``redo`` masks
+    every selected config again (after a change to masking)."""
     path = out / "frontier_masks.jsonl"
     latest = {r["key"]: r for r in read_jsonl(path)}
-    done = {k for k, r in latest.items() if not (redo_missed and r.get("met") is False)}
+    done = (
+        set()
+        if redo
+        else {k for k, r in latest.items() if not (redo_missed and r.get("met") is False)}
+    )
     torch.manual_seed(0)
     x = torch.randn(1, 3, LATENCY_SIZE, LATENCY_SIZE)
     for name in models:

@@ -124,3 +124,16 @@ def test_the_commands_print_chanprune_warnings_and_hide_the_rest(capsys):
         warnings.warn("torch.export: something internal", stacklevel=1)
     err = capsys.readouterr().err
     assert err.count("warning: chanprune: 1 op(s)") == 1 and "torch.export" not in err
+
+
+def test_prune_with_taylor_scores_on_the_calibration_images_and_refuses_without(tmp_path):
+    from fake_idx import write_fake_fashion_mnist
+
+    root = write_fake_fashion_mnist(tmp_path / "fm", n_train=40)
+    args = ("prune", "resnet18", "--input-size", "32", "--runs", "0", "--quiet")
+    r = run(*args, "--heuristic", "taylor", "--target-macs", "0.6")
+    assert r.returncode == 2 and "--heuristic taylor" in r.stderr and "--calibrate N" in r.stderr
+    calib = ("--calibrate", "2", "--calibrate-batch", "4", "--data", str(root))
+    r = run(*args, "--heuristic", "taylor", "--target-macs", "0.6", *calib)
+    assert r.returncode == 0, r.stderr
+    assert "taylor" in r.stdout and "outputs verified" in r.stdout

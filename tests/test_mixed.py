@@ -408,3 +408,31 @@ def test_importance_grows_as_a_layer_is_depleted(an):
     n = len(units)
     got = sorted(importance(units))
     assert got == pytest.approx([1 / (1 - k / n) for k in range(n)])
+
+
+def test_rescore_is_called_per_share_saved_and_steers_the_rest_of_the_order(an):
+    """``rescore(taken)`` runs each time another ``every`` of the total is saved; afterwards
+    the order follows the new scores: here they make inner's private rows (13 saved each,
+    just over the first 10% of the total) nearly free, so the picks after the first rescoring
+    are inner's rows while the stream's rows wait."""
+    units = units_of(an, "output")
+    calls: list[int] = []
+
+    def rescore(taken):
+        calls.append(len(taken))
+        return [0.001 if u.param == "inner.weight" else 5.0 for u in units]
+
+    order = mixed_order(units, an, "output", hand_costs(an), True, rescore, every=0.1)
+    saved, taken, want = 0.0, 0, []  # units taken when the saving crosses a new 10
+    for p in order:
+        before = saved
+        saved += p.saving
+        taken += len(p.units)
+        if saved // 10.0 > before // 10.0:
+            want.append(taken)
+    assert calls == want and len(calls) >= 2
+    cum = [sum(p.saving for p in order[: k + 1]) for k in range(len(order))]
+    first = next(k for k, s in enumerate(cum) if s >= 10.0)  # the first rescoring
+    after = [p for p in order[first + 1 :] if not p.whole]
+    inner = [p for p in after if p.units[0].param == "inner.weight"]
+    assert inner and after[: len(inner)] == inner  # inner's rows come first after it

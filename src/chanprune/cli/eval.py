@@ -132,11 +132,17 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
     if args.amount <= 0:
         return 0
     train_set = None
-    if args.calibrate or args.finetune_epochs:  # before masking: missing data fails fast
+    taylor = args.heuristic == "taylor"
+    if args.calibrate or args.finetune_epochs or taylor:  # before masking: data fails fast
         train_set = load_dataset(args.dataset, "train", args.data, args.size)
+    scored = None
+    if taylor:  # Taylor scores on training images, never on the test images
+        from ..evaluation.recovery import sample_batches
+
+        scored = list(sample_batches(train_set, args.calibrate or 20, 64, args.seed))
     t0 = time.perf_counter()
     with own_warnings_only():
-        masks = mask_from_args(model, x, args)
+        masks = mask_from_args(model, x, args, scored)
     seconds = time.perf_counter() - t0
     if args.calibrate:
         before = evaluate(model, test, desc="masked, not recalibrated", **kw)

@@ -220,11 +220,18 @@ def calibrate_from_args(
     return sum(len(b) for b in batches) if recalibrate(model, batches) else 0
 
 
-def mask_from_args(model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> dict:
-    """``chanprune.mask`` with the options of :func:`add_pruning_arguments`."""
+def mask_from_args(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    args: argparse.Namespace,
+    calibration: list[torch.Tensor] | None = None,
+) -> dict:
+    """``chanprune.mask`` with the options of :func:`add_pruning_arguments` (``calibration``:
+    the batches HRank or Taylor score on)."""
     return mask(
         model,
         x,
+        calibration=calibration,
         amount=args.amount,
         heuristic=args.heuristic,
         scope=args.scope,
@@ -331,6 +338,11 @@ def prune_command(args: argparse.Namespace) -> int:
     validate(amount, args.heuristic, args.scope, args.side)
     _check_outputs(args)
     calibrating = args.calibrate is not None
+    if args.heuristic == "taylor" and not calibrating:
+        raise InputError(
+            "--heuristic taylor scores channels by gradients on real images: pass --calibrate N "
+            "(with --dataset/--data), whose batches it scores on as well as recalibrates with"
+        )
     n_steps = 4 + calibrating + (args.runs > 0) + (args.out is not None) + (args.onnx is not None)
     steps = Steps(f"prune {Path(args.model).name}", n_steps, enabled=not args.quiet)
     with steps.step("load model"):
@@ -344,7 +356,14 @@ def prune_command(args: argparse.Namespace) -> int:
     calibrated = 0
     with own_warnings_only():
         with steps.step("mask (capture, score)"):
-            masks = mask_from_args(model, x, args)
+            scored = None
+            if args.heuristic == "taylor":
+                from ..evaluation.recovery import sample_batches
+
+                scored = list(
+                    sample_batches(train_set, args.calibrate, args.calibrate_batch, args.seed)
+                )
+            masks = mask_from_args(model, x, args, scored)
         if calibrating:
             with steps.step("recalibrate BatchNorm"):
                 calibrated = calibrate_from_args(model, train_set, args.calibrate_batch, args)

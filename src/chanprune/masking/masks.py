@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ from .targets import (
     unpruned_prediction,
     verdict,
 )
-from .taylor import taylor_scores
+from .taylor import TaylorScorer, taylor_scores
 from .units import Unit
 
 SIDES = ("output", "input")
@@ -178,6 +179,8 @@ def mask(
         )
         return {f"{n}.{k}": v for n, got in parts.items() for k, v in got.items()}
     inputs, kwargs = as_example(example_inputs, example_kwargs)
+    if calibration is not None:
+        calibration = list(calibration)  # read more than once (Taylor scores again)
     if calibration is not None and any(isinstance(v, torch.Tensor) for v in kwargs.values()):
         raise InputError(
             "calibration batches are positional inputs only, and example_kwargs holds tensors "
@@ -198,17 +201,19 @@ def mask(
         warnings.warn(low, stacklevel=3)
     units = _units(an, side)
     _score(model, units, an, heuristic, side, (inputs, kwargs), calibration)
-    comparable = heuristic in COMPARABLE
+    ranking = _Ranking(heuristic in COMPARABLE, None)
+    if heuristic == "taylor" and constrained == MIXED:
+        ranking = _Ranking(True, _rescorer(model, an, units, side, (inputs, kwargs), calibration))
     if target is not None:
         return _mask_to_target(
             model,
             an,
             units,
             target,
-            (scope, constrained, side, comparable),
+            (scope, constrained, side, ranking),
             (inputs, kwargs, dynamic_shapes),
         )
-    chosen = _choose(units, float(amount), scope, constrained, an, side, comparable)
+    chosen = _choose(units, float(amount), scope, constrained, an, side, ranking)
     return _apply(an, chosen, side)
 
 
@@ -217,16 +222,16 @@ def _mask_to_target(
     an: ChannelAnalysis,
     units: list[Unit],
     target: Target,
-    how: tuple[str, bool | str, str, bool],
+    how: tuple[str, bool | str, str, _Ranking],
     example: tuple[tuple, dict, object],
 ) -> TargetMasks:
     """Search the amount whose export meets ``target`` (``how``: scope, constrained, side,
-    whether scores compare across layers),
+    how mixed masks rank),
     trying each amount's masks and putting them back, then apply the closest one. ``example``:
     positional inputs, keyword inputs, dynamic shapes. For mixed masks the amount is the
     budget, a share of the costs' total (MACs, or parameters for ``target_params``), tried at
     one budget per prefix of the greedy order (``mixed.budgets_between_picks``)."""
-    scope, constrained, side, comparable = how
+    scope, constrained, side, ranking = how
     inputs, kwargs, dynamic_shapes = example
     latency = target.name == "target_latency"
     base = runner(model, inputs, kwargs, target.backend) if latency else None  # before masking
@@ -239,7 +244,7 @@ def _mask_to_target(
     tried: dict[frozenset, float] = {}  # amounts that choose the same channels share a try
     if constrained == MIXED:  # the amount is a budget: a share of the costs' total
         costs = _costs_for(target, an, predicted)
-        order = mixed_order(units, an, side, costs, comparable)
+        order = mixed_order(units, an, side, costs, *ranking)
         amounts = budgets_between_picks(order, costs.total)
 
         def choose(amount: float) -> list[Unit]:
@@ -248,7 +253,7 @@ def _mask_to_target(
         amounts = amounts_between_cuts(_group_sizes(units, scope, constrained, an, side))
 
         def choose(amount: float) -> list[Unit]:
-            return _choose(units, amount, scope, constrained, an, side, comparable)
+            return _choose(units, amount, scope, constrained, an, side, ranking)
 
     def ratio_at(amount: float) -> float:
         chosen = choose(amount)
@@ -347,6 +352,30 @@ def apply_masks(
 
 
 # candidates -------------------------------------------------------------------------------------
+class _Ranking(NamedTuple):
+    """How mixed masks rank: whether the scores compare across layers as they are, and the
+    function that scores again with some units zeroed (Taylor: iterative pruning)."""
+
+    comparable: bool
+    rescore: Callable[[list[Unit]], list[float]] | None
+
+
+def _rescorer(model, an, units, side, example, calibration) -> Callable[[list[Unit]], list[float]]:
+    """Taylor scores of ``units`` with the ``taken`` ones zeroed for the call (then put back)."""
+    inputs, kwargs = example
+    batches = [inputs] if calibration is None else [as_input_tuple(b) for b in calibration]
+    scorer = TaylorScorer(model, an, units, side, _edits)
+
+    def rescore(taken: list[Unit]) -> list[float]:
+        saved = _zero(_edits(an, taken, side)[1])
+        try:
+            return scorer(batches, kwargs)
+        finally:
+            _restore(saved)
+
+    return rescore
+
+
 def _units(an: ChannelAnalysis, side: str, candidates_only: bool = True) -> list[Unit]:
     units: list[Unit] = []
     if side == "output":
@@ -431,12 +460,13 @@ def _feature_maps(an, side, example, calibration, by_layer) -> dict[int, torch.T
 
 
 # choosing -----------------------------------------------------------------------------------
-def _choose(units, amount, scope, constrained, an, side, comparable=False) -> list[Unit]:
+def _choose(units, amount, scope, constrained, an, side, ranking=None) -> list[Unit]:
     if amount == 0 or not units:
         return []
     if constrained == MIXED:  # a budget of amount * the conv/linear MACs (mask's docstring)
         costs = mac_costs(an)
-        return take(mixed_order(units, an, side, costs, comparable), amount * costs.total)
+        order = mixed_order(units, an, side, costs, *(ranking or _Ranking(False, None)))
+        return take(order, amount * costs.total)
     if constrained:
         return _choose_constrained(units, amount, scope, an, side)
     if scope == "local":

@@ -16,7 +16,11 @@ Importance: heuristic scores are not comparable across layers, so each unit's sc
 by the mean score of its layer's candidates (LAMP scores are already normalised within a layer;
 the same division only rescales them, which keeps one rule for every heuristic), and grows as
 its layer is depleted (:func:`importance`). A constrained unit's importance is the sum of its
-members'. The greedy order is budget-free: it pops the unit
+members'. Taylor scores (``heuristic="taylor"``) are a loss already, comparable across layers,
+so they are not divided, and they are computed again on the partly masked model after every
+5% of the cost saved: iterative pruning, which keeps a layer whose first channels went cheaply
+from being emptied (the one-shot ranking does not see that its last channels carry more).
+The greedy order is budget-free: it pops the unit
 with the lowest importance per saving, counting only what is not taken yet, never empties a
 layer, and the budget only says how long a prefix to keep (:func:`take`), so a target search
 steps over prefixes (:func:`budgets_between_picks`).
@@ -27,7 +31,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,11 +124,18 @@ def mixed_order(
     side: str,
     costs: ChannelCosts,
     comparable: bool = False,
+    rescore: Callable[[list[Unit]], list[float]] | None = None,
+    every: float = 0.05,
 ) -> list[Pick]:
     """The greedy order of picks: at each step the unconstrained unit or whole segment channel
     with the lowest importance per saving, both counted over what is not taken yet (a pick that
     saves nothing is never made), skipping picks that would leave a layer of the side without a
-    channel. Pure over its arguments: the same units, scores and costs give the same order."""
+    channel. Pure over its arguments: the same units, scores and costs give the same order.
+
+    ``rescore(taken)``, if given, returns every unit's score with the ``taken`` units zeroed;
+    it is called each time another ``every`` of ``costs.total`` has been saved, and the order
+    goes on with those scores (iterative pruning: a layer's remaining channels matter more once
+    many of its others are gone, which one scoring of the whole model cannot see)."""
     own_cost = costs.row if side == "output" else costs.col
     own = [float(own_cost.get(u.layer, 0.0)) for u in units]
     imp = importance(units, comparable)
@@ -154,12 +165,18 @@ def mixed_order(
             tie, version = (1, r, u.layer, u.channel), single_version[new[0]]
         heapq.heappush(heap, (sum(imp[i] for i in new) / s, tie, version, new))
 
-    for r, info in roots.items():
-        for i in info.members:
-            push(r, [i])
-        if len(info.members) > 1:
-            push(r, list(info.members))
+    def fill() -> None:
+        heap.clear()
+        for r, info in roots.items():
+            untaken = [i for i in info.members if not taken[i]]
+            for i in untaken:
+                push(r, [i])
+            if len(untaken) > 1:
+                push(r, untaken)
+
+    fill()
     order: list[Pick] = []
+    total_saved, next_rescore = 0.0, every * costs.total
     while heap:
         _, tie, version, new = heapq.heappop(heap)
         whole, r = tie[0] == 0, tie[1]
@@ -177,6 +194,15 @@ def mixed_order(
         n_taken[r] += len(new)
         saved[r] += s
         order.append(Pick(tuple(units[i] for i in new), r, whole, s))
+        total_saved += s
+        if rescore is not None and total_saved >= next_rescore:
+            while next_rescore <= total_saved:
+                next_rescore += every * costs.total
+            for k, v in enumerate(rescore([units[i] for i in range(len(units)) if taken[i]])):
+                units[k].score = v
+            imp[:] = importance(units, comparable)
+            fill()
+            continue
         # the root's whole pick now holds fewer units; a single's gain changes only when it
         # becomes the last unit of a root that can complete
         whole_version[r] += 1
