@@ -64,38 +64,75 @@ def compare(a: list[float], b: list[float]) -> str:
     return "tie"
 
 
+def series(recs: list[dict[str, Any]], model: str, contender: str, heuristic: str) -> dict:
+    """{target: record} of one contender and heuristic of ``model``, evaluated ones only."""
+    return {
+        r["target"]: r
+        for r in recs
+        if r["model"] == model
+        and r["contender"] == contender
+        and r["heuristic"] == heuristic
+        and r.get("eval")
+    }
+
+
+def versus(
+    name: str, a: dict, bs: list[dict], b_name: str, key: str = "recalibrated"
+) -> str | None:
+    """One verdict line: series ``a`` against, per target, the most accurate of the series
+    ``bs`` there, where both measured within 5% of the target (else not at equal latency)."""
+    tally: dict[str, list[float]] = {"better": [], "worse": [], "tie": []}
+    diffs, missed = [], []
+    for t in sorted(a, reverse=True):
+        ra = a[t]
+        options = [b[t] for b in bs if t in b and b[t]["eval"].get(key)]
+        if not ra["eval"].get(key) or not options:
+            continue
+        met = [rb for rb in options if rb.get("met")]
+        if not (ra.get("met") and met):  # not at the same latency: no comparison
+            missed.append(t)
+            continue
+        rb = max(met, key=lambda r: statistics.mean(r["eval"][key]))
+        va, vb = ra["eval"][key], rb["eval"][key]
+        tally[compare(va, vb)].append(t)
+        diffs.append(statistics.mean(va) - statistics.mean(vb))
+    n = sum(len(v) for v in tally.values())
+    if not n:
+        return None
+    return (
+        f"- **{name}** vs {b_name} ({key}, {n} targets): more accurate beyond the seed spread "
+        f"at {len(tally['better'])} ({_ts(tally['better'])}), less accurate beyond it at "
+        f"{len(tally['worse'])} ({_ts(tally['worse'])}), within it at {len(tally['tie'])}; "
+        f"mean difference {statistics.mean(diffs):+.2f} points "
+        f"(from {min(diffs):+.2f} to {max(diffs):+.2f})"
+        + (f"; not compared where either missed its target: {_ts(missed)}." if missed else ".")
+    )
+
+
 def verdict(recs: list[dict[str, Any]], model: str, key: str = "recalibrated") -> list[str]:
-    """Plain-words verdict lines for ``model``: each contender against constrained per target,
-    where both measured within 5% of it (otherwise they are not at equal latency)."""
-    by = {(r["contender"], r["target"]): r for r in recs if r["model"] == model and r.get("eval")}
-    targets = sorted({t for _, t in by}, reverse=True)
+    """Plain-words verdict lines for ``model``: first the default masks for a target (mixed
+    with Taylor scores) against the best constrained masks of any heuristic, then each
+    contender against constrained masks of its own heuristic, per target, where both measured
+    within 5% of it."""
+    heuristics = sorted({r["heuristic"] for r in recs if r["model"] == model})
+    cons = {h: series(recs, model, BASELINE, h) for h in heuristics}
     lines = []
-    for c in ORDER:
-        if c == BASELINE:
-            continue
-        tally = {"better": [], "worse": [], "tie": []}
-        diffs, missed = [], []
-        for t in targets:
-            a, b = by.get((c, t)), by.get((BASELINE, t))
-            if a is None or b is None or not a["eval"].get(key) or not b["eval"].get(key):
-                continue
-            if not (a.get("met") and b.get("met")):  # not at the same latency: no comparison
-                missed.append(t)
-                continue
-            va, vb = a["eval"][key], b["eval"][key]
-            tally[compare(va, vb)].append(t)
-            diffs.append(statistics.mean(va) - statistics.mean(vb))
-        n = sum(len(v) for v in tally.values())
-        if not n:
-            continue
-        lines.append(
-            f"- **{c}** vs constrained ({key}, {n} targets): more accurate beyond the seed spread "
-            f"at {len(tally['better'])} ({_ts(tally['better'])}), less accurate beyond it at "
-            f"{len(tally['worse'])} ({_ts(tally['worse'])}), within it at {len(tally['tie'])}; "
-            f"mean difference {statistics.mean(diffs):+.2f} points "
-            f"(from {min(diffs):+.2f} to {max(diffs):+.2f})"
-            + (f"; not compared where either missed its target: {_ts(missed)}." if missed else ".")
+    if "taylor" in heuristics:
+        line = versus(
+            "default: mixed (taylor)",
+            series(recs, model, DEFAULT, "taylor"),
+            list(cons.values()),
+            "the best constrained (any heuristic)",
+            key,
         )
+        lines += [line] if line else []
+    for h in heuristics:
+        for c in ORDER:
+            if c == BASELINE:
+                continue
+            mine = series(recs, model, c, h)
+            line = versus(f"{c} ({h})", mine, [cons[h]], f"constrained ({h})", key)
+            lines += [line] if line else []
     return lines
 
 
@@ -119,12 +156,14 @@ def plot(recs: list[dict[str, Any]], model: str, base_top1: float | None, path: 
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for c in ORDER:
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    pairs = sorted({(r["contender"], r["heuristic"]) for r in recs if r["model"] == model})
+    pairs.sort(key=lambda ch: (ORDER.index(ch[0]), ch[1]))
+    for c, h in pairs:
         pts = sorted(
             (r["ratio"], r["eval"]["recalibrated"])
             for r in recs
-            if r["model"] == model and r["contender"] == c and r.get("eval")
+            if r["model"] == model and r["contender"] == c and r["heuristic"] == h and r.get("eval")
         )
         if not pts:
             continue
@@ -134,14 +173,15 @@ def plot(recs: list[dict[str, Any]], model: str, base_top1: float | None, path: 
             [m - min(p[1]) for m, p in zip(mean, pts, strict=True)],
             [max(p[1]) - m for m, p in zip(mean, pts, strict=True)],
         ]
-        ax.errorbar(xs, mean, yerr=err, marker="o", ms=4, capsize=2, label=c)
+        style = "-" if h == "taylor" else "--"
+        ax.errorbar(xs, mean, yerr=err, marker="o", ms=4, capsize=2, ls=style, label=f"{c} ({h})")
     if base_top1 is not None:
         ax.axhline(base_top1, color="grey", ls="--", lw=1, label="unpruned")
     ax.set_xlabel("measured latency / unpruned (eager CPU, 224x224, batch 1)")
     ax.set_ylabel("top-1 after BN recalibration (%)")
     ax.set_title(f"{model}: Fashion-MNIST top-1 vs latency")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -109,6 +109,7 @@ def test_report_verdict_counts_only_non_overlapping_ranges(tmp_path):
                 {
                     "model": "m",
                     "contender": c,
+                    "heuristic": "l1",
                     "target": t,
                     "ratio": t,
                     "met": True,
@@ -116,9 +117,35 @@ def test_report_verdict_counts_only_non_overlapping_ranges(tmp_path):
                 }
             )
     (line,) = report.verdict(recs, "m")
-    assert "**mixed** vs constrained" in line
+    assert "**mixed (l1)** vs constrained (l1)" in line
     assert "beyond the seed spread at 1 (0.9)" in line and "within it at 1" in line
     assert "(from -0.75 to +2.00)." in line
     recs[0]["met"] = False  # mixed missed 0.9: only 0.5 is compared
     (line,) = report.verdict(recs, "m")
     assert "1 targets" in line and "missed its target: 0.9" in line
+
+
+def test_the_default_is_judged_against_the_best_constrained_of_any_heuristic():
+    def rec(c, h, t, v):
+        return {
+            "model": "m",
+            "contender": c,
+            "heuristic": h,
+            "target": t,
+            "ratio": t,
+            "met": True,
+            "eval": {"recalibrated": v},
+        }
+
+    recs = [
+        rec("mixed", "taylor", 0.5, [80, 81]),
+        rec("constrained", "taylor", 0.5, [70, 71]),
+        rec("constrained", "l1", 0.5, [79, 82]),  # the better constrained here: a tie
+        rec("mixed", "taylor", 0.7, [90, 91]),
+        rec("constrained", "taylor", 0.7, [85, 86]),
+        rec("constrained", "l1", 0.7, [84, 85]),
+    ]
+    lines = report.verdict(recs, "m")
+    assert lines[0].startswith("- **default: mixed (taylor)** vs the best constrained")
+    assert "beyond the seed spread at 1 (0.7)" in lines[0] and "within it at 1" in lines[0]
+    assert any(line.startswith("- **mixed (taylor)** vs constrained (taylor)") for line in lines)

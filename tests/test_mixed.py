@@ -1,5 +1,6 @@
-"""Mixed masks (``constrained="mixed"``, the default with a target): a layer's own channels and
-whole segment channels ranked together by normalised importance per cost saved."""
+"""Mixed masks (``constrained="mixed"``, the default with a target and Taylor scores): a layer's
+own channels and whole segment channels ranked together by normalised importance per cost
+saved."""
 
 from __future__ import annotations
 
@@ -302,13 +303,13 @@ COST = {
 
 @pytest.mark.parametrize("name", ["target_macs", "target_params"])
 @pytest.mark.parametrize("side", ["output", "input"])
-def test_a_target_gives_mixed_masks_that_export_exactly_within_tolerance(name, side):
+def test_mixed_masks_for_a_target_export_exactly_within_tolerance(name, side):
     unpruned = residual()
     for t in (0.8, 0.55):
         model = residual()
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # a missed target would warn
-            got = chanprune.mask(model, XR, side=side, **{name: t})  # constrained=None: mixed
+            got = chanprune.mask(model, XR, side=side, constrained="mixed", **{name: t})
         pruned = chanprune.export(model, XR)  # checked against the masked model
         measured = COST[name](pruned, XR) / COST[name](unpruned, XR)
         assert measured == pytest.approx(got.ratio, abs=1e-9)
@@ -383,11 +384,12 @@ def test_cli_mask_kind_flags():
         parse([*base, "--mixed", "--constrained"])
     assert parse(["eval", "resnet18", "--constrained"]).constrained is True  # eval: unchanged
     target = TargetMasks({}, Target("target_macs", 0.6), Try(0.1, 0.6))
-    assert _kind_word(None, target) == ", mixed" and _kind_word(None, {}) == ""
+    assert _kind_word(None, target) == ", constrained" and _kind_word(None, {}) == ""
+    assert _kind_word(None, target, "taylor") == ", mixed"
     assert _kind_word(True, {}) == ", constrained" and _kind_word(False, target) == ""
 
 
-def test_cli_prune_with_a_target_says_mixed(capsys):
+def test_cli_prune_with_a_target_says_constrained_with_l1(capsys):
     pytest.importorskip("torchvision")
     from chanprune.cli import main
 
@@ -396,7 +398,7 @@ def test_cli_prune_with_a_target_says_mixed(capsys):
         warnings.simplefilter("ignore")
         assert main([*args, "--target-macs", "0.6"]) == 0
     out = capsys.readouterr().out
-    assert "output side, mixed)" in out and "MACs target 0.6" in out
+    assert "output side, constrained)" in out and "MACs target 0.6" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert abs(float(rows["MACs"][2]) - 0.6) <= TOLERANCE
 
@@ -436,3 +438,19 @@ def test_rescore_is_called_per_share_saved_and_steers_the_rest_of_the_order(an):
     after = [p for p in order[first + 1 :] if not p.whole]
     inner = [p for p in after if p.units[0].param == "inner.weight"]
     assert inner and after[: len(inner)] == inner  # inner's rows come first after it
+
+
+@pytest.mark.parametrize("heuristic", ["l1", "taylor"])
+def test_a_targets_default_masks_are_mixed_with_taylor_and_constrained_otherwise(heuristic):
+    """constrained=None with a target: mixed masks for Taylor scores, constrained masks for
+    weight norms (the frontier study's most accurate choices at equal latency)."""
+    calib = [torch.randn(4, 3, 8, 8) for _ in range(2)] if heuristic == "taylor" else None
+    kw = dict(target_macs=0.6, heuristic=heuristic, calibration=calib)
+    want = "mixed" if heuristic == "taylor" else True
+    a, b = residual(), residual()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = chanprune.mask(a, XR, **kw)
+        same = chanprune.mask(b, XR, constrained=want, **kw)
+    assert dict(got) == dict(same)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

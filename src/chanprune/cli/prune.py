@@ -18,7 +18,7 @@ from ..evaluation.stats import count_macs, count_params
 from ..evaluation.timing import measure_latency
 from ..latency.model import BACKENDS
 from ..masking.heuristics import HEURISTICS
-from ..masking.masks import mask, validate
+from ..masking.masks import mask, masking_kind, validate
 from ..masking.targets import DEFAULT_AMOUNT, TOLERANCE, TargetMasks, resolve
 from ..paths import check_writable
 from ..plan import plan
@@ -120,7 +120,7 @@ def add_pruning_arguments(
     add_mask_arguments(p, side)
     if not targets:
         p.add_argument("--constrained", action="store_true", help="prune coupled layers together")
-    else:  # mask()'s constrained=None: mixed masks with a target, unconstrained without
+    else:  # mask()'s constrained=None: see chanprune.masking.masks.masking_kind
         kind = p.add_mutually_exclusive_group()
         for flag, const, text in (
             ("--constrained", True, "prune coupled layers together"),
@@ -131,7 +131,8 @@ def add_pruning_arguments(
                 "rank layers' own channels and whole segment channels by score per MAC saved "
                 "(parameter with --target-params, second with --target-latency; --amount is "
                 "then a share of the MACs). "
-                "Default: mixed with a target, unconstrained without",
+                "Default with a target: mixed with --heuristic taylor, constrained with any "
+                "other; unconstrained without a target",
             ),
         ):
             kind.add_argument(
@@ -394,7 +395,7 @@ def prune_command(args: argparse.Namespace) -> int:
     print(
         f"{src.label}: input {tuple(x.shape)}, {sum(map(len, masks.values()))} channels masked in "
         f"{len(masks)} layers ({_how_much(masks, amount)}, {args.heuristic}, {args.scope}, "
-        f"{args.side} side{_kind_word(args.constrained, masks)}); "
+        f"{args.side} side{_kind_word(args.constrained, masks, args.heuristic)}); "
         f"{recal}"
         f"exported with method={args.method}, outputs verified"
     )
@@ -428,10 +429,11 @@ def prune_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kind_word(constrained: bool | str | None, masks: dict) -> str:
+def _kind_word(constrained: bool | str | None, masks: dict, heuristic: str = "l1") -> str:
     """How the masks were chosen, for the summary line (``None``: mask()'s default)."""
     if constrained is None:
-        constrained = "mixed" if isinstance(masks, TargetMasks) else False
+        target = masks.target if isinstance(masks, TargetMasks) else None
+        constrained = masking_kind(None, target, heuristic)
     return {True: ", constrained", "mixed": ", mixed"}.get(constrained, "")
 
 

@@ -5,8 +5,9 @@ that would otherwise turn the zero into a constant (the following BatchNorm's we
 a depthwise bias ...: the analysis' *companions*). Input side: a consumer's weight columns.
 Unconstrained masks let every layer choose its own channels; ``constrained=True`` makes all
 layers that share a segment channel prune it together (the classic, copy-free scheme);
-``constrained="mixed"`` (the default with a target) ranks both kinds of unit by importance per
-cost saved and mixes them (``masking/mixed.py``).
+``constrained="mixed"`` ranks both kinds of unit by importance per cost saved and mixes them
+(``masking/mixed.py``); it is the default for a target with Taylor scores, constrained masks
+the default for a target with weight-norm scores.
 Only channels the exporter can remove are candidates: never pinned ones, never model outputs.
 """
 
@@ -54,17 +55,25 @@ SCOPES = ("local", "global")
 MIXED = "mixed"  # constrained="mixed": masks.mixed ranks both kinds of unit together
 
 
-def masking_kind(constrained: object, target: Target | None) -> bool | str:
+def masking_kind(constrained: object, target: Target | None, heuristic: str = "l1") -> bool | str:
     """What ``constrained`` asks for: ``True``, ``False`` or ``"mixed"``; ``None`` (the
-    default) means mixed masks for a target and plain unconstrained masks for an amount."""
+    default) means, for a target, mixed masks when the scores compare across layers (Taylor)
+    and constrained masks otherwise, and plain unconstrained masks for an amount.
+
+    Why: in the frontier study (benchmarks/results/frontier.md) mixed masks ranked by weight
+    norms lost to constrained masks at equal latency, and mixed masks ranked by iterative
+    Taylor scores beat both."""
     if constrained is None:
-        return MIXED if target is not None else False
+        if target is None:
+            return False
+        return MIXED if heuristic in COMPARABLE else True
     if isinstance(constrained, str) and constrained == MIXED:
         return MIXED
     if isinstance(constrained, bool | np.bool_):
         return bool(constrained)
     raise InputError(
-        f"constrained must be True, False, None (mixed for a target, else False) or "
+        f"constrained must be True, False, None (for a target: mixed with taylor scores, else "
+        f"True; without one False) or "
         f"{MIXED!r}, got {constrained!r}"
     )
 
@@ -135,8 +144,11 @@ def mask(
     normalised score per MAC saved (``chanprune.masking.mixed``: a whole segment channel also
     narrows the stream), zeroing the cheapest until the predicted saving reaches ``amount`` of
     the model's conv/linear MACs; ``scope`` does not apply (the ranking is global, never
-    emptying a layer). ``None``, the default, means mixed masks with a target and
-    ``False`` without one.
+    emptying a layer). ``None``, the default, means for a target mixed masks with
+    ``heuristic="taylor"`` (scores that compare across layers, computed again as the mask
+    grows) and constrained masks with any other heuristic, and ``False`` without a target:
+    the combinations the frontier study found most accurate at equal latency
+    (benchmarks/results/frontier.md).
 
     Returns {weight parameter name: sorted channel indices}: output channels (rows) for
     ``side="output"``, input channels of the consumer for ``side="input"``. Warns, naming the
@@ -152,7 +164,7 @@ def mask(
     """
     amount, target = resolve(amount, target_macs, target_params, target_latency, backend)
     validate(amount, heuristic, scope, side)
-    constrained = masking_kind(constrained, target)
+    constrained = masking_kind(constrained, target, heuristic)
     if submodules is not None:
         if target is not None:
             raise InputError(
