@@ -16,17 +16,12 @@ epoch; a finished model is also saved as safetensors weights, which :func:`base_
 The table of epochs, top-1 per epoch, wall seconds per epoch, commands and machines is
 benchmarks/results/frontier_base.md (and .json), rewritten after every epoch.
 
-TODO (the lead; nothing below exists yet):
-  - stage ``grid``: per base model, latency targets 0.9 ... 0.3 of the unpruned model measured
-    at 224x224, batch 1, 2 threads, eager CPU (ONNX Runtime for the best contender per family),
-    and the paper's equal-amount view; contenders constrained, unconstrained input side,
-    unconstrained output side and latency-aware mixed; heuristics l1, l2, lamp, fpgm (hrank where
-    affordable); export checked against the masked model on the test set.
-  - recovery per config: post-training, after BatchNorm recalibration, after 1 epoch of
-    fine-tuning (the best heuristic per contender if the full grid does not fit); the deciding
-    configs repeated with >= 3 seeds (calibration sample, fine-tuning order), spread reported.
-  - stage ``report``: per-model Pareto plots of top-1 vs measured latency, the table and a verdict
-    per model, latency measured with nothing else running (the header says so).
+Stages ``masks`` (quiet machine: it measures), ``eval`` and ``report``: see
+``frontier_grid.py`` and ``frontier_report.py``; the report is benchmarks/results/frontier.md.
+
+Not done yet (issue 26): efficientnet_b0 and densenet121 trained and in the grid; one epoch of
+fine-tuning at the deciding targets (``--stage eval --finetune T``); ONNX Runtime latency for
+the best contender per family; the paper's equal-amount view.
 """
 
 from __future__ import annotations
