@@ -128,3 +128,11 @@ def test_taylor_needs_class_logits():
 
     with pytest.raises(InputError, match=r"heuristic='taylor'.*class logits.*dict.*l1"):
         chanprune.mask(Dicty().eval(), torch.randn(2, 3, 4, 4), heuristic="taylor")
+
+
+def test_a_frozen_model_is_scored_and_stays_frozen():
+    net = _net().requires_grad_(False)
+    x = torch.randn(2, 3, 6, 6)
+    chanprune.mask(net, x, amount=0.4, heuristic="taylor", calibration=[b[0] for b in BATCHES])
+    assert not any(p.requires_grad for p in net.parameters())
+    torch.testing.assert_close(chanprune.export(net, x)(x), net(x))

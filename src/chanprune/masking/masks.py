@@ -47,7 +47,7 @@ from .targets import (
     unpruned_prediction,
     verdict,
 )
-from .taylor import TaylorScorer, taylor_scores
+from .taylor import TaylorScorer
 from .units import Unit
 
 SIDES = ("output", "input")
@@ -212,10 +212,11 @@ def mask(
     if (low := low_share_message(prunable_share(an))) is not None:
         warnings.warn(low, stacklevel=3)
     units = _units(an, side)
-    _score(model, units, an, heuristic, side, (inputs, kwargs), calibration)
-    ranking = _Ranking(heuristic in COMPARABLE, None)
-    if heuristic == "taylor" and constrained == MIXED:
-        ranking = _Ranking(True, _rescorer(model, an, units, side, (inputs, kwargs), calibration))
+    rescore = None
+    if heuristic == "taylor":  # one index of the units' entries, for every scoring
+        rescore = _rescorer(model, an, units, side, (inputs, kwargs), calibration)
+    _score(model, units, an, heuristic, side, (inputs, kwargs), calibration, rescore)
+    ranking = _Ranking(heuristic in COMPARABLE, rescore if constrained == MIXED else None)
     if target is not None:
         return _mask_to_target(
             model,
@@ -373,7 +374,8 @@ class _Ranking(NamedTuple):
 
 
 def _rescorer(model, an, units, side, example, calibration) -> Callable[[list[Unit]], list[float]]:
-    """Taylor scores of ``units`` with the ``taken`` ones zeroed for the call (then put back)."""
+    """Taylor scores of ``units`` with the ``taken`` ones zeroed for the call (then put back):
+    the first scoring (nothing taken) and mixed masks' rescorings share one scorer."""
     inputs, kwargs = example
     batches = [inputs] if calibration is None else [as_input_tuple(b) for b in calibration]
     scorer = TaylorScorer(model, an, units, side, _edits)
@@ -413,12 +415,13 @@ def _unique_in_order(a: np.ndarray) -> list[int]:
 
 
 # scoring --------------------------------------------------------------------------------------
-def _score(model, units, an, heuristic, side, inputs, calibration) -> None:
+def _score(model, units, an, heuristic, side, inputs, calibration, rescore=None) -> None:
+    """Set each unit's score. Taylor scores come from ``rescore`` (:func:`_rescorer`, made
+    here if not given) with nothing taken."""
     layers = an.producers if side == "output" else an.consumers
     if heuristic == "taylor":
-        batches = [inputs[0]] if calibration is None else [as_input_tuple(b) for b in calibration]
-        scores = taylor_scores(model, an, units, side, batches, inputs[1], _edits)
-        for u, s in zip(units, scores, strict=True):
+        rescore = rescore or _rescorer(model, an, units, side, inputs, calibration)
+        for u, s in zip(units, rescore([]), strict=True):
             u.score = s
         return
     by_layer: dict[int, list[Unit]] = {}

@@ -32,7 +32,7 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -138,6 +138,7 @@ def mixed_order(
     many of its others are gone, which one scoring of the whole model cannot see)."""
     own_cost = costs.row if side == "output" else costs.col
     own = [float(own_cost.get(u.layer, 0.0)) for u in units]
+    units = list(units)  # rescoring replaces entries with rescored copies, never the caller's
     imp = importance(units, comparable)
     roots = _roots(units, an, side, costs)
     left = {li: _layer_size(an, side, li) for li in {u.layer for u in units}}
@@ -198,9 +199,9 @@ def mixed_order(
         if rescore is not None and total_saved >= next_rescore:
             while next_rescore <= total_saved:
                 next_rescore += every * costs.total
-            for k, v in enumerate(rescore([units[i] for i in range(len(units)) if taken[i]])):
-                units[k].score = v
-            imp[:] = importance(units, comparable)
+            scores = rescore([u for u, t in zip(units, taken, strict=True) if t])
+            units = [replace(u, score=v) for u, v in zip(units, scores, strict=True)]
+            imp = importance(units, comparable)
             fill()
             continue
         # the root's whole pick now holds fewer units; a single's gain changes only when it
@@ -265,16 +266,11 @@ def take(order: Sequence[Pick], budget: float) -> list[Unit]:
 
 
 def choose_mixed(
-    units: Sequence[Unit],
-    an: ChannelAnalysis,
-    side: str,
-    costs: ChannelCosts,
-    budget: float,
-    comparable: bool = False,
+    units: Sequence[Unit], an: ChannelAnalysis, side: str, costs: ChannelCosts, budget: float
 ) -> list[Unit]:
     """The units mixed masks zero for a predicted saving of ``budget`` (in ``costs.unit``): the
     greedy order of :func:`mixed_order`, cut where its saving reaches the budget."""
-    return take(mixed_order(units, an, side, costs, comparable), budget)
+    return take(mixed_order(units, an, side, costs), budget)
 
 
 def budgets_between_picks(order: Sequence[Pick], total: float) -> list[float]:

@@ -84,13 +84,17 @@ class TaylorScorer:
     def __call__(self, batches: Iterable[tuple], kwargs: dict) -> list[float]:
         """The scores on ``batches`` (tuples of positional inputs; ``kwargs`` go to every call).
         Runs the model in eval mode (inference semantics: BatchNorm's running statistics, no
-        dropout) and leaves its ``.grad`` fields and training flags as they were."""
+        dropout) and leaves its ``.grad`` fields, training flags and ``requires_grad`` flags as
+        they were."""
         model, plist = self.model, self.plist
         scores = np.zeros(self.n)
         flags = [(m, m.training) for m in model.modules()]
+        frozen = [p for p in plist if not p.requires_grad]  # a frozen model still has gradients
         seen = 0
         try:
             model.eval()
+            for p in frozen:
+                p.requires_grad_(True)
             for batch in batches:
                 with torch.enable_grad():
                     loss = pseudo_label_loss(model(*batch, **kwargs))
@@ -111,6 +115,8 @@ class TaylorScorer:
         finally:
             for m, was in flags:
                 m.training = was
+            for p in frozen:
+                p.requires_grad_(False)
         if seen == 0:
             raise InputError("heuristic='taylor' got no calibration batches")
         return (scores / seen).tolist()
