@@ -20,6 +20,7 @@ Both stages resume: a config already in its file is skipped.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import time
 import warnings
@@ -35,6 +36,7 @@ from chanprune.errors import MaskError
 from chanprune.evaluation.accuracy import evaluate
 from chanprune.evaluation.recovery import recalibrate, sample_batches
 from chanprune.evaluation.training import train
+from chanprune.masking.targets import LATENCY_TOLERANCE
 
 # What each contender passes to chanprune.mask besides the target.
 CONTENDERS: dict[str, dict[str, Any]] = {
@@ -48,7 +50,6 @@ HEURISTICS = ("l1", "l2", "lamp", "fpgm")
 SEEDS = (0, 1, 2)  # calibration samples (and fine-tuning orders)
 CALIBRATION = (20, 128)  # batches x images per recalibration
 LATENCY_SIZE = 224  # the latency is measured at 224x224, batch 1
-TOLERANCE = 0.05  # a measured ratio within 5% of its target meets it
 
 
 def key(model: str, contender: str, heuristic: str, target: float) -> str:
@@ -107,78 +108,87 @@ def masks_stage(
     new line, which replaces the old one for the eval stage and the report); ``redo`` masks
     every selected config again (after a change to masking)."""
     path = out / "frontier_masks.jsonl"
-    latest = {r["key"]: r for r in read_jsonl(path)}
+    last = latest(read_jsonl(path))
     done = (
         set()
         if redo
-        else {k for k, r in latest.items() if not (redo_missed and r.get("met") is False)}
+        else {k for k, r in last.items() if not (redo_missed and r.get("met") is False)}
+    )
+    calibration = (
+        list(sample_batches(calibration_set, 20, 64, 0)) if calibration_set is not None else None
     )
     torch.manual_seed(0)
     x = torch.randn(1, 3, LATENCY_SIZE, LATENCY_SIZE)
-    for name in models:
-        for heuristic in heuristics:
-            for contender in contenders:
-                for t in targets:
-                    k = key(name, contender, heuristic, t)
-                    if k in done:
-                        continue
-                    model = base_model(name)
-                    before = {n: p.detach() == 0 for n, p in model.named_parameters()}
-                    rec: dict[str, Any] = {
-                        "key": k,
-                        "model": name,
-                        "contender": contender,
-                        "heuristic": heuristic,
-                        "target": t,
-                        "threads": torch.get_num_threads(),
-                        "run": time.time_ns() // 1_000_000,  # names this mask's file
-                    }
-                    extra = {}
-                    if heuristic == "taylor":
-                        extra["calibration"] = list(sample_batches(calibration_set, 20, 64, 0))
-                    start = time.perf_counter()
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        try:
-                            m = chanprune.mask(
-                                model,
-                                x,
-                                heuristic=heuristic,
-                                target_latency=t,
-                                backend="eager",
-                                **CONTENDERS[contender],
-                                **extra,
-                            )
-                        except MaskError as e:
-                            m = None
-                            rec["unreachable"] = str(e)
-                    rec["seconds"] = round(time.perf_counter() - start, 1)
-                    rec["warnings"] = sorted({str(w.message) for w in caught})
-                    if m is not None:
-                        meas = m.measured
-                        rec.update(
-                            amount=m.amount,
-                            ratio=m.ratio,
-                            predicted=m.predicted,
-                            interval=list(meas.interval) if meas and meas.interval else None,
-                            rounds=meas.rounds if meas else None,
-                            met=abs(m.ratio / t - 1) <= TOLERANCE,
-                        )
-                        zeros = zeros_of(model, before)
-                        (cache / "masks").mkdir(parents=True, exist_ok=True)
-                        np.savez_compressed(mask_file(cache, rec), **zeros)
-                    append_jsonl(path, rec)
-                    print(
-                        f"{k}: "
-                        + (
-                            f"ratio {rec['ratio']:.3f} (predicted {rec['predicted']:.3f}), "
-                            f"{'met' if rec['met'] else 'MISSED'}"
-                            if m is not None
-                            else "unreachable"
-                        )
-                        + f", {rec['seconds']:.0f} s",
-                        flush=True,
-                    )
+    grid = itertools.product(models, heuristics, contenders, targets)
+    for name, heuristic, contender, t in grid:
+        if key(name, contender, heuristic, t) in done:
+            continue
+        rec = mask_one(name, contender, heuristic, t, base_model(name), x, cache, calibration)
+        append_jsonl(path, rec)
+        said = (
+            f"ratio {rec['ratio']:.3f} (predicted {rec['predicted']:.3f}), "
+            + ("met" if rec["met"] else "MISSED")
+            if "ratio" in rec
+            else "unreachable"
+        )
+        print(f"{rec['key']}: {said}, {rec['seconds']:.0f} s", flush=True)
+
+
+def mask_one(
+    name: str,
+    contender: str,
+    heuristic: str,
+    t: float,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    cache: Path,
+    calibration: list[torch.Tensor] | None,
+) -> dict[str, Any]:
+    """Mask ``model`` (the trained ``name``) for latency target ``t``; save what it zeroed in
+    ``cache`` and return the record: the measured ratio, its interval, the prediction, the
+    warnings, or why the target was unreachable."""
+    before = {n: p.detach() == 0 for n, p in model.named_parameters()}
+    rec: dict[str, Any] = {
+        "key": key(name, contender, heuristic, t),
+        "model": name,
+        "contender": contender,
+        "heuristic": heuristic,
+        "target": t,
+        "threads": torch.get_num_threads(),
+        "run": time.time_ns() // 1_000_000,  # names this mask's file
+    }
+    extra = {"calibration": calibration} if heuristic == "taylor" else {}
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            m = chanprune.mask(
+                model,
+                x,
+                heuristic=heuristic,
+                target_latency=t,
+                backend="eager",
+                **CONTENDERS[contender],
+                **extra,
+            )
+        except MaskError as e:
+            m = None
+            rec["unreachable"] = str(e)
+    rec["seconds"] = round(time.perf_counter() - start, 1)
+    rec["warnings"] = sorted({str(w.message) for w in caught})
+    if m is not None:
+        meas = m.measured
+        rec.update(
+            amount=m.amount,
+            ratio=m.ratio,
+            predicted=m.predicted,
+            interval=list(meas.interval) if meas and meas.interval else None,
+            rounds=meas.rounds if meas else None,
+            met=abs(m.ratio / t - 1) <= LATENCY_TOLERANCE,
+        )
+        (cache / "masks").mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(mask_file(cache, rec), **zeros_of(model, before))
+    return rec
 
 
 def mask_file(cache: Path, rec: dict[str, Any]) -> Path:

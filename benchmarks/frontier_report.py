@@ -11,31 +11,21 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from frontier_grid import latest, read_jsonl
 
 DEFAULT = "mixed"  # what chanprune.mask gives for a target (constrained=None)
 BASELINE = "constrained"
 ORDER = ("constrained", "input", "output", "mixed")
 
 
-def _last_by_key(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        out[r["key"]] = r  # a later line (fine-tuned numbers added) replaces an earlier one
-    return out
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def joined(out: Path) -> list[dict[str, Any]]:
     """One record per config: its mask line with its evaluation (``eval``, or None)."""
-    evals = _last_by_key(_read(out / "frontier_eval.jsonl"))
-    masks = _last_by_key(_read(out / "frontier_masks.jsonl"))
+    evals = latest(read_jsonl(out / "frontier_eval.jsonl"))
+    masks = latest(read_jsonl(out / "frontier_masks.jsonl"))
     return [
         {**m, "eval": e if (e := evals.get(k)) and e.get("mask_run") == m.get("run") else None}
         for k, m in masks.items()
@@ -79,16 +69,56 @@ def series(recs: list[dict[str, Any]], model: str, contender: str, heuristic: st
 CHANCE = 10.0  # top-1 of a guess among Fashion-MNIST's 10 classes
 
 
-def versus(
-    name: str, a: dict, bs: list[dict], b_name: str, key: str = "recalibrated"
-) -> str | None:
-    """One verdict line: series ``a`` against, per target, the most accurate of the series
-    ``bs`` there. A pair is compared where both measured within 5% of the target; where one
-    missed it, only a dominance counts (the faster of the two also more accurate beyond the
-    spread), else the pair is not at equal latency and is left out. Pairs where both stay
-    under twice chance are listed apart: no mask works there, and their order says nothing."""
-    tally: dict[str, list[float]] = {"better": [], "worse": [], "tie": []}
-    diffs, missed, chance = [], [], []
+@dataclass
+class Versus:
+    """Series ``a`` against the most accurate of the series ``bs`` per target (:func:`versus`):
+    the targets where ``a`` is better, worse or within the seed spread, the differences of
+    their means, and the targets left out (both near chance; not at equal latency)."""
+
+    better: list[float] = field(default_factory=list)
+    worse: list[float] = field(default_factory=list)
+    tie: list[float] = field(default_factory=list)
+    diffs: list[float] = field(default_factory=list)
+    chance: list[float] = field(default_factory=list)
+    missed: list[float] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.better) + len(self.worse) + len(self.tie)
+
+    @property
+    def goal_met(self) -> bool:
+        """The product goal: never less accurate beyond the spread, and more accurate beyond it
+        at half of the compared targets or more."""
+        return not self.worse and 2 * len(self.better) >= self.n
+
+    def text(self) -> str:
+        return (
+            f"more accurate beyond the seed spread at {len(self.better)} ({_ts(self.better)}), "
+            f"less accurate beyond it at {len(self.worse)} ({_ts(self.worse)}), within it at "
+            f"{len(self.tie)}; mean difference {statistics.mean(self.diffs):+.2f} points "
+            f"(from {min(self.diffs):+.2f} to {max(self.diffs):+.2f})"
+            + (
+                f"; both under {2 * CHANCE:g}% (no mask works): {_ts(self.chance)}"
+                if self.chance
+                else ""
+            )
+            + (
+                f"; not at equal latency (a target missed): {_ts(self.missed)}"
+                if self.missed
+                else ""
+            )
+            + "."
+        )
+
+
+def versus(a: dict, bs: list[dict], key: str = "recalibrated") -> Versus:
+    """Series ``a`` against, per target, the most accurate of the series ``bs`` there. A pair is
+    compared where both measured within 5% of the target; where one missed it, only a
+    dominance counts (the faster of the two also more accurate beyond the spread), else the
+    pair is not at equal latency and is left out. Pairs where both stay under twice chance are
+    set apart: no mask works there, and their order says nothing."""
+    v = Versus()
     for t in sorted(a, reverse=True):
         ra = a[t]
         options = [b[t] for b in bs if t in b and b[t]["eval"].get(key)]
@@ -98,30 +128,22 @@ def versus(
         rb = max(met, key=lambda r: statistics.mean(r["eval"][key]))
         va, vb = ra["eval"][key], rb["eval"][key]
         if max(statistics.mean(va), statistics.mean(vb)) < 2 * CHANCE:
-            chance.append(t)
+            v.chance.append(t)
             continue
         said = compare(va, vb)
         if not (ra.get("met") and rb.get("met")):
             faster_better = said == "better" and ra["ratio"] <= rb["ratio"]
             slower_worse = said == "worse" and ra["ratio"] >= rb["ratio"]
             if not (faster_better or slower_worse):
-                missed.append(t)
+                v.missed.append(t)
                 continue
-        tally[said].append(t)
-        diffs.append(statistics.mean(va) - statistics.mean(vb))
-    n = sum(len(v) for v in tally.values())
-    if not n:
-        return None
-    return (
-        f"- **{name}** vs {b_name} ({key}, {n} targets): more accurate beyond the seed spread "
-        f"at {len(tally['better'])} ({_ts(tally['better'])}), less accurate beyond it at "
-        f"{len(tally['worse'])} ({_ts(tally['worse'])}), within it at {len(tally['tie'])}; "
-        f"mean difference {statistics.mean(diffs):+.2f} points "
-        f"(from {min(diffs):+.2f} to {max(diffs):+.2f})"
-        + (f"; both under {2 * CHANCE:g}% (no mask works): {_ts(chance)}" if chance else "")
-        + (f"; not at equal latency (a target missed): {_ts(missed)}" if missed else "")
-        + "."
-    )
+        getattr(v, said).append(t)
+        v.diffs.append(statistics.mean(va) - statistics.mean(vb))
+    return v
+
+
+def _line(name: str, v: Versus, b_name: str, key: str) -> list[str]:
+    return [f"- **{name}** vs {b_name} ({key}, {v.n} targets): {v.text()}"] if v.n else []
 
 
 def verdict(recs: list[dict[str, Any]], model: str, key: str = "recalibrated") -> list[str]:
@@ -133,33 +155,13 @@ def verdict(recs: list[dict[str, Any]], model: str, key: str = "recalibrated") -
     cons = {h: series(recs, model, BASELINE, h) for h in heuristics}
     lines = []
     if "taylor" in heuristics:
-        line = versus(
-            "default: mixed (taylor)",
-            series(recs, model, DEFAULT, "taylor"),
-            list(cons.values()),
-            "the best constrained (any heuristic)",
-            key,
-        )
-        lines += [line] if line else []
+        v = versus(series(recs, model, DEFAULT, "taylor"), list(cons.values()), key)
+        lines += _line("default: mixed (taylor)", v, "the best constrained (any heuristic)", key)
     for h in heuristics:
-        for c in ORDER:
-            if c == BASELINE:
-                continue
-            mine = series(recs, model, c, h)
-            line = versus(f"{c} ({h})", mine, [cons[h]], f"constrained ({h})", key)
-            lines += [line] if line else []
+        for c in ORDER[1:]:  # every contender but constrained
+            v = versus(series(recs, model, c, h), [cons[h]], key)
+            lines += _line(f"{c} ({h})", v, f"constrained ({h})", key)
     return lines
-
-
-def _goal(line: str) -> str:
-    """The product goal's verdict from a :func:`versus` line: at least as accurate at every
-    compared target, and more accurate beyond the spread at half of them or more."""
-    better = int(line.split("beyond the seed spread at ")[1].split(" ")[0])
-    worse = int(line.split("less accurate beyond it at ")[1].split(" ")[0])
-    n = int(line.split("targets)")[0].rsplit(", ", 1)[1])
-    met = worse == 0 and 2 * better >= n
-    rest = line.split("): ", 1)[1]
-    return ("**met**" if met else "**not met**") + f" ({n} targets compared): {rest}"
 
 
 def _ts(ts: list[float]) -> str:
@@ -263,14 +265,18 @@ def write(out: Path, models: Iterable[str]) -> None:
         "constrained masks of any heuristic at each target (recalibrated):",
         "",
     ]
+    heuristics = sorted({r["heuristic"] for r in recs})
     for model in models:
-        line = versus(
-            "x",
+        v = versus(
             series(recs, model, DEFAULT, "taylor"),
-            [series(recs, model, BASELINE, h) for h in sorted({r["heuristic"] for r in recs})],
-            "y",
+            [series(recs, model, BASELINE, h) for h in heuristics],
         )
-        lines.append(f"- {model}: " + (_goal(line) if line else "no evaluated pairs yet"))
+        goal = "**met**" if v.goal_met else "**not met**"
+        lines.append(
+            f"- {model}: {goal} ({v.n} targets compared): {v.text()}"
+            if v.n
+            else f"- {model}: no evaluated pairs yet"
+        )
     lines.append("")
     for model in models:
         mine = [r for r in recs if r["model"] == model]
