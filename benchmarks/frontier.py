@@ -367,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--redo", action="store_true", help="masks: every selected config again")
     p.add_argument(
+        "--mask-seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="masks: Taylor calibration samples, one mask each (weight heuristics: seed 0 only)",
+    )
+    p.add_argument(
         "--finetune",
         nargs="*",
         type=float,
@@ -398,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             calibration_set=plain,
             redo_missed=args.redo_missed,
             redo=args.redo,
+            mask_seeds=args.mask_seeds,
         )
         return 0
     train_set = Augmented(plain, SHIFT, fill=background(plain))

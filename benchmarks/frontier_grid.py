@@ -52,8 +52,10 @@ CALIBRATION = (20, 128)  # batches x images per recalibration
 LATENCY_SIZE = 224  # the latency is measured at 224x224, batch 1
 
 
-def key(model: str, contender: str, heuristic: str, target: float) -> str:
-    return f"{model}-{contender}-{heuristic}-{target:g}"
+def key(model: str, contender: str, heuristic: str, target: float, mask_seed: int = 0) -> str:
+    """A config's name; a Taylor mask scored on another calibration sample than seed 0's gets
+    ``-m<seed>`` (one more draw of the same config)."""
+    return f"{model}-{contender}-{heuristic}-{target:g}" + (f"-m{mask_seed}" if mask_seed else "")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -100,10 +102,13 @@ def masks_stage(
     calibration_set=None,
     redo_missed: bool = False,
     redo: bool = False,
+    mask_seeds: Iterable[int] = (0,),
 ) -> None:
     """Mask every config not yet in ``out/frontier_masks.jsonl`` (see the module docstring).
-    ``heuristic="taylor"`` scores on ``calibration_set`` (its first 20 x 64 images in a seeded
-    order: the training images at the accuracy's size, not the 224x224 latency input).
+    ``heuristic="taylor"`` scores on ``calibration_set`` (20 x 64 of its images drawn with
+    each of ``mask_seeds``: the training images at the accuracy's size, not the 224x224 latency
+    input); every seed's mask is a config of its own (:func:`key`), so the report can show
+    how much the mask itself varies with its calibration sample.
     ``redo_missed`` masks again the configs whose latest measured ratio missed its target (a
     new line, which replaces the old one for the eval stage and the report); ``redo`` masks
     every selected config again (after a change to masking)."""
@@ -114,16 +119,18 @@ def masks_stage(
         if redo
         else {k for k, r in last.items() if not (redo_missed and r.get("met") is False)}
     )
-    calibration = (
-        list(sample_batches(calibration_set, 20, 64, 0)) if calibration_set is not None else None
-    )
+    calibration = {
+        s: list(sample_batches(calibration_set, 20, 64, s)) if calibration_set is not None else None
+        for s in mask_seeds
+    }
     torch.manual_seed(0)
     x = torch.randn(1, 3, LATENCY_SIZE, LATENCY_SIZE)
-    grid = itertools.product(models, heuristics, contenders, targets)
-    for name, heuristic, contender, t in grid:
-        if key(name, contender, heuristic, t) in done:
-            continue
-        rec = mask_one(name, contender, heuristic, t, base_model(name), x, cache, calibration)
+    grid = itertools.product(mask_seeds, models, heuristics, contenders, targets)
+    for seed, name, heuristic, contender, t in grid:
+        if (seed and heuristic != "taylor") or key(name, contender, heuristic, t, seed) in done:
+            continue  # weight heuristics draw no calibration sample: one mask per config
+        model = base_model(name)
+        rec = mask_one(name, contender, heuristic, t, model, x, cache, calibration[seed], seed)
         append_jsonl(path, rec)
         said = (
             f"ratio {rec['ratio']:.3f} (predicted {rec['predicted']:.3f}), "
@@ -143,17 +150,20 @@ def mask_one(
     x: torch.Tensor,
     cache: Path,
     calibration: list[torch.Tensor] | None,
+    mask_seed: int = 0,
 ) -> dict[str, Any]:
     """Mask ``model`` (the trained ``name``) for latency target ``t``; save what it zeroed in
     ``cache`` and return the record: the measured ratio, its interval, the prediction, the
-    warnings, or why the target was unreachable."""
+    warnings, or why the target was unreachable. ``mask_seed``: which calibration sample a
+    Taylor mask scored on."""
     before = {n: p.detach() == 0 for n, p in model.named_parameters()}
     rec: dict[str, Any] = {
-        "key": key(name, contender, heuristic, t),
+        "key": key(name, contender, heuristic, t, mask_seed),
         "model": name,
         "contender": contender,
         "heuristic": heuristic,
         "target": t,
+        "mask_seed": mask_seed,
         "threads": torch.get_num_threads(),
         "run": time.time_ns() // 1_000_000,  # names this mask's file
     }

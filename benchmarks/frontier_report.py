@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frontier_grid import latest, read_jsonl
+from frontier_grid import key, latest, read_jsonl
 
 DEFAULT = "mixed"  # what chanprune.mask gives for a target (constrained=None)
 BASELINE = "constrained"
@@ -23,12 +24,70 @@ ORDER = ("constrained", "input", "output", "mixed")
 
 
 def joined(out: Path) -> list[dict[str, Any]]:
-    """One record per config: its mask line with its evaluation (``eval``, or None)."""
-    evals = latest(read_jsonl(out / "frontier_eval.jsonl"))
-    masks = latest(read_jsonl(out / "frontier_masks.jsonl"))
+    """One record per config: its mask line with its evaluation (``eval``, or None), the masks
+    of its calibration seeds merged (:func:`merged`)."""
+    recs = joined_plain(
+        read_jsonl(out / "frontier_masks.jsonl"), read_jsonl(out / "frontier_eval.jsonl")
+    )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in recs:
+        config = key(r["model"], r["contender"], r["heuristic"], r["target"])
+        groups.setdefault(config, []).append(r)
+    return [merged(g) for g in groups.values()]
+
+
+def merged(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for the masks of one config drawn on several calibration samples (Taylor):
+    its top-1 values are those of every mask and recalibration seed together, so the spread
+    covers the mask's own variance; its ratio is their mean, ``met`` holds only if every mask
+    met the target, ``masks`` counts them. Masks not evaluated yet are left out; a config
+    with one mask is returned as it is."""
+    group = sorted(group, key=lambda r: r.get("mask_seed", 0))
+    done = [r for r in group if "ratio" in r and r.get("eval")]
+    if len(group) == 1 or len(done) < 2:
+        return {**group[0], "masks": 1}
+    evs = [r["eval"] for r in done]
+    ev: dict[str, Any] = {
+        "post": statistics.mean(e["post"] for e in evs),
+        "recalibrated": [v for e in evs for v in e["recalibrated"]],
+        "export_identical": all(e.get("export_identical") for e in evs),
+    }
+    if all(e.get("finetuned") for e in evs):
+        ev["finetuned"] = [v for e in evs for v in e["finetuned"]]
+    return {
+        **done[0],
+        "ratio": statistics.mean(r["ratio"] for r in done),
+        "predicted": statistics.mean(r["predicted"] for r in done),
+        "met": all(r["met"] for r in done),
+        "masks": len(done),
+        "eval": ev,
+    }
+
+
+def superseded(out: Path) -> list[dict[str, Any]]:
+    """Evaluated masks that a later run of the same config replaced (``--redo``, after a change
+    to masking): each with the record that replaced it (``now``), so the report keeps what the
+    change did."""
+    evals = read_jsonl(out / "frontier_eval.jsonl")
+    masks = read_jsonl(out / "frontier_masks.jsonl")
+    last = latest(masks)
+    now = {r["key"]: r for r in joined_plain(masks, evals)}
+    out_rows = []
+    for m in masks:
+        if m is last[m["key"]] or "ratio" not in m or m.get("run") is None:
+            continue
+        ev = [e for e in evals if e["key"] == m["key"] and e.get("mask_run") == m["run"]]
+        if ev and now.get(m["key"], {}).get("eval"):
+            out_rows.append({**m, "eval": ev[-1], "now": now[m["key"]]})
+    return out_rows
+
+
+def joined_plain(masks: list[dict[str, Any]], evals: list[dict[str, Any]]) -> list[dict]:
+    """The latest mask line per key with its evaluation, seeds not merged."""
+    ev = latest(evals)
     return [
-        {**m, "eval": e if (e := evals.get(k)) and e.get("mask_run") == m.get("run") else None}
-        for k, m in masks.items()
+        {**m, "eval": e if (e := ev.get(k)) and e.get("mask_run") == m.get("run") else None}
+        for k, m in latest(masks).items()
     ]
 
 
@@ -255,9 +314,12 @@ def write(out: Path, models: Iterable[str]) -> None:
     lines += [
         "`taylor` scores are computed once for constrained masks (their allocation is fixed: "
         "each family of segment channels loses the same share) and again after every 5% of "
-        "the cost saved for mixed masks (`chanprune.masking.mixed`). The seed spread covers "
-        "the calibration sample of the recalibration only: the masks themselves are one "
-        "draw each.",
+        "the cost saved for mixed masks (`chanprune.masking.mixed`), each time with the "
+        "BatchNorm statistics recomputed on the calibration batches and against the unpruned "
+        "model's predictions (`chanprune.masking.taylor`). The seed spread covers the "
+        "calibration sample of the recalibration; where a config was masked on several "
+        "calibration samples (*n masks* in the tables: `--mask-seeds`), it covers those "
+        "masks too, and its ratio is their mean. Other masks are one draw each.",
         "",
         "## Product goal",
         "",
@@ -314,10 +376,40 @@ def write(out: Path, models: Iterable[str]) -> None:
                 ev = r.get("eval") or {}
                 post = f"{ev['post']:.2f}" if ev else "-"
                 same = ("yes" if ev.get("export_identical") else "NO") if ev else "-"
+                n = r.get("masks", 1)
+                who = r["contender"] + (f" ({n} masks)" if n > 1 else "")
                 lines.append(
-                    f"| {r['target']:g} | {r['contender']} | {r['ratio']:.3f} | "
+                    f"| {r['target']:g} | {who} | {r['ratio']:.3f} | "
                     f"{r['predicted']:.3f} | {'yes' if r['met'] else 'NO'} | {post} | "
                     f"{_cell(ev.get('recalibrated'))} | {_cell(ev.get('finetuned'))} | {same} |"
                 )
             lines.append("")
+    lines += superseded_section(out)
     (out / "frontier.md").write_text("\n".join(lines) + "\n")
+
+
+def superseded_section(out: Path) -> list[str]:
+    """A table of the evaluated masks a later run replaced, beside what replaced them."""
+    rows = superseded(out)
+    if not rows:
+        return []
+    lines = [
+        "## Replaced runs",
+        "",
+        "Masks of a config that a later run replaced (after a change to masking, or to meet a "
+        "missed target), beside the run that replaced it (recalibrated top-1, one mask each). "
+        "The mixed Taylor masks of 2026-12-07 replaced ones scored with the unpruned model's "
+        "BatchNorm statistics and against the partly masked model's own predictions: "
+        '"Taylor rescoring" in docs/design.md.',
+        "",
+        "| config | run | ratio | recalibrated | replaced by: ratio | recalibrated |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["model"], r["heuristic"], r["contender"], -r["target"])):
+        when = time.strftime("%Y-%m-%d", time.gmtime(r["run"] / 1000))
+        now = r["now"]
+        lines.append(
+            f"| {r['key']} | {when} | {r['ratio']:.3f} | {_cell(r['eval']['recalibrated'])} | "
+            f"{now['ratio']:.3f} | {_cell(now['eval']['recalibrated'])} |"
+        )
+    return [*lines, ""]

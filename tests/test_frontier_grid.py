@@ -152,3 +152,35 @@ def test_the_default_is_judged_against_the_best_constrained_of_any_heuristic():
     assert lines[0].startswith("- **default: mixed (taylor)** vs the best constrained")
     assert "beyond the seed spread at 1 (0.7)" in lines[0] and "within it at 1" in lines[0]
     assert any(line.startswith("- **mixed (taylor)** vs constrained (taylor)") for line in lines)
+
+
+def test_masks_of_several_calibration_seeds_merge_into_one_config():
+    """A config masked on several calibration samples reports every mask's top-1 together, so
+    its spread covers the mask's own variance; met only if every mask met the target."""
+
+    def rec(seed, ratio, met, vals):
+        return {
+            "key": grid.key("m", "mixed", "taylor", 0.5, seed),
+            "model": "m",
+            "contender": "mixed",
+            "heuristic": "taylor",
+            "target": 0.5,
+            "mask_seed": seed,
+            "ratio": ratio,
+            "predicted": 0.5,
+            "met": met,
+            "eval": {"post": 10.0 * (seed + 1), "recalibrated": vals, "export_identical": True},
+        }
+
+    assert grid.key("m", "mixed", "taylor", 0.5, 0) == "m-mixed-taylor-0.5"
+    assert grid.key("m", "mixed", "taylor", 0.5, 2) == "m-mixed-taylor-0.5-m2"
+    group = [rec(2, 0.52, True, [70, 71]), rec(0, 0.50, True, [80, 81]), rec(1, 0.48, True, [75])]
+    got = report.merged(group)
+    assert got["masks"] == 3 and got["key"] == "m-mixed-taylor-0.5"  # seed 0 names it
+    assert got["eval"]["recalibrated"] == [80, 81, 75, 70, 71]
+    assert got["ratio"] == 0.5 and got["met"] and got["eval"]["post"] == 20.0
+    group[0]["met"] = False
+    assert not report.merged(group)["met"]
+    group[0]["eval"] = None  # not evaluated yet: left out
+    assert report.merged(group)["masks"] == 2
+    assert report.merged([group[1]])["masks"] == 1

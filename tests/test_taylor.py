@@ -14,9 +14,10 @@ import chanprune
 from chanprune import InputError
 from chanprune.analysis import analyze
 from chanprune.capture import capture
+from chanprune.evaluation.recovery import recalibrate
 from chanprune.masking.masks import _edits, _score, _units
 from chanprune.masking.mixed import importance
-from chanprune.masking.taylor import taylor_scores
+from chanprune.masking.taylor import TaylorScorer, taylor_scores
 
 
 class Net(nn.Module):
@@ -45,18 +46,13 @@ def _net() -> Net:
 BATCHES = [(torch.randn(4, 3, 6, 6),), (torch.randn(4, 3, 6, 6),)]
 
 
-@pytest.mark.parametrize("side", ["output", "input"])
-def test_scores_are_the_squared_first_order_loss_change_of_each_unit(side):
-    net = _net()
-    an = analyze(capture(net, BATCHES[0]))
-    units = _units(an, side)
-    got = taylor_scores(net, an, units, side, BATCHES, {}, _edits)
-    # by hand: the gradient of the pseudo-label loss times each entry the unit zeroes
+def _by_hand(net, an, units, side, labels):
+    """The gradient of the loss against ``labels`` times each entry a unit zeroes, summed per
+    unit, squared, averaged over the batches."""
     want = [0.0] * len(units)
     params = dict(net.named_parameters())
-    for (x,) in BATCHES:
-        out = net(x)
-        loss = F.cross_entropy(out, out.detach().argmax(1))
+    for (x,), y in zip(BATCHES, labels, strict=True):
+        loss = F.cross_entropy(net(x), y)
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
         for k, u in enumerate(units):
             first = 0.0
@@ -65,9 +61,51 @@ def test_scores_are_the_squared_first_order_loss_change_of_each_unit(side):
                 sel = torch.as_tensor(idx)
                 first += float((grads[name] * params[name].detach()).index_select(dim, sel).sum())
             want[k] += first**2 / len(BATCHES)
+    return want
+
+
+@pytest.mark.parametrize("side", ["output", "input"])
+def test_scores_are_the_squared_first_order_loss_change_of_each_unit(side):
+    net = _net()
+    an = analyze(capture(net, BATCHES[0]))
+    units = _units(an, side)
+    got = taylor_scores(net, an, units, side, BATCHES, {}, _edits)
+    labels = [net(x).argmax(1) for (x,) in BATCHES]  # the model's own predictions
+    want = _by_hand(net, an, units, side, labels)
     assert got == pytest.approx(want, rel=1e-5, abs=1e-12)
     if side == "output":  # the BatchNorm entries after a filter count with it
         assert any(len(_edits(an, [u], side)[1]) == 4 for u in units if u.param == "c1.weight")
+
+
+def test_rescoring_is_against_the_first_labels_with_recalibrated_statistics():
+    """A partly masked model is scored as it runs once recalibrated, against what the model
+    predicted when the scorer was made; its own statistics are put back afterwards."""
+    net = _net()
+    with torch.no_grad():  # logits that depend on the input, so a mask moves the argmax
+        net.fc.weight.mul_(20)
+        net.fc.bias.zero_()
+    an = analyze(capture(net, BATCHES[0]))
+    units = _units(an, "output")
+    labels = [net(x).argmax(1) for (x,) in BATCHES]
+    scorer = TaylorScorer(net, an, units, "output", _edits, BATCHES, {})
+    with torch.no_grad():
+        net.c1.weight[:3] = 0  # a mask: the rows and the BatchNorm entries after them
+        net.c1.bias[:3] = 0
+        net.b1.weight[:3] = 0
+        net.b1.bias[:3] = 0
+    moved = [not torch.equal(net(x).argmax(1), y) for (x,), y in zip(BATCHES, labels, strict=True)]
+    assert any(moved)  # the masked model's own argmax is not the reference
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    got = scorer(recalibrate=True)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    ref = copy.deepcopy(net)
+    recalibrate(ref, [x for (x,) in BATCHES])
+    assert not torch.equal(ref.b1.running_mean, net.b1.running_mean)
+    want = _by_hand(ref, analyze(capture(ref, BATCHES[0])), units, "output", labels)
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-12)
+    plain = scorer()  # without recalibration: the statistics of the unmasked model
+    assert plain == pytest.approx(_by_hand(net, an, units, "output", labels), rel=1e-5, abs=1e-12)
+    assert plain != pytest.approx(got, rel=1e-3)
 
 
 def test_scoring_leaves_grads_and_modes_as_they_were():

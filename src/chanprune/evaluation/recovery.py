@@ -21,9 +21,8 @@ from torch.utils.data import Dataset
 from ..capture.trace import as_input_tuple
 from ..errors import InputError
 from ..masking.masks import apply_masks
-from .training import kept_modes, train
-
-_Norm = torch.nn.modules.batchnorm._NormBase  # BatchNorm*, SyncBatchNorm, InstanceNorm*
+from ..masking.norms import norms_of, recompute_running_stats
+from .training import train
 
 
 def recalibrate(model: torch.nn.Module, batches: Iterable[object]) -> list[str]:
@@ -44,7 +43,7 @@ def recalibrate(model: torch.nn.Module, batches: Iterable[object]) -> list[str]:
     Layers with no running statistics (``track_running_stats=False``, frozen BatchNorm) are left
     alone; a model without any gets a warning and is not changed.
     """
-    norms = [(name, m) for name, m in model.named_modules() if _has_running_stats(m)]
+    norms = norms_of(model)
     if not norms:
         warnings.warn(
             f"chanprune.recalibrate: {type(model).__name__} has no BatchNorm layer with running "
@@ -54,25 +53,11 @@ def recalibrate(model: torch.nn.Module, batches: Iterable[object]) -> list[str]:
         return []
     device = _device(model)
     saved = [(b, b.clone()) for _, m in norms for b in m.buffers(recurse=False)]
-    momenta = [(m, m.momentum) for _, m in norms]
-    with kept_modes(model), torch.no_grad():
-        try:
-            model.eval()
-            for _, m in norms:
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
-            count = _run_all(model, batches, device)
-        except BaseException:
+    count = recompute_running_stats(model, lambda: _run_all(model, batches, device))
+    if count == 0:
+        with torch.no_grad():
             for b, old in saved:
                 b.copy_(old)
-            raise
-        finally:
-            for m, momentum in momenta:
-                m.momentum = momentum
-    if count == 0:
-        for b, old in saved:
-            b.copy_(old)
         raise InputError("recalibrate got no batches; pass at least one batch of model inputs")
     return [name for name, _ in norms]
 
@@ -149,10 +134,6 @@ def sample_batches(dataset: Dataset, count: int, batch_size: int, seed: int = 0)
     order = torch.randperm(len(dataset), generator=gen)[: count * batch_size].tolist()
     for start in range(0, len(order), batch_size):
         yield torch.stack([dataset[i][0] for i in order[start : start + batch_size]])
-
-
-def _has_running_stats(m: torch.nn.Module) -> bool:
-    return isinstance(m, _Norm) and m.track_running_stats and m.running_mean is not None
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -378,12 +378,12 @@ def _rescorer(model, an, units, side, example, calibration) -> Callable[[list[Un
     the first scoring (nothing taken) and mixed masks' rescorings share one scorer."""
     inputs, kwargs = example
     batches = [inputs] if calibration is None else [as_input_tuple(b) for b in calibration]
-    scorer = TaylorScorer(model, an, units, side, _edits)
+    scorer = TaylorScorer(model, an, units, side, _edits, batches, kwargs)
 
     def rescore(taken: list[Unit]) -> list[float]:
         saved = _zero(_edits(an, taken, side)[1])
         try:
-            return scorer(batches, kwargs)
+            return scorer(recalibrate=bool(taken))
         finally:
             _restore(saved)
 

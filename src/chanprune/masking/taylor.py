@@ -10,8 +10,14 @@ trade channels of different layers against their costs, need a score that compar
 layers: this one does, and mixed masks then rank by it without normalising per layer
 (:func:`chanprune.masking.mixed.importance`).
 
-No labels are needed: the loss is the cross-entropy against the model's own predictions (its
-argmax over dim 1), so a classifier's calibration images alone suffice.
+No labels are needed: the loss is the cross-entropy against the predictions (argmax over dim 1)
+of the model as it was when the scorer was made, the unpruned model, so a classifier's
+calibration images alone suffice. Mixed masks score again on the partly masked model
+(:func:`chanprune.masking.mixed.mixed_order`); each scoring first recomputes the BatchNorm
+statistics on the calibration batches (and puts the old ones back after), so a partly masked
+model is scored as it runs once recalibrated, against what the unpruned model predicted. Scored
+with the unpruned model's statistics and against its own drifting argmax, a deeply masked
+model gives gradients of a broken network (benchmarks/results/frontier.md, "Taylor rescoring").
 """
 
 from __future__ import annotations
@@ -23,28 +29,33 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.types import ChannelAnalysis
+from ..capture.trace import eval_mode
 from ..errors import InputError
+from .norms import kept_running_stats, recompute_running_stats
 from .units import Unit
 
 Edits = Callable[[ChannelAnalysis, list[Unit], str], tuple[dict, list]]
 
 
-def pseudo_label_loss(out: object) -> torch.Tensor:
-    """Cross-entropy of logits ``out`` (batch, classes, ...) against their own argmax."""
+def pseudo_labels(out: object) -> torch.Tensor:
+    """The argmax over the classes of logits ``out`` (batch, classes, ...)."""
     if not isinstance(out, torch.Tensor) or out.dim() < 2 or not out.is_floating_point():
         kind = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputError(
             f"heuristic='taylor' needs a model whose output is class logits (batch, classes, ...); "
             f"this one returns {kind}: use a weight heuristic (l1, l2, lamp, fpgm) or hrank"
         )
-    return F.cross_entropy(out, out.detach().argmax(1))
+    return out.detach().argmax(1)
 
 
 class TaylorScorer:
-    """Taylor scores of fixed ``units`` (module docstring), ready to be computed again and again:
-    which entries each unit zeroes is worked out once (``edits(an, [unit], side)``), so each
-    call costs the forward and backward passes and one weighted bincount per batch (mixed masks
-    score again on the partly masked model: :func:`chanprune.masking.mixed.mixed_order`)."""
+    """Taylor scores of fixed ``units`` on fixed calibration ``batches`` (tuples of positional
+    inputs; ``kwargs`` go to every call), ready to be computed again and again: the reference
+    labels (what ``model`` predicts now) and which entries each unit zeroes
+    (``edits(an, [unit], side)``) are worked out once, so each call costs a forward pass
+    (recalibration), the forward and backward passes and one weighted bincount per batch
+    (mixed masks score again on the partly masked model:
+    :func:`chanprune.masking.mixed.mixed_order`)."""
 
     def __init__(
         self,
@@ -53,7 +64,14 @@ class TaylorScorer:
         units: Sequence[Unit],
         side: str,
         edits: Edits,
+        batches: Iterable[tuple],
+        kwargs: dict,
     ) -> None:
+        self.batches, self.kwargs = list(batches), kwargs
+        if not self.batches:
+            raise InputError("heuristic='taylor' got no calibration batches")
+        with eval_mode(model), torch.no_grad():
+            self.labels = [pseudo_labels(model(*b, **kwargs)) for b in self.batches]
         by_ptr = {p.data_ptr(): p for p in model.parameters() if p.is_floating_point()}
         self.model, self.n = model, len(units)
         self.plist = list(by_ptr.values())
@@ -81,45 +99,60 @@ class TaylorScorer:
             [self.offset[i, dim] + idx for es in per_unit for i, dim, idx in es] or [[]]
         ).astype(np.int64)
 
-    def __call__(self, batches: Iterable[tuple], kwargs: dict) -> list[float]:
-        """The scores on ``batches`` (tuples of positional inputs; ``kwargs`` go to every call).
-        Runs the model in eval mode (inference semantics: BatchNorm's running statistics, no
-        dropout) and leaves its ``.grad`` fields, training flags and ``requires_grad`` flags as
-        they were."""
-        model, plist = self.model, self.plist
+    def __call__(self, recalibrate: bool = False) -> list[float]:
+        """The scores of the model as it is now, against the reference labels. Runs the model
+        in eval mode (inference semantics: no dropout), with BatchNorm statistics recomputed on
+        the batches if ``recalibrate`` (a partly masked model), and leaves its statistics,
+        ``.grad`` fields, training flags and ``requires_grad`` flags as they were."""
+        model, plist, kwargs = self.model, self.plist, self.kwargs
         scores = np.zeros(self.n)
         flags = [(m, m.training) for m in model.modules()]
         frozen = [p for p in plist if not p.requires_grad]  # a frozen model still has gradients
-        seen = 0
         try:
-            model.eval()
-            for p in frozen:
-                p.requires_grad_(True)
-            for batch in batches:
-                with torch.enable_grad():
-                    loss = pseudo_label_loss(model(*batch, **kwargs))
-                    grads = torch.autograd.grad(loss, plist, allow_unused=True)
-                sums = np.zeros(self.size)
-                for i, dim in self.needed:
-                    g = grads[i]
-                    if g is None:
-                        continue
-                    gw = (g * plist[i].detach()).movedim(dim, 0)
-                    at = self.offset[i, dim]
-                    sums[at : at + gw.shape[0]] = (
-                        gw.reshape(gw.shape[0], -1).sum(1).double().numpy()
-                    )
-                first = np.bincount(self.owner, weights=sums[self.where], minlength=self.n)
-                scores += first**2
-                seen += 1
+            with kept_running_stats(model), torch.enable_grad():
+                if recalibrate:
+                    self._recalibrate()
+                model.eval()
+                for p in frozen:
+                    p.requires_grad_(True)
+                for batch, labels in zip(self.batches, self.labels, strict=True):
+                    scores += self._first_order(model(*batch, **kwargs), labels) ** 2
         finally:
             for m, was in flags:
                 m.training = was
             for p in frozen:
                 p.requires_grad_(False)
-        if seen == 0:
-            raise InputError("heuristic='taylor' got no calibration batches")
-        return (scores / seen).tolist()
+        return (scores / len(self.batches)).tolist()
+
+    def _first_order(self, out: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+        """Each unit's first-order loss change on one batch: the gradient of the loss times the
+        entries the unit zeroes, summed per unit (one weighted bincount)."""
+        plist = self.plist
+        with torch.enable_grad():
+            grads = torch.autograd.grad(F.cross_entropy(out, labels), plist, allow_unused=True)
+        sums = np.zeros(self.size)
+        for i, dim in self.needed:
+            if grads[i] is None:
+                continue
+            gw = (grads[i] * plist[i].detach()).movedim(dim, 0)
+            at = self.offset[i, dim]
+            sums[at : at + gw.shape[0]] = gw.reshape(gw.shape[0], -1).sum(1).double().numpy()
+        return np.bincount(self.owner, weights=sums[self.where], minlength=self.n)
+
+    def _recalibrate(self) -> None:
+        def run() -> int:
+            for batch in self.batches:
+                self.model(*batch, **self.kwargs)
+            return len(self.batches)
+
+        try:
+            recompute_running_stats(self.model, run)
+        except ValueError as e:  # BatchNorm in training mode on a single value per channel
+            raise InputError(
+                f"heuristic='taylor' recomputes BatchNorm statistics on the calibration batches "
+                f"while mixed masks grow, and the model refused them: {e}. Pass calibration "
+                "batches of 2 or more samples"
+            ) from e
 
 
 def taylor_scores(
@@ -133,4 +166,4 @@ def taylor_scores(
 ) -> list[float]:
     """Each unit's Taylor score (module docstring) on ``batches``, once: a
     :class:`TaylorScorer` called one time."""
-    return TaylorScorer(model, an, units, side, edits)(batches, kwargs)
+    return TaylorScorer(model, an, units, side, edits, batches, kwargs)()
