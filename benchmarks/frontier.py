@@ -349,7 +349,9 @@ def write_report(out: Path, cache: Path, size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", default="train", choices=("train", "masks", "eval", "report"))
+    p.add_argument(
+        "--stage", default="train", choices=("train", "masks", "eval", "amounts", "report")
+    )
     p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     p.add_argument("--epochs", type=int, default=None, help="override the EPOCHS table (trials)")
     p.add_argument("--size", type=int, default=32, help="input size (28x28 padded)")
@@ -410,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     train_set = Augmented(plain, SHIFT, fill=background(plain))
     test_set = FashionMNIST(args.data, "test", args.size)
+    if args.stage == "amounts":
+        grid.amounts_stage(args.models, load, args.out, plain, test_set, args.size)
+        return 0
     if args.stage == "eval":
         tune = {
             (m, c, h, t)

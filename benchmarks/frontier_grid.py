@@ -14,7 +14,8 @@ Two stages, so that the one that times runs alone (``frontier.py`` calls them):
   fine-tuning per seed; the recalibrated model is exported and its predictions on the test set
   checked against the masked model's. One line per config in ``frontier_eval.jsonl``.
 
-Both stages resume: a config already in its file is skipped.
+Both stages resume: a config already in its file is skipped. :func:`amounts_stage` (``--stage
+amounts``, times nothing) adds the paper's view: top-1 at equal pruning amount.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ CONTENDERS: dict[str, dict[str, Any]] = {
     "mixed": {"constrained": None, "side": "output"},  # the default for a target
 }
 TARGETS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5)  # the paper's view: the same share of channels
 HEURISTICS = ("l1", "l2", "lamp", "fpgm")
 SEEDS = (0, 1, 2)  # calibration samples (and fine-tuning orders)
 CALIBRATION = (20, 128)  # batches x images per recalibration
@@ -195,6 +197,7 @@ def mask_one(
             interval=list(meas.interval) if meas and meas.interval else None,
             rounds=meas.rounds if meas else None,
             met=abs(m.ratio / t - 1) <= LATENCY_TOLERANCE,
+            attempts=m.attempts,  # (predicted, measured) of each measurement of the search
         )
         (cache / "masks").mkdir(parents=True, exist_ok=True)
         np.savez_compressed(mask_file(cache, rec), **zeros_of(model, before))
@@ -286,5 +289,58 @@ def eval_stage(
             + ", ".join(f"{v:.2f}" for v in row["recalibrated"])
             + (", fine-tuned " + ", ".join(f"{v:.2f}" for v in row["finetuned"]) if tune else "")
             + f", export identical {row['export_identical']}, {row['seconds']:.0f} s",
+            flush=True,
+        )
+
+
+def amounts_stage(
+    models: Iterable[str],
+    base_model,
+    out: Path,
+    calib_set,
+    test_set,
+    size: int,
+    amounts: Iterable[float] = AMOUNTS,
+    contenders: Iterable[str] = ("constrained", "input", "output"),
+    heuristic: str = "l1",
+) -> None:
+    """The paper's view, at equal pruning *amount* (``--stage amounts``, times nothing): mask
+    each model with ``amount`` of each layer's channels per contender, export it (which checks
+    the export against the masked model), count the export's MACs against the unpruned
+    model's, and measure top-1 post-training and after recalibration (``SEEDS``). One line per
+    config in ``frontier_amounts.jsonl``; configs already there are skipped."""
+    path = out / "frontier_amounts.jsonl"
+    have = {r["key"] for r in read_jsonl(path)}
+    x = torch.zeros(1, 3, size, size)
+    for name, contender, a in itertools.product(models, contenders, amounts):
+        k = f"{name}-{contender}-{heuristic}-a{a:g}"
+        if k in have:
+            continue
+        start = time.perf_counter()
+        model = base_model(name)
+        macs = chanprune.count_macs(model, x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a low prunable share: the report shows the MACs
+            chanprune.mask(model, x, amount=a, heuristic=heuristic, **CONTENDERS[contender])
+        pruned = chanprune.export(model, x)
+        row: dict[str, Any] = {
+            "key": k,
+            "model": name,
+            "contender": contender,
+            "heuristic": heuristic,
+            "amount": a,
+            "macs_ratio": chanprune.count_macs(pruned, x) / macs,
+            "post": evaluate(model, test_set, batch_size=500).top1,
+            "recalibrated": [],
+        }
+        for seed in SEEDS:
+            m = copy.deepcopy(model)
+            recalibrate(m, _batches(calib_set, seed))
+            row["recalibrated"].append(evaluate(m, test_set, batch_size=500).top1)
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        append_jsonl(path, row)
+        print(
+            f"{k}: MACs {row['macs_ratio']:.3f}, post {row['post']:.2f}, recalibrated "
+            + ", ".join(f"{v:.2f}" for v in row["recalibrated"]),
             flush=True,
         )

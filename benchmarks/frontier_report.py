@@ -384,8 +384,66 @@ def write(out: Path, models: Iterable[str]) -> None:
                     f"{_cell(ev.get('recalibrated'))} | {_cell(ev.get('finetuned'))} | {same} |"
                 )
             lines.append("")
+    lines += amounts_section(out, models)
     lines += superseded_section(out)
     (out / "frontier.md").write_text("\n".join(lines) + "\n")
+
+
+def amounts_section(out: Path, models: Iterable[str]) -> list[str]:
+    """The paper's view: top-1 at equal pruning amount per contender (``--stage amounts``),
+    each unconstrained contender against constrained masks at the same amount."""
+    rows = read_jsonl(out / "frontier_amounts.jsonl")
+    if not rows:
+        return []
+    lines = [
+        "## Equal amount (the paper's view)",
+        "",
+        "Each layer loses the same share of its channels (`chanprune.mask(amount=a)`, l1); the "
+        "export's MACs against the unpruned model's at 32x32, and top-1 post-training and "
+        "recalibrated (3 calibration seeds: mean, min-max). The paper compares at this view; "
+        "a user pays for the latency, which the tables above compare at.",
+        "",
+    ]
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        if not mine:
+            continue
+        by = {(r["contender"], r["amount"]): r for r in mine}
+        names = [c for c in ORDER if any(r["contender"] == c for r in mine)]
+        lines += [
+            f"### {model}",
+            "",
+            "| amount | " + " | ".join(f"{c}: MACs, recalibrated" for c in names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for a in sorted({r["amount"] for r in mine}):
+            got = [by.get((c, a)) for c in names]
+            cells = [
+                f"{r['macs_ratio']:.3f}, {_cell(r['recalibrated'])}" if r else "-" for r in got
+            ]
+            lines.append(f"| {a:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for c in names:
+            if c == BASELINE:
+                continue
+            v = versus(_by_amount(by, c), [_by_amount(by, BASELINE)])
+            if v.n:
+                lines.append(
+                    f"- **{c} (l1)** vs constrained (l1) at equal amount ({v.n} amounts): "
+                    + v.text().replace("targets", "amounts")
+                )
+        lines.append("")
+    return lines
+
+
+def _by_amount(by: dict, contender: str) -> dict[float, dict[str, Any]]:
+    """{amount: record} of one contender in the form :func:`versus` compares (every amount is
+    met: the same share of channels)."""
+    return {
+        a: {"eval": {"recalibrated": r["recalibrated"]}, "met": True, "ratio": r["macs_ratio"]}
+        for (c, a), r in by.items()
+        if c == contender
+    }
 
 
 def superseded_section(out: Path) -> list[str]:
@@ -402,11 +460,11 @@ def superseded_section(out: Path) -> list[str]:
         "BatchNorm statistics and against the partly masked model's own predictions: "
         '"Taylor rescoring" in docs/design.md.',
         "",
-        "| config | run | ratio | recalibrated | replaced by: ratio | recalibrated |",
+        "| config | run (UTC) | ratio | recalibrated | replaced by: ratio | recalibrated |",
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["model"], r["heuristic"], r["contender"], -r["target"])):
-        when = time.strftime("%Y-%m-%d", time.gmtime(r["run"] / 1000))
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["run"] / 1000))
         now = r["now"]
         lines.append(
             f"| {r['key']} | {when} | {r['ratio']:.3f} | {_cell(r['eval']['recalibrated'])} | "

@@ -96,6 +96,33 @@ def test_eval_stage_scores_checks_exports_resumes_and_follows_redone_masks(tmp_p
     assert len(rows) == 3 and rows[-1]["mask_run"] == 3
     recs = {r["key"]: r for r in report.joined(tmp_path)}
     assert recs["tiny-mixed-l1-0.7"]["eval"]["mask_run"] == 3
+    (old,) = report.superseded(tmp_path)  # the replaced mask stays in the report
+    assert old["run"] == 2 and old["eval"]["mask_run"] == 2 and old["now"]["run"] == 3
+    assert "| tiny-mixed-l1-0.7 |" in "\n".join(report.superseded_section(tmp_path))
+
+
+def test_amounts_stage_masks_each_contender_at_equal_amount_and_resumes(tmp_path):
+    train_set, test_set = data(64, 0), data(40, 1)
+
+    def run() -> list[dict]:
+        grid.amounts_stage(
+            ["tiny"], lambda _n: tiny(), tmp_path, train_set, test_set, 8, amounts=(0.25, 0.5)
+        )
+        return grid.read_jsonl(tmp_path / "frontier_amounts.jsonl")
+
+    rows = run()
+    contenders = ("constrained", "input", "output")
+    assert [r["key"] for r in rows] == [
+        f"tiny-{c}-l1-a{a:g}" for c in contenders for a in (0.25, 0.5)
+    ]
+    macs = {(r["contender"], r["amount"]): r["macs_ratio"] for r in rows}
+    for c in contenders:
+        assert 0 < macs[c, 0.5] < macs[c, 0.25] < 1
+    assert all(len(r["recalibrated"]) == len(grid.SEEDS) for r in rows)
+    assert len(run()) == 6  # resumed: nothing left to do
+    text = "\n".join(report.amounts_section(tmp_path, ["tiny"]))
+    assert "## Equal amount (the paper's view)" in text and "### tiny" in text
+    assert "| 0.25 | " in text and "| 0.5 | " in text
 
 
 def test_report_verdict_counts_only_non_overlapping_ranges(tmp_path):

@@ -219,6 +219,8 @@ def test_mask_to_a_latency_target_with_a_biased_fake_backend(monkeypatch):
     assert got.ratio == measured[-1] or got.ratio in measured
     assert len(measured) >= 2  # the first aim, biased by 1.15, missed; one correction at least
     assert got.predicted < got.ratio  # what the model predicted for the export it chose
+    assert [m for _, m in got.attempts] == measured  # every measurement, in order
+    assert all(m == pytest.approx(1.15 * p) for p, m in got.attempts)
     chanprune.export(model, X2)  # exact (checks itself)
 
 

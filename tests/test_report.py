@@ -20,23 +20,37 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "r18.html"
     r = subprocess.run(
         [*EXE.split(), "report", "resnet18", "--input-size", "32", "--amounts", "0.25", "0.5",
-         "--runs", "2", "--html", str(out)],
+         "--runs", "2", "--html", str(out), "--targets", "0.7", "--calibrate", "2",
+         "--calibrate-batch", "8", "--limit", "100"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"wrote {out}" in r.stdout and "copies baseline" in r.stdout
+    assert "top-1 unpruned" in r.stdout and "constrained (l1) at 0.7" in r.stdout
     return out
 
 
 def test_report_is_self_contained_with_plots_and_tables(report):
     page = report.read_text()
-    assert len(re.findall(r"<img class='plot'[^>]*src='data:image/png;base64,", page)) == 2
+    assert len(re.findall(r"<img class='plot'[^>]*src='data:image/png;base64,", page)) == 3
     assert not re.search(r"(src|href)=['\"]?(https?:|//)", page)  # nothing fetched
     for method in ("unpruned", "constrained", "baseline", "reorder", "ideal"):
         assert f"<th>{method} ms</th>" in page
     assert "layer4.1.conv2" in page or "copies reorder" in page
     rows = re.findall(r"<tr><td>(\d+)</td>", page)  # segment table rows
     assert len(rows) >= 5
+    assert "<h2>Top-1 vs measured latency</h2>" in page and "on 100 fashion-mnist images" in page
+    view = re.findall(r"<tr><td>0.7</td><td class='l'>([^<]+)</td><td>([-\d.]+)</td>", page)
+    assert [v[0] for v in view] == ["default (mixed, taylor)", "constrained (l1)"]
+
+
+def test_data_without_targets_is_refused(tmp_path):
+    r = subprocess.run(
+        [*EXE.split(), "report", "resnet18", "--data", str(tmp_path), "--html",
+         str(tmp_path / "r.html")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "pass --targets" in r.stderr
 
 
 def test_bad_amount_for_the_detail_is_refused(tmp_path):
@@ -56,7 +70,7 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium_with_visible_plots(report, tmp_path):
     dom = chromium("--virtual-time-budget=5000", "--dump-dom", report.as_uri())
-    assert 'data-plots="2/2"' in dom.stdout, dom.stderr[-2000:]  # both PNGs decoded
+    assert 'data-plots="3/3"' in dom.stdout, dom.stderr[-2000:]  # every PNG decoded
     shot = tmp_path / "report.png"
     chromium("--window-size=1200,1800", f"--screenshot={shot}", report.as_uri())
     import matplotlib.image

@@ -174,3 +174,33 @@ def test_a_frozen_model_is_scored_and_stays_frozen():
     chanprune.mask(net, x, amount=0.4, heuristic="taylor", calibration=[b[0] for b in BATCHES])
     assert not any(p.requires_grad for p in net.parameters())
     torch.testing.assert_close(chanprune.export(net, x)(x), net(x))
+
+
+def test_rescoring_refuses_single_sample_batches_it_cannot_recalibrate_on():
+    """Mixed masks rescore with BatchNorm statistics recomputed on the calibration batches; a
+    BatchNorm1d cannot compute them from one sample, and the error says what to pass."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)
+    ).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    ones = [torch.randn(1, 6) for _ in range(2)]
+    with pytest.raises(InputError, match=r"taylor.*BatchNorm statistics.*2 or more samples"):
+        chanprune.mask(
+            net,
+            torch.randn(4, 6),
+            amount=0.5,
+            heuristic="taylor",
+            calibration=ones,
+            constrained="mixed",
+        )
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    got = chanprune.mask(
+        net,
+        torch.randn(4, 6),
+        amount=0.5,
+        heuristic="taylor",
+        calibration=[torch.randn(4, 6)],
+        constrained="mixed",
+    )
+    assert sum(map(len, got.values())) > 0

@@ -13,7 +13,16 @@ from ..errors import InputError
 from ..masking.masks import validate
 from ..paths import check_writable
 from ..progress import Steps
-from .prune import add_mask_arguments, add_model_arguments, example_input, own_warnings_only
+from .prune import (
+    add_data_arguments,
+    add_mask_arguments,
+    add_model_arguments,
+    calibration_set,
+    example_input,
+    own_warnings_only,
+    positive_int,
+    target_fraction,
+)
 from .source import load_source
 
 
@@ -39,11 +48,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_mask_arguments(rp, side="input")
     rp.add_argument("--runs", type=int, default=5, help="latency rounds per amount (median)")
+    rp.add_argument(
+        "--targets",
+        type=target_fraction,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="also draw top-1 against measured latency at these latency targets (fractions of "
+        "the unpruned model's time): the default masks for a target (mixed, Taylor scores) and "
+        "constrained masks of --heuristic, each recalibrated, on --dataset/--data images",
+    )
+    add_data_arguments(rp, "the top-1 view (--targets), at the model's input size")
+    rp.add_argument(
+        "--calibrate",
+        type=positive_int,
+        default=20,
+        metavar="N",
+        help="--targets: batches of training images that Taylor scores on and BatchNorm is "
+        "recalibrated on",
+    )
+    rp.add_argument(
+        "--calibrate-batch", type=positive_int, default=32, metavar="B", help="calibration batch"
+    )
+    rp.add_argument(
+        "--limit",
+        type=positive_int,
+        default=2000,
+        metavar="N",
+        help="--targets: score on N evaluation images drawn at random (seeded by --seed)",
+    )
     rp.set_defaults(func=report_command)
 
 
 def report_command(args: argparse.Namespace) -> int:
     from ..report.collect import collect
+    from ..report.frontier import accuracy_view
     from ..report.html import render
 
     for a in args.amounts:
@@ -53,8 +92,14 @@ def report_command(args: argparse.Namespace) -> int:
     if detail not in amounts:
         raise InputError(f"--amount {detail} must be one of --amounts {amounts}")
     html_path = check_writable(args.html, "--html", (".html", ".htm"))
+    if args.targets is None and args.data is not None:
+        raise InputError(
+            "--data gives the images of the top-1 view; pass --targets T [T ...] (latency "
+            "targets) to draw it"
+        )
     require("matplotlib", "chanprune report")
-    steps = Steps(f"report {Path(args.model).name}", 2 + 2 * len(amounts), not args.quiet)
+    views = 1 + 2 * len(args.targets) if args.targets else 0
+    steps = Steps(f"report {Path(args.model).name}", 2 + 2 * len(amounts) + views, not args.quiet)
     with steps.step("load model"):
         torch.manual_seed(args.seed)
         src = load_source(args.model, args.weights)
@@ -78,6 +123,20 @@ def report_command(args: argparse.Namespace) -> int:
             scope=args.scope,
             side=args.side,
         )
+    if args.targets:
+        with steps.step("load images"), own_warnings_only():
+            calibration, test_set = _view_images(args, x)
+        with own_warnings_only():
+            data.accuracy = accuracy_view(
+                src.model.eval(),
+                x,
+                sorted(set(args.targets), reverse=True),
+                calibration,
+                test_set,
+                args.dataset,
+                heuristic=args.heuristic,
+                step=step,
+            )
     with steps.step("render"):
         html_path.write_text(render(data), encoding="utf-8")
     steps.close()
@@ -89,5 +148,30 @@ def report_command(args: argparse.Namespace) -> int:
         + f"; copies baseline {sum(s.gathers for s in data.plans['baseline'].segments)}"
         f" -> reorder {sum(s.gathers for s in data.plans['reorder'].segments)}"
     )
+    if data.accuracy is not None:
+        print(
+            f"top-1 unpruned {data.accuracy.unpruned_top1:.2f}%; "
+            + ", ".join(
+                f"{p.contender} at {p.target:g}: "
+                + ("unreachable" if p.top1 is None else f"{p.top1:.2f}% (ratio {p.ratio:.3f})")
+                for p in data.accuracy.points
+            )
+        )
     print(f"wrote {html_path}")
     return 0
+
+
+def _view_images(args: argparse.Namespace, x: torch.Tensor):
+    """The calibration batches and the evaluation images of the top-1 view, at the example
+    input's size (refused before any masking when the images do not fit the model)."""
+    from ..evaluation.data import load_dataset
+    from ..evaluation.recovery import sample_batches
+
+    train_set = calibration_set(args, x, x.shape[-1])
+    calibration = list(sample_batches(train_set, args.calibrate, args.calibrate_batch, args.seed))
+    test_set = load_dataset(args.dataset, "test", args.data, x.shape[-1])
+    if args.limit < len(test_set):
+        gen = torch.Generator().manual_seed(args.seed)
+        pick = torch.randperm(len(test_set), generator=gen)[: args.limit].tolist()
+        test_set = torch.utils.data.Subset(test_set, pick)
+    return calibration, test_set

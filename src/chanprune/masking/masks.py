@@ -281,16 +281,20 @@ def _mask_to_target(
         return tried[key]
 
     measured = None
+    attempts: list[tuple[float, float]] = []  # (predicted, measured) ratio of each measurement
     if latency:
 
         def measure_at(amount: float) -> Measured:
+            predicted_here = ratio_at(amount)  # cached: the search tried this amount
             saved = _zero(_edits(an, choose(amount), side)[1])
             try:
                 pruned = export(
                     model, inputs, check=False, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes
                 )
                 with eval_mode(model):  # the base runs the user's model: no BN updates
-                    return measure_calls(runner(pruned, inputs, kwargs, target.backend), base)
+                    got = measure_calls(runner(pruned, inputs, kwargs, target.backend), base)
+                attempts.append((predicted_here, got.ratio))
+                return got
             finally:
                 _restore(saved)
 
@@ -309,7 +313,8 @@ def _mask_to_target(
         if fatal:
             raise MaskError(text)
         warnings.warn(text, stacklevel=4)
-    return TargetMasks(_apply(an, choose(found.amount), side), target, found, measured)
+    chosen = _apply(an, choose(found.amount), side)
+    return TargetMasks(chosen, target, found, measured, attempts)
 
 
 def _costs_for(target: Target, an: ChannelAnalysis, unpruned: Prediction | None) -> ChannelCosts:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,7 +75,9 @@ class TargetMasks(dict):
     dict, plus ``target`` (its name and value), the ``amount`` found and the export's ``ratio``
     to the unpruned model it measured (``mask(amount=masks.amount)`` gives the same masks). For
     a latency target ``ratio`` is measured on the backend (``measured`` holds its interval),
-    ``predicted`` what the latency model said."""
+    ``predicted`` what the latency model said, and ``attempts`` the (predicted, measured) ratio
+    of every export measured on the way (:func:`refine`), which shows how far the latency
+    model was off for this model."""
 
     def __init__(
         self,
@@ -83,6 +85,7 @@ class TargetMasks(dict):
         target: Target,
         found: Try,
         measured: Measured | None = None,
+        attempts: Sequence[tuple[float, float]] = (),
     ) -> None:
         super().__init__(masks)
         self.target = target
@@ -90,6 +93,7 @@ class TargetMasks(dict):
         self.ratio = measured.ratio if measured is not None else found.ratio
         self.predicted = found.ratio  # a latency target: what the latency model predicted
         self.measured = measured  # a latency target: the paired measurement (interval, rounds)
+        self.attempts = list(attempts)
 
 
 def resolve(

@@ -17,7 +17,8 @@ calibration images alone suffice. Mixed masks score again on the partly masked m
 statistics on the calibration batches (and puts the old ones back after), so a partly masked
 model is scored as it runs once recalibrated, against what the unpruned model predicted. Scored
 with the unpruned model's statistics and against its own drifting argmax, a deeply masked
-model gives gradients of a broken network (benchmarks/results/frontier.md, "Taylor rescoring").
+model gives gradients of a broken network (docs/design.md, "Taylor rescoring"; before and after:
+benchmarks/results/frontier.md, "Replaced runs").
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from ..analysis.types import ChannelAnalysis
 from ..capture.trace import eval_mode
 from ..errors import InputError
-from .norms import kept_running_stats, recompute_running_stats
+from .norms import kept_running_stats, norms_of, recompute_running_stats
 from .units import Unit
 
 Edits = Callable[[ChannelAnalysis, list[Unit], str], tuple[dict, list]]
@@ -72,6 +73,7 @@ class TaylorScorer:
             raise InputError("heuristic='taylor' got no calibration batches")
         with eval_mode(model), torch.no_grad():
             self.labels = [pseudo_labels(model(*b, **kwargs)) for b in self.batches]
+        self.norms = bool(norms_of(model))  # statistics to recompute for a masked model
         by_ptr = {p.data_ptr(): p for p in model.parameters() if p.is_floating_point()}
         self.model, self.n = model, len(units)
         self.plist = list(by_ptr.values())
@@ -110,7 +112,7 @@ class TaylorScorer:
         frozen = [p for p in plist if not p.requires_grad]  # a frozen model still has gradients
         try:
             with kept_running_stats(model), torch.enable_grad():
-                if recalibrate:
+                if recalibrate and self.norms:
                     self._recalibrate()
                 model.eval()
                 for p in frozen:

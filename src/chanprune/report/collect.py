@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +24,9 @@ from ..evaluation.timing import measure_latency
 from ..masking.masks import mask
 from ..plan import Plan, plan
 from ..rewrite.ideal import ideal
+
+if TYPE_CHECKING:
+    from .frontier import AccuracyView
 
 METHODS = ("unpruned", "constrained", "baseline", "reorder", "ideal")
 
@@ -49,6 +53,7 @@ class ReportData:
     detail_amount: float = 0.0
     layers: list[Layer] = field(default_factory=list)
     plans: dict[str, Plan] = field(default_factory=dict)  # baseline / reorder at detail_amount
+    accuracy: AccuracyView | None = None  # top-1 vs measured latency (report --targets)
 
 
 def collect(
@@ -85,15 +90,15 @@ def collect(
                 data.params[m].append(count_params(mods[m]))
                 data.macs[m].append(count_macs(mods[m], x) if m != "ideal" else -1)
     finally:
-        _restore(model, original)
+        restore_state(model, original)
     return data
 
 
 def _exports(model, x, amount, masking, original) -> dict[str, torch.nn.Module]:
-    _restore(model, original)
+    restore_state(model, original)
     mask(model, x, amount=amount, constrained=True, **masking)
     mods = {"constrained": export(model, x, method="baseline")}
-    _restore(model, original)
+    restore_state(model, original)
     mask(model, x, amount=amount, constrained=False, **masking)
     mods["baseline"] = export(model, x, method="baseline")
     mods["reorder"] = export(model, x, method="reorder")
@@ -132,7 +137,9 @@ def _transposed_weights(pruned: torch.nn.Module) -> set[str]:
     return names
 
 
-def _restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def restore_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``state`` (a cloned state dict) back into ``model``: its original weights and
+    statistics after masking."""
     with torch.no_grad():
         for k, v in model.state_dict().items():
             v.copy_(state[k])

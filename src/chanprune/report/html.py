@@ -71,9 +71,68 @@ def render(data: ReportData) -> str:
         _img(_kept_plot(data), "channels kept per layer"),
         f"<h2>Segments and their copies (amount {data.detail_amount})</h2>",
         _segments_table(data.plans),
+        *_accuracy_section(data),
         f"<script>{SCRIPT}</script></body></html>",
     ]
     return "\n".join(parts)
+
+
+def _accuracy_section(data: ReportData) -> list[str]:
+    """Top-1 against measured latency (``--targets``), if it was collected."""
+    view = data.accuracy
+    if view is None:
+        return []
+    rows = [
+        "<table><tr><th>latency target</th><th class='l'>masks</th><th>measured ratio</th>"
+        "<th>top-1 (%)</th><th class='l'>note</th></tr>",
+        f"<tr><td>1</td><td class='l'>unpruned</td><td>1.000</td>"
+        f"<td>{view.unpruned_top1:.2f}</td><td class='l'></td></tr>",
+    ]
+    for pt in view.points:
+        ratio = "-" if pt.ratio is None else f"{pt.ratio:.3f}"
+        top1 = "-" if pt.top1 is None else f"{pt.top1:.2f}"
+        rows.append(
+            f"<tr><td>{pt.target:g}</td><td class='l'>{html.escape(pt.contender)}</td>"
+            f"<td>{ratio}</td><td>{top1}</td><td class='l'>{html.escape(pt.note)}</td></tr>"
+        )
+    rows.append("</table>")
+    return [
+        "<h2>Top-1 vs measured latency</h2>",
+        f"<p class='muted'>At each latency target the model is masked from its original "
+        f"weights by each contender, its export measured against the unpruned model "
+        f"({html.escape(view.backend)}, paired rounds), BatchNorm recalibrated on "
+        f"{view.calibration_images} training images and scored on {view.images} "
+        f"{html.escape(view.dataset)} images. The default masks for a target are mixed masks "
+        "with Taylor scores (scored on the same calibration images).</p>",
+        _img(_accuracy_plot(data), "top-1 against measured latency per contender"),
+        "".join(rows),
+    ]
+
+
+def _accuracy_plot(data: ReportData) -> bytes:
+    plt = _pyplot()
+    view = data.accuracy
+    assert view is not None
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for label in dict.fromkeys(pt.contender for pt in view.points):
+        pts = sorted(
+            (pt.ratio, pt.top1)
+            for pt in view.points
+            if pt.contender == label and pt.ratio is not None and pt.top1 is not None
+        )
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", lw=2, label=label)
+    ax.axhline(view.unpruned_top1, color=COLORS["unpruned"], ls="--", lw=1.5, label="unpruned")
+    ax.set_xlabel("measured latency / unpruned")
+    ax.set_ylabel("top-1 after recalibration (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title(f"{data.model}: top-1 vs latency")
+    fig.tight_layout()
+    try:
+        return _png(fig)
+    finally:
+        plt.close(fig)
 
 
 def _img(png: bytes, alt: str) -> str:
