@@ -24,6 +24,7 @@ from ..evaluation.timing import measure_latency
 from ..masking.masks import mask
 from ..plan import Plan, plan
 from ..rewrite.ideal import ideal
+from .state import restore_state
 
 if TYPE_CHECKING:
     from .frontier import AccuracyView
@@ -135,14 +136,6 @@ def _transposed_weights(pruned: torch.nn.Module) -> set[str]:
             if getattr(w, "op", None) == "get_attr":
                 names.add(str(w.target))
     return names
-
-
-def restore_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy ``state`` (a cloned state dict) back into ``model``: its original weights and
-    statistics after masking."""
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            v.copy_(state[k])
 
 
 class _no_step:

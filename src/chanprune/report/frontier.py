@@ -23,7 +23,7 @@ from ..errors import MaskError
 from ..evaluation.accuracy import evaluate
 from ..evaluation.recovery import recalibrate
 from ..masking.masks import mask
-from .collect import restore_state
+from .state import restore_state
 
 
 @dataclass(frozen=True)
