@@ -128,11 +128,7 @@ def _accuracy_plot(data: ReportData) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     ax.set_title(f"{data.model}: top-1 vs latency")
-    fig.tight_layout()
-    try:
-        return _png(fig)
-    finally:
-        plt.close(fig)
+    return _png(fig)
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -184,9 +180,14 @@ def _segments_table(plans: dict[str, Plan]) -> str:
 
 
 def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    """The figure laid out and saved as PNG bytes; the figure is closed."""
+    try:
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+    finally:
+        _pyplot().close(fig)
 
 
 def _pyplot():
@@ -212,11 +213,7 @@ def _latency_plot(data: ReportData) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(ncol=5, fontsize=9, loc="lower left")
     ax.set_title(f"{data.model}, input {'x'.join(map(str, data.input_shape))}")
-    fig.tight_layout()
-    try:
-        return _png(fig)
-    finally:
-        plt.close(fig)
+    return _png(fig)
 
 
 def _kept_plot(data: ReportData) -> bytes:
@@ -235,8 +232,4 @@ def _kept_plot(data: ReportData) -> bytes:
     step = max(1, len(layers) // 40)
     axes[1].set_xticks(idx[::step])
     axes[1].set_xticklabels([layers[i].name for i in idx[::step]], rotation=90, fontsize=7)
-    fig.tight_layout()
-    try:
-        return _png(fig)
-    finally:
-        plt.close(fig)
+    return _png(fig)
