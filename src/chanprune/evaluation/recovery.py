@@ -52,12 +52,7 @@ def recalibrate(model: torch.nn.Module, batches: Iterable[object]) -> list[str]:
         )
         return []
     device = _device(model)
-    saved = [(b, b.clone()) for _, m in norms for b in m.buffers(recurse=False)]
-    count = recompute_running_stats(model, lambda: _run_all(model, batches, device))
-    if count == 0:
-        with torch.no_grad():
-            for b, old in saved:
-                b.copy_(old)
+    if recompute_running_stats(model, lambda: _run_all(model, batches, device)) == 0:
         raise InputError("recalibrate got no batches; pass at least one batch of model inputs")
     return [name for name, _ in norms]
 

@@ -40,8 +40,8 @@ def recompute_running_stats(model: torch.nn.Module, run: Callable[[], int]) -> i
     """Reset the running statistics of ``model``'s normalisation layers and average them with
     equal weight (``momentum=None``) over the batches ``run()`` feeds the model, with only those
     layers in training mode (dropout stays off) and without gradients; return ``run``'s count of
-    batches. Training flags and momenta are restored afterwards; on an error the old statistics
-    are put back too."""
+    batches. Training flags and momenta are restored afterwards; on an error, or with no batch
+    at all, the old statistics are put back too."""
     norms = norms_of(model)
     flags = [(m, m.training) for m in model.modules()]
     momenta = [(m, m.momentum) for _, m in norms]
@@ -53,7 +53,7 @@ def recompute_running_stats(model: torch.nn.Module, run: Callable[[], int]) -> i
                 m.reset_running_stats()
                 m.momentum = None
                 m.train()
-            return run()
+            count = run()
         except BaseException:
             for b, old in saved:
                 b.copy_(old)
@@ -63,3 +63,7 @@ def recompute_running_stats(model: torch.nn.Module, run: Callable[[], int]) -> i
                 m.momentum = momentum
             for m, was in flags:
                 m.training = was
+        if count == 0:  # nothing to average over: the reset statistics mean nothing
+            for b, old in saved:
+                b.copy_(old)
+    return count
