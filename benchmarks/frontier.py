@@ -16,12 +16,12 @@ epoch; a finished model is also saved as safetensors weights, which :func:`base_
 The table of epochs, top-1 per epoch, wall seconds per epoch, commands and machines is
 benchmarks/results/frontier_base.md (and .json), rewritten after every epoch.
 
-Stages ``masks`` (quiet machine: it measures), ``eval`` and ``report``: see
-``frontier_grid.py`` and ``frontier_report.py``; the report is benchmarks/results/frontier.md.
+Stages ``masks`` and ``ort`` (quiet machine: they measure), ``eval``, ``amounts`` and
+``report``: see ``frontier_grid.py`` and ``frontier_report.py``; the report is
+benchmarks/results/frontier.md.
 
-Not done yet (issue 26): efficientnet_b0 and densenet121 trained and in the grid; one epoch of
-fine-tuning at the deciding targets (``--stage eval --finetune T``); ONNX Runtime latency for
-the best contender per family; the paper's equal-amount view.
+Not done yet (issue 26): densenet121 trained and in the grid; fine-tuning at more of the
+deciding targets (``--stage eval --finetune T``).
 """
 
 from __future__ import annotations
@@ -350,7 +350,7 @@ def write_report(out: Path, cache: Path, size: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--stage", default="train", choices=("train", "masks", "eval", "amounts", "report")
+        "--stage", default="train", choices=("train", "masks", "eval", "amounts", "ort", "report")
     )
     p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     p.add_argument("--epochs", type=int, default=None, help="override the EPOCHS table (trials)")
@@ -409,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             redo=args.redo,
             mask_seeds=args.mask_seeds,
         )
+        return 0
+    if args.stage == "ort":
+        keys = frontier_report.deciding_keys(args.out, args.models)
+        grid.ort_stage(args.models, load, args.cache, args.out, keys=keys)
         return 0
     train_set = Augmented(plain, SHIFT, fill=background(plain))
     test_set = FashionMNIST(args.data, "test", args.size)

@@ -15,7 +15,8 @@ Two stages, so that the one that times runs alone (``frontier.py`` calls them):
   checked against the masked model's. One line per config in ``frontier_eval.jsonl``.
 
 Both stages resume: a config already in its file is skipped. :func:`amounts_stage` (``--stage
-amounts``, times nothing) adds the paper's view: top-1 at equal pruning amount.
+amounts``, times nothing) adds the paper's view: top-1 at equal pruning amount, and
+:func:`ort_stage` (``--stage ort``, **quiet machine**) the same exports' latency in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -344,3 +345,67 @@ def amounts_stage(
             + ", ".join(f"{v:.2f}" for v in row["recalibrated"]),
             flush=True,
         )
+
+
+ORT_CONTENDERS = ("constrained", "mixed")  # one per family: the baseline and the default
+
+
+def ort_stage(
+    models: Iterable[str],
+    base_model,
+    cache: Path,
+    out: Path,
+    contenders: Iterable[str] = ORT_CONTENDERS,
+    rounds: int = 31,
+    keys: set[str] | None = None,
+) -> None:
+    """ONNX Runtime latency of the masks the masks stage made (``--stage ort``, **needs a quiet
+    machine**): each mask of ``contenders`` is replayed on its base model and exported, and the
+    export runs in ONNX Runtime (no spinning threads) against the unpruned model's ONNX file at
+    224x224, batch 1, paired per round like the eager measurement. The masks were aimed at
+    eager PyTorch, so this shows how the same export's speed carries over to ORT. ``keys``, if
+    given, limits it to those masks (``frontier_report.deciding_keys``). One line per mask in
+    ``frontier_ort.jsonl``; masks already measured there are skipped."""
+    from chanprune.latency.measure import measure_calls, runner
+
+    path = out / "frontier_ort.jsonl"
+    have = latest(read_jsonl(path))
+    contenders, models = set(contenders), list(models)
+    todo = [
+        r
+        for r in latest(read_jsonl(out / "frontier_masks.jsonl")).values()
+        if "ratio" in r
+        and r["model"] in models
+        and r["contender"] in contenders
+        and (keys is None or r["key"] in keys)
+        and not (r["key"] in have and have[r["key"]].get("mask_run") == r.get("run"))
+    ]
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, LATENCY_SIZE, LATENCY_SIZE)
+    for name in models:
+        mine = [r for r in todo if r["model"] == name]
+        if not mine:
+            continue
+        unpruned = runner(base_model(name).eval(), (x,), {}, "ort")  # one ONNX file per model
+        for rec in mine:
+            start = time.perf_counter()
+            masked = base_model(name)
+            replay(masked, dict(np.load(mask_file(cache, rec))))
+            pruned = chanprune.export(masked, x)
+            got = measure_calls(runner(pruned, (x,), {}, "ort"), unpruned, rounds=rounds)
+            row = {
+                "key": rec["key"],
+                "mask_run": rec.get("run"),
+                "ort_ratio": got.ratio,
+                "interval": list(got.interval) if got.interval else None,
+                "rounds": got.rounds,
+                "threads": torch.get_num_threads(),
+                "eager_ratio": rec["ratio"],
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            append_jsonl(path, row)
+            print(
+                f"{rec['key']}: ORT {got.ratio:.3f} (eager {rec['ratio']:.3f}), "
+                f"{row['seconds']:.0f} s",
+                flush=True,
+            )

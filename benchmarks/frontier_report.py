@@ -385,6 +385,7 @@ def write(out: Path, models: Iterable[str]) -> None:
                 )
             lines.append("")
     lines += amounts_section(out, models)
+    lines += ort_section(out, models)
     lines += superseded_section(out)
     (out / "frontier.md").write_text("\n".join(lines) + "\n")
 
@@ -471,3 +472,110 @@ def superseded_section(out: Path) -> list[str]:
             f"{now['ratio']:.3f} | {_cell(now['eval']['recalibrated'])} |"
         )
     return [*lines, ""]
+
+
+def ort_section(out: Path, models: Iterable[str]) -> list[str]:
+    """ONNX Runtime latency of the constrained and default masks (``frontier_ort.jsonl``, from
+    ``--stage ort``) beside their eager latency: the masks were aimed at eager PyTorch, so this
+    shows how far the speed carries over to the other CPU runtime."""
+    ort = latest(read_jsonl(out / "frontier_ort.jsonl"))
+    masks = latest(read_jsonl(out / "frontier_masks.jsonl"))
+    rows = [
+        (masks[k], r)
+        for k, r in ort.items()
+        if k in masks and masks[k].get("run") == r.get("mask_run") and masks[k]["model"] in models
+    ]
+    if not rows:
+        return []
+    lines = [
+        "## ONNX Runtime",
+        "",
+        "The same exports in ONNX Runtime "
+        "(`benchmarks/frontier.py --stage ort`, alone on the machine): each mask's export "
+        "against the unpruned model, both as ONNX files, 224x224, batch 1, 2 intra-op "
+        "threads that do not spin, paired per round (31 rounds; median and 95% interval). The "
+        "masks were aimed at eager PyTorch (`backend='eager'`); a user deploying on ORT asks "
+        "for `backend='ort'`, which measures there instead.",
+        "",
+    ]
+    for model in models:
+        mine = sorted(
+            (p for p in rows if p[0]["model"] == model),
+            key=lambda p: (-p[0]["target"], p[0]["contender"], p[0]["heuristic"], p[0]["key"]),
+        )
+        if not mine:
+            continue
+        both = [r["ort_ratio"] / m["ratio"] for m, r in mine]
+        lines += [
+            f"### {model}",
+            "",
+            f"ORT ratio over eager ratio: median {statistics.median(both):.2f} "
+            f"({min(both):.2f}-{max(both):.2f}) over {len(both)} masks. {ort_faster(mine)}",
+            "",
+            "| target | mask | eager ratio | ORT ratio (95% interval) |",
+            "|---|---|---|---|",
+        ]
+        for m, r in mine:
+            iv = r.get("interval")
+            band = f" ({iv[0]:.3f}-{iv[1]:.3f})" if iv else ""
+            lines.append(
+                f"| {m['target']:g} | {m['contender']} {m['heuristic']}"
+                + (f" m{m['mask_seed']}" if m.get("mask_seed") else "")
+                + f" | {m['ratio']:.3f} | {r['ort_ratio']:.3f}{band} |"
+            )
+        lines.append("")
+    return lines
+
+
+def deciding_keys(out: Path, models: Iterable[str]) -> set[str]:
+    """The masks the product goal compares, per model and target: every mask of the default
+    config (mixed, Taylor) and those of the most accurate constrained config of any heuristic
+    (recalibrated, among those that met the target where any did), as :func:`versus` picks."""
+    models = set(models)
+    plain = joined_plain(
+        read_jsonl(out / "frontier_masks.jsonl"), read_jsonl(out / "frontier_eval.jsonl")
+    )
+    recs = [r for r in joined(out) if r["model"] in models and r.get("eval")]
+    best = {}
+    for r in recs:
+        if r["contender"] != BASELINE or not r["eval"].get("recalibrated"):
+            continue
+        at = (r["model"], r["target"])
+        rank = (bool(r.get("met")), statistics.mean(r["eval"]["recalibrated"]))
+        if at not in best or rank > best[at][0]:
+            best[at] = (rank, r["heuristic"])
+    chosen = {(m, BASELINE, h, t) for (m, t), (_, h) in best.items()}
+    return {
+        r["key"]
+        for r in plain
+        if r["model"] in models
+        and "ratio" in r
+        and (
+            (r["contender"], r["heuristic"]) == (DEFAULT, "taylor")
+            or (r["model"], r["contender"], r["heuristic"], r["target"]) in chosen
+        )
+    }
+
+
+def ort_faster(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """Which family runs faster in ORT per target: the default masks (mean over their masks)
+    against the constrained ones, a difference counted where the intervals do not overlap."""
+    by: dict[float, dict[str, list[dict[str, Any]]]] = {}
+    for m, r in pairs:
+        by.setdefault(m["target"], {}).setdefault(m["contender"], []).append(r)
+    said: dict[str, list[float]] = {"default": [], "constrained": [], "neither": []}
+    for t, fam in sorted(by.items(), reverse=True):
+        if DEFAULT not in fam or BASELINE not in fam:
+            continue
+        d, c = fam[DEFAULT], fam[BASELINE]
+        d_hi = max(r["interval"][1] if r.get("interval") else r["ort_ratio"] for r in d)
+        d_lo = min(r["interval"][0] if r.get("interval") else r["ort_ratio"] for r in d)
+        c_hi = max(r["interval"][1] if r.get("interval") else r["ort_ratio"] for r in c)
+        c_lo = min(r["interval"][0] if r.get("interval") else r["ort_ratio"] for r in c)
+        said["default" if d_hi < c_lo else "constrained" if c_hi < d_lo else "neither"].append(t)
+    return (
+        f"At the same eager target, the default masks run faster in ORT at "
+        f"{len(said['default'])} targets ({_ts(said['default'])}), the constrained masks at "
+        f"{len(said['constrained'])} ({_ts(said['constrained'])}), and the intervals of all "
+        f"their masks overlap at {len(said['neither'])} ({_ts(said['neither'])})."
+    )

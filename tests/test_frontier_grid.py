@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -211,3 +212,91 @@ def test_masks_of_several_calibration_seeds_merge_into_one_config():
     group[0]["eval"] = None  # not evaluated yet: left out
     assert report.merged(group)["masks"] == 2
     assert report.merged([group[1]])["masks"] == 1
+
+
+def test_ort_stage_measures_constrained_and_default_masks_once_each(tmp_path):
+    """The ORT stage measures every constrained and mixed mask (not the other contenders), once
+    per mask run, and the report shows them beside the eager ratio."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    write_mask(tmp_path, "constrained", 0.7, [0, 1, 2], run=1)
+    write_mask(tmp_path, "mixed", 0.7, [5], run=2)
+    write_mask(tmp_path, "input", 0.7, [4], run=3)
+
+    def run() -> list[dict]:
+        grid.ort_stage(["tiny"], lambda _n: tiny(), tmp_path, tmp_path, rounds=3)
+        return grid.read_jsonl(tmp_path / "frontier_ort.jsonl")
+
+    rows = run()
+    assert [r["key"] for r in rows] == ["tiny-constrained-l1-0.7", "tiny-mixed-l1-0.7"]
+    assert [r["mask_run"] for r in rows] == [1, 2]
+    assert all(r["ort_ratio"] > 0 and r["rounds"] == 3 and r["eager_ratio"] == 0.7 for r in rows)
+    assert len(run()) == 2  # resumed: nothing left to do
+    write_mask(tmp_path, "mixed", 0.7, [3, 6], run=4)  # a redone mask is measured again
+    rows = run()
+    assert len(rows) == 3 and rows[-1]["mask_run"] == 4
+    text = "\n".join(report.ort_section(tmp_path, ["tiny"]))
+    assert "## ONNX Runtime" in text and "over 2 masks" in text
+    assert "| 0.7 | constrained l1 | 0.700 |" in text and "| 0.7 | mixed l1 | 0.700 |" in text
+
+
+def test_deciding_keys_are_every_default_mask_and_the_best_constrained_per_target(tmp_path):
+    """The ORT stage measures the pair the product goal compares: every mask of the default
+    config and the most accurate constrained config that met the target."""
+
+    def add(contender, heuristic, target, top1, met=True, seed=0):
+        k = grid.key("m", contender, heuristic, target, seed)
+        mask = {
+            "key": k,
+            "model": "m",
+            "contender": contender,
+            "heuristic": heuristic,
+            "target": target,
+            "mask_seed": seed,
+            "run": 1,
+            "ratio": target if met else target + 0.1,
+            "predicted": target,
+            "met": met,
+        }
+        grid.append_jsonl(tmp_path / "frontier_masks.jsonl", mask)
+        ev = {"key": k, "mask_run": 1, "post": top1, "recalibrated": [top1, top1]}
+        grid.append_jsonl(tmp_path / "frontier_eval.jsonl", ev)
+
+    add("mixed", "taylor", 0.5, 80)
+    add("mixed", "taylor", 0.5, 79, seed=1)
+    add("constrained", "l1", 0.5, 70)
+    add("constrained", "taylor", 0.5, 75)  # the most accurate constrained at 0.5
+    add("constrained", "l1", 0.7, 88, met=False)
+    add("constrained", "taylor", 0.7, 85)  # less accurate, but the only one at equal latency
+    add("input", "l1", 0.5, 90)  # not a contender of the pair
+    assert report.deciding_keys(tmp_path, ["m"]) == {
+        "m-mixed-taylor-0.5",
+        "m-mixed-taylor-0.5-m1",
+        "m-constrained-taylor-0.5",
+        "m-constrained-taylor-0.7",
+    }
+    assert report.deciding_keys(tmp_path, ["other"]) == set()
+
+
+def test_ort_faster_counts_a_family_only_where_every_interval_is_apart():
+    def pair(contender, target, ratio, lo, hi):
+        return {"contender": contender, "target": target}, {
+            "ort_ratio": ratio,
+            "interval": [lo, hi],
+        }
+
+    pairs = [
+        pair("mixed", 0.9, 0.80, 0.79, 0.81),
+        pair("constrained", 0.9, 0.85, 0.84, 0.86),  # default faster at 0.9
+        pair("mixed", 0.7, 0.60, 0.59, 0.61),
+        pair("mixed", 0.7, 0.75, 0.74, 0.76),  # a second default mask, slower
+        pair("constrained", 0.7, 0.65, 0.64, 0.66),  # between them: neither
+        pair("mixed", 0.5, 0.50, 0.49, 0.51),
+        pair("constrained", 0.5, 0.40, 0.39, 0.41),  # constrained faster at 0.5
+        pair("mixed", 0.3, 0.30, 0.29, 0.31),  # no constrained mask measured: left out
+    ]
+    assert report.ort_faster(pairs) == (
+        "At the same eager target, the default masks run faster in ORT at 1 targets (0.9), "
+        "the constrained masks at 1 (0.5), and the intervals of all their masks overlap at 1 "
+        "(0.7)."
+    )
