@@ -348,6 +348,10 @@ def amounts_stage(
 
 
 ORT_CONTENDERS = ("constrained", "mixed")  # one per family: the baseline and the default
+# Export methods measured in ORT: reorder (the default) and dense, which keeps ORT's blocked
+# layout (no run-time copies: benchmarks/results/ort_graphs.md). A constrained mask has no
+# copies to avoid, so it gets the first only.
+ORT_METHODS = ("reorder", "dense")
 
 
 def ort_stage(
@@ -358,43 +362,47 @@ def ort_stage(
     contenders: Iterable[str] = ORT_CONTENDERS,
     rounds: int = 31,
     keys: set[str] | None = None,
+    methods: tuple[str, ...] = ORT_METHODS,
 ) -> None:
     """ONNX Runtime latency of the masks the masks stage made (``--stage ort``, **needs a quiet
-    machine**): each mask of ``contenders`` is replayed on its base model and exported, and the
-    export runs in ONNX Runtime (no spinning threads) against the unpruned model's ONNX file at
-    224x224, batch 1, paired per round like the eager measurement. The masks were aimed at
-    eager PyTorch, so this shows how the same export's speed carries over to ORT. ``keys``, if
-    given, limits it to those masks (``frontier_report.deciding_keys``). One line per mask in
-    ``frontier_ort.jsonl``; masks already measured there are skipped."""
+    machine**): each mask of ``contenders`` is replayed on its base model and exported with
+    each of ``methods`` (a constrained mask with the first only), and the export runs in ONNX
+    Runtime (no spinning threads) against the unpruned model's ONNX file at 224x224, batch 1,
+    paired per round like the eager measurement. The masks were aimed at eager PyTorch, so this
+    shows how their speed carries over to ORT. ``keys``, if given, limits it to those masks
+    (``frontier_report.deciding_keys``). One line per mask and method in
+    ``frontier_ort.jsonl``; those already measured there are skipped."""
     from chanprune.latency.measure import measure_calls, runner
 
     path = out / "frontier_ort.jsonl"
-    have = latest(read_jsonl(path))
+    have = {(r["key"], r.get("method", "reorder")): r for r in read_jsonl(path)}
     contenders, models = set(contenders), list(models)
     todo = [
-        r
+        (r, method)
         for r in latest(read_jsonl(out / "frontier_masks.jsonl")).values()
         if "ratio" in r
         and r["model"] in models
         and r["contender"] in contenders
         and (keys is None or r["key"] in keys)
-        and not (r["key"] in have and have[r["key"]].get("mask_run") == r.get("run"))
+        for method in (methods[:1] if r["contender"] == "constrained" else methods)
+        if have.get((r["key"], method), {}).get("mask_run", -1) != r.get("run")
     ]
     torch.manual_seed(0)
     x = torch.randn(1, 3, LATENCY_SIZE, LATENCY_SIZE)
     for name in models:
-        mine = [r for r in todo if r["model"] == name]
+        mine = [(r, m) for r, m in todo if r["model"] == name]
         if not mine:
             continue
         unpruned = runner(base_model(name).eval(), (x,), {}, "ort")  # one ONNX file per model
-        for rec in mine:
+        for rec, method in mine:
             start = time.perf_counter()
             masked = base_model(name)
             replay(masked, dict(np.load(mask_file(cache, rec))))
-            pruned = chanprune.export(masked, x)
+            pruned = chanprune.export(masked, x, method=method)
             got = measure_calls(runner(pruned, (x,), {}, "ort"), unpruned, rounds=rounds)
             row = {
                 "key": rec["key"],
+                "method": method,
                 "mask_run": rec.get("run"),
                 "ort_ratio": got.ratio,
                 "interval": list(got.interval) if got.interval else None,
@@ -405,7 +413,7 @@ def ort_stage(
             }
             append_jsonl(path, row)
             print(
-                f"{rec['key']}: ORT {got.ratio:.3f} (eager {rec['ratio']:.3f}), "
+                f"{rec['key']} ({method}): ORT {got.ratio:.3f} (eager {rec['ratio']:.3f}), "
                 f"{row['seconds']:.0f} s",
                 flush=True,
             )

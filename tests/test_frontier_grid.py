@@ -214,9 +214,10 @@ def test_masks_of_several_calibration_seeds_merge_into_one_config():
     assert report.merged([group[1]])["masks"] == 1
 
 
-def test_ort_stage_measures_constrained_and_default_masks_once_each(tmp_path):
-    """The ORT stage measures every constrained and mixed mask (not the other contenders), once
-    per mask run, and the report shows them beside the eager ratio."""
+def test_ort_stage_measures_constrained_and_default_masks_once_per_method(tmp_path):
+    """The ORT stage measures every constrained mask (reorder only: it has no copies) and every
+    mixed mask with both methods, not the other contenders, once per mask run; the report
+    shows them beside the eager ratio."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     write_mask(tmp_path, "constrained", 0.7, [0, 1, 2], run=1)
@@ -228,16 +229,22 @@ def test_ort_stage_measures_constrained_and_default_masks_once_each(tmp_path):
         return grid.read_jsonl(tmp_path / "frontier_ort.jsonl")
 
     rows = run()
-    assert [r["key"] for r in rows] == ["tiny-constrained-l1-0.7", "tiny-mixed-l1-0.7"]
-    assert [r["mask_run"] for r in rows] == [1, 2]
+    assert [(r["key"], r["method"]) for r in rows] == [
+        ("tiny-constrained-l1-0.7", "reorder"),
+        ("tiny-mixed-l1-0.7", "reorder"),
+        ("tiny-mixed-l1-0.7", "dense"),
+    ]
+    assert [r["mask_run"] for r in rows] == [1, 2, 2]
     assert all(r["ort_ratio"] > 0 and r["rounds"] == 3 and r["eager_ratio"] == 0.7 for r in rows)
-    assert len(run()) == 2  # resumed: nothing left to do
+    assert len(run()) == 3  # resumed: nothing left to do
     write_mask(tmp_path, "mixed", 0.7, [3, 6], run=4)  # a redone mask is measured again
     rows = run()
-    assert len(rows) == 3 and rows[-1]["mask_run"] == 4
+    assert len(rows) == 5 and [r["mask_run"] for r in rows[-2:]] == [4, 4]
     text = "\n".join(report.ort_section(tmp_path, ["tiny"]))
     assert "## ONNX Runtime" in text and "over 2 masks" in text
-    assert "| 0.7 | constrained l1 | 0.700 |" in text and "| 0.7 | mixed l1 | 0.700 |" in text
+    assert "| ORT reorder (95% interval) | ORT dense (95% interval) |" in text
+    assert "| 0.7 | constrained l1 | 0.700 | " in text and text.count(" | - |") == 1
+    assert "| 0.7 | mixed l1 | 0.700 | " in text
 
 
 def test_deciding_keys_are_every_default_mask_and_the_best_constrained_per_target(tmp_path):
