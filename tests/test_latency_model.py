@@ -224,6 +224,54 @@ def test_mask_to_a_latency_target_with_a_biased_fake_backend(monkeypatch):
     chanprune.export(model, X2)  # exact (checks itself)
 
 
+def test_a_latency_target_on_ort_is_predicted_and_measured_for_the_dense_export(monkeypatch):
+    """ONNX Runtime runs the copy-free dense export faster than reorder, so a target on 'ort'
+    predicts and measures dense exports and says so (``method``); other targets stay on
+    reorder. No timing: a byte-cost latency model and a fake measurement."""
+    from chanprune.masking import masks as M
+    from chanprune.masking import targets as T
+
+    fake = LatencyModel(cache_dir=None, timer=bytes_timer)
+    monkeypatch.setitem(T._MODELS, "ort", fake)
+    monkeypatch.setattr(M, "runner", lambda module, inputs, kwargs, backend: module)
+    predicted, measured = [], []
+    predict = fake.predict
+
+    def spy(module, *args, **kwargs):
+        predicted.append(getattr(module, "chanprune_method", None))  # None: the user's model
+        return predict(module, *args, **kwargs)
+
+    monkeypatch.setattr(fake, "predict", spy)
+
+    def fake_measure(pruned, base):
+        measured.append(pruned.chanprune_method)
+        return Measured(fake.predict(pruned, X2).seconds / fake.predict(base, X2).seconds, None, 1)
+
+    monkeypatch.setattr(M, "measure_calls", fake_measure)
+    torch.manual_seed(0)
+    got = chanprune.mask(Residual(), X2, target_latency=0.8, backend="ort", constrained=False)
+    assert got.method == "dense" and measured and set(measured) == {"dense"}
+    # every masked try, not just the last (the first prediction is the unmasked reference)
+    assert predicted[0] == "reorder" and set(predicted[1:]) == {"dense", None}
+    assert Target("target_latency", 0.8, "eager").method == "reorder"
+    assert Target("target_macs", 0.8, "ort").method == "reorder"
+    assert chanprune.mask(Residual(), X2, target_macs=0.8).method == "reorder"
+
+
+def test_the_cli_exports_with_the_method_the_target_was_measured_with():
+    import argparse
+
+    from chanprune.cli.prune import export_method
+    from chanprune.masking.targets import TargetMasks, Try
+
+    on_ort = TargetMasks({}, Target("target_latency", 0.7, "ort"), Try(0.3, 0.7))
+    on_eager = TargetMasks({}, Target("target_latency", 0.7, "eager"), Try(0.3, 0.7))
+    assert export_method(argparse.Namespace(method=None), on_ort) == "dense"
+    assert export_method(argparse.Namespace(method=None), on_eager) == "reorder"
+    assert export_method(argparse.Namespace(method=None), {"w": [0]}) == "reorder"
+    assert export_method(argparse.Namespace(method="baseline"), on_ort) == "baseline"  # asked
+
+
 class Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()

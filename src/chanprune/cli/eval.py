@@ -28,6 +28,7 @@ from .prune import (
     add_calibrate_argument,
     add_pruning_arguments,
     calibrate_from_args,
+    export_method,
     mask_from_args,
     own_warnings_only,
     quanta,
@@ -143,6 +144,7 @@ def _run(args: argparse.Namespace, distributed: bool) -> int:
     t0 = time.perf_counter()
     with own_warnings_only():
         masks = mask_from_args(model, x, args, scored)
+    args.method = export_method(args, masks)
     seconds = time.perf_counter() - t0
     if args.calibrate:
         before = evaluate(model, test, desc="masked, not recalibrated", **kw)

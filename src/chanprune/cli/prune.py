@@ -143,7 +143,13 @@ def add_pruning_arguments(
                 default=None,
                 help=text,
             )
-    p.add_argument("--method", default="reorder", choices=METHODS)
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=METHODS,
+        help="export method (default: reorder; with --target-latency on --backend ort, dense, "
+        "the export the target was measured with)",
+    )
     p.add_argument(
         "--group-quantum",
         type=positive_int,
@@ -365,6 +371,7 @@ def prune_command(args: argparse.Namespace) -> int:
                     sample_batches(train_set, args.calibrate, args.calibrate_batch, args.seed)
                 )
             masks = mask_from_args(model, x, args, scored)
+        args.method = export_method(args, masks)
         if calibrating:
             with steps.step("recalibrate BatchNorm"):
                 calibrated = calibrate_from_args(model, train_set, args.calibrate_batch, args)
@@ -427,6 +434,14 @@ def prune_command(args: argparse.Namespace) -> int:
     for path in saved:
         print(f"wrote {path}")
     return 0
+
+
+def export_method(args: argparse.Namespace, masks: dict) -> str:
+    """``--method``, else the method a target was measured with (:attr:`TargetMasks.method`),
+    else reorder."""
+    if args.method is not None:
+        return args.method
+    return masks.method if isinstance(masks, TargetMasks) else "reorder"
 
 
 def _kind_word(constrained: bool | str | None, masks: dict, heuristic: str = "l1") -> str:

@@ -130,7 +130,10 @@ def mask(
     unpruned model, paired per round, correcting the model's aim by its error (at most four
     measurements: ``targets.refine``). ``ratio`` is the measured ratio (``measured`` holds its
     interval, ``predicted`` the model's). Mixed masks rank channels by score per second saved.
-    Timing needs a quiet machine: other jobs on the cores move every measurement.
+    Timing needs a quiet machine: other jobs on the cores move every measurement. On ``"ort"``
+    the target is predicted and measured for ``export(method="dense")``, which runs faster
+    there than the reorder export; ``method`` on the result says which export the ratio
+    holds for.
 
     ``heuristic`` is one of ``chanprune.HEURISTICS`` (lower score: pruned first); HRank scores
     feature maps of ``calibration`` batches (default: the example inputs). ``scope="local"``
@@ -289,7 +292,12 @@ def _mask_to_target(
             saved = _zero(_edits(an, choose(amount), side)[1])
             try:
                 pruned = export(
-                    model, inputs, check=False, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes
+                    model,
+                    inputs,
+                    method=target.method,
+                    check=False,
+                    example_kwargs=kwargs,
+                    dynamic_shapes=dynamic_shapes,
                 )
                 with eval_mode(model):  # the base runs the user's model: no BN updates
                     got = measure_calls(runner(pruned, inputs, kwargs, target.backend), base)

@@ -61,6 +61,19 @@ class Target:
     def what(self) -> str:
         return MEASURES[self.name]
 
+    @property
+    def method(self) -> str:
+        """The export method the target is predicted and measured with: the copy-free
+        ``"dense"`` for a latency target on ONNX Runtime, which converts its blocked layout
+        around every run-time channel copy (benchmarks/results/ort_graphs.md and frontier.md,
+        "ONNX Runtime"); ``"reorder"`` (export's default) for everything else."""
+        if self.name == "target_latency":
+            return TARGET_METHODS.get(self.backend, "reorder")
+        return "reorder"
+
+
+TARGET_METHODS = {"ort": "dense"}  # latency backends whose fastest export is not reorder
+
 
 @dataclass(frozen=True)
 class Try:
@@ -77,7 +90,8 @@ class TargetMasks(dict):
     a latency target ``ratio`` is measured on the backend (``measured`` holds its interval),
     ``predicted`` what the latency model said, and ``attempts`` the (predicted, measured) ratio
     of every export measured on the way (:func:`refine`), which shows how far the latency
-    model was off for this model."""
+    model was off for this model. ``method`` is the export method the ratio holds for
+    (:attr:`Target.method`): pass it to :func:`chanprune.export`."""
 
     def __init__(
         self,
@@ -94,6 +108,7 @@ class TargetMasks(dict):
         self.predicted = found.ratio  # a latency target: what the latency model predicted
         self.measured = measured  # a latency target: the paired measurement (interval, rounds)
         self.attempts = list(attempts)
+        self.method = target.method
 
 
 def resolve(
@@ -184,11 +199,17 @@ def unpruned_prediction(
 def export_cost(
     model: torch.nn.Module, inputs: tuple, kwargs: dict, dynamic_shapes: object, target: Target
 ) -> int:
-    """The cost of what :func:`chanprune.export` (its defaults) makes of ``model`` as it is
-    masked now. Unchecked: the search tries many masks and keeps one, which the user's export
-    checks; an unchecked export takes the symbolic capture, the one ``mask`` made for it."""
+    """The cost of what :func:`chanprune.export` (its defaults, with the target's
+    :attr:`Target.method`) makes of ``model`` as it is masked now. Unchecked: the search tries
+    many masks and keeps one, which the user's export checks; an unchecked export takes the
+    symbolic capture, the one ``mask`` made for it."""
     pruned = export(
-        model, inputs, check=False, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes
+        model,
+        inputs,
+        method=target.method,
+        check=False,
+        example_kwargs=kwargs,
+        dynamic_shapes=dynamic_shapes,
     )
     return cost(pruned, inputs, kwargs, target)
 
