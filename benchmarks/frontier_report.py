@@ -497,8 +497,8 @@ def ort_section(out: Path, models: Iterable[str]) -> list[str]:
         "and `method='dense'` (no run-time copies, so ORT keeps its blocked layout); a "
         "constrained mask has no copies, so its export is the same either way. The masks were "
         "aimed at eager PyTorch (`backend='eager'`); a user deploying on ORT asks for "
-        "`backend='ort'`, which measures there instead. *Which family runs faster* takes each "
-        "mask's faster export.",
+        "`backend='ort'`, which aims there, at the dense export (`masks.method`). *Which "
+        "family runs faster* takes each mask's faster export.",
         "",
     ]
     for model in models:
