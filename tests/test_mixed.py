@@ -163,6 +163,25 @@ def test_the_last_unit_of_a_segment_channel_saves_the_rest_of_it(an):
     assert picked(last.units) == {("inner", 1)} and last.saving == 11
 
 
+def test_for_the_dense_export_a_unit_saves_only_once_it_completes_its_segment_channel(an):
+    """p1's row of stream channel 2 is free (score 0): for reorder it is picked first, alone,
+    and saves its row; the dense export keeps the channel while p2 and p3 write it, so there
+    that row saves nothing alone and stream channels go only whole."""
+    scores = {("p1", 2): 0.0}
+    P = index(an.producers)
+    stream = {int(r) for r in an.root[an.producers[P["p1"]].ids]}
+    reorder = mixed_order(units_of(an, "output", scores), an, "output", hand_costs(an))
+    assert picked(reorder[0].units) == {("p1", 2)} and reorder[0].saving == 1
+    dense = mixed_order(units_of(an, "output", scores), an, "output", hand_costs(an), partial=False)
+    assert all(p.whole and p.saving == 13 for p in dense if p.root in stream)
+    assert all(p.saving > 0 for p in dense)
+    private = [p for p in dense if p.root not in stream]
+    assert private and all(len(p.units) == 1 for p in private)  # a private channel's one row
+    assert {p.saving for p in private if picked(p.units) <= {("inner", c) for c in range(6)}} == {
+        13
+    }
+
+
 def test_scores_are_compared_across_layers_relative_to_their_layer_mean(an):
     """p1 scores in the hundreds, inner in fractions: what counts is a score over its layer's
     mean, so inner's channel at a third of its mean goes before p1's at half of its own."""

@@ -132,8 +132,9 @@ def mask(
     interval, ``predicted`` the model's). Mixed masks rank channels by score per second saved.
     Timing needs a quiet machine: other jobs on the cores move every measurement. On ``"ort"``
     the target is predicted and measured for ``export(method="dense")``, which runs faster
-    there than the reorder export; ``method`` on the result says which export the ratio
-    holds for.
+    there than the reorder export, and mixed masks count only what that export saves (a unit
+    saves nothing until its segment channel leaves: ``mixed_order(partial=False)``);
+    ``method`` on the result says which export the ratio holds for.
 
     ``heuristic`` is one of ``chanprune.HEURISTICS`` (lower score: pruned first); HRank scores
     feature maps of ``calibration`` batches (default: the example inputs). ``scope="local"``
@@ -260,7 +261,7 @@ def _mask_to_target(
     tried: dict[frozenset, float] = {}  # amounts that choose the same channels share a try
     if constrained == MIXED:  # the amount is a budget: a share of the costs' total
         costs = _costs_for(target, an, predicted)
-        order = mixed_order(units, an, side, costs, *ranking)
+        order = mixed_order(units, an, side, costs, *ranking, partial=target.method != "dense")
         amounts = budgets_between_picks(order, costs.total)
 
         def choose(amount: float) -> list[Unit]:

@@ -126,6 +126,7 @@ def mixed_order(
     comparable: bool = False,
     rescore: Callable[[list[Unit]], list[float]] | None = None,
     every: float = 0.05,
+    partial: bool = True,
 ) -> list[Pick]:
     """The greedy order of picks: at each step the unconstrained unit or whole segment channel
     with the lowest importance per saving, both counted over what is not taken yet (a pick that
@@ -135,9 +136,14 @@ def mixed_order(
     ``rescore(taken)``, if given, returns every unit's score with the ``taken`` units zeroed;
     it is called each time another ``every`` of ``costs.total`` has been saved, and the order
     goes on with those scores (iterative pruning: a layer's remaining channels matter more once
-    many of its others are gone, which one scoring of the whole model cannot see)."""
+    many of its others are gone, which one scoring of the whole model cannot see).
+
+    ``partial=False`` is for the dense export (``export(method="dense")``), which keeps a
+    segment channel's every row and column while any unit of it stays: there a unit saves
+    nothing until it completes its segment channel, so the order holds whole segment channels
+    and units of private ones only."""
     own_cost = costs.row if side == "output" else costs.col
-    own = [float(own_cost.get(u.layer, 0.0)) for u in units]
+    own = [float(own_cost.get(u.layer, 0.0)) if partial else 0.0 for u in units]
     units = list(units)  # rescoring replaces entries with rescored copies, never the caller's
     imp = importance(units, comparable)
     roots = _roots(units, an, side, costs)
