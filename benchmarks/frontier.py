@@ -369,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--redo", action="store_true", help="masks: every selected config again")
     p.add_argument(
+        "--backend",
+        default="eager",
+        choices=("eager", "ort"),
+        help="masks: where the latency targets are measured (ort: configs of their own)",
+    )
+    p.add_argument(
         "--mask-seeds",
         nargs="+",
         type=int,
@@ -408,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             redo_missed=args.redo_missed,
             redo=args.redo,
             mask_seeds=args.mask_seeds,
+            backend=args.backend,
         )
         return 0
     if args.stage == "ort":

@@ -55,10 +55,27 @@ CALIBRATION = (20, 128)  # batches x images per recalibration
 LATENCY_SIZE = 224  # the latency is measured at 224x224, batch 1
 
 
-def key(model: str, contender: str, heuristic: str, target: float, mask_seed: int = 0) -> str:
+def key(
+    model: str,
+    contender: str,
+    heuristic: str,
+    target: float,
+    mask_seed: int = 0,
+    backend: str = "eager",
+) -> str:
     """A config's name; a Taylor mask scored on another calibration sample than seed 0's gets
-    ``-m<seed>`` (one more draw of the same config)."""
-    return f"{model}-{contender}-{heuristic}-{target:g}" + (f"-m{mask_seed}" if mask_seed else "")
+    ``-m<seed>`` (one more draw of the same config), a target on another backend than eager
+    ``-<backend>``."""
+    return (
+        f"{model}-{contender}-{heuristic}-{target:g}"
+        + (f"-m{mask_seed}" if mask_seed else "")
+        + (f"-{backend}" if backend != "eager" else "")
+    )
+
+
+def backend_of(rec: dict[str, Any]) -> str:
+    """The backend a mask record's target was measured on (records before backends: eager)."""
+    return rec.get("backend", "eager")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -106,6 +123,7 @@ def masks_stage(
     redo_missed: bool = False,
     redo: bool = False,
     mask_seeds: Iterable[int] = (0,),
+    backend: str = "eager",
 ) -> None:
     """Mask every config not yet in ``out/frontier_masks.jsonl`` (see the module docstring).
     ``heuristic="taylor"`` scores on ``calibration_set`` (20 x 64 of its images drawn with
@@ -114,7 +132,9 @@ def masks_stage(
     how much the mask itself varies with its calibration sample.
     ``redo_missed`` masks again the configs whose latest measured ratio missed its target (a
     new line, which replaces the old one for the eval stage and the report); ``redo`` masks
-    every selected config again (after a change to masking)."""
+    every selected config again (after a change to masking). ``backend="ort"`` aims the
+    targets at ONNX Runtime instead (``chanprune.mask(backend="ort")``: the dense export),
+    each a config of its own (:func:`key`)."""
     path = out / "frontier_masks.jsonl"
     last = latest(read_jsonl(path))
     done = (
@@ -130,10 +150,13 @@ def masks_stage(
     x = torch.randn(1, 3, LATENCY_SIZE, LATENCY_SIZE)
     grid = itertools.product(mask_seeds, models, heuristics, contenders, targets)
     for seed, name, heuristic, contender, t in grid:
-        if (seed and heuristic != "taylor") or key(name, contender, heuristic, t, seed) in done:
+        k = key(name, contender, heuristic, t, seed, backend)
+        if (seed and heuristic != "taylor") or k in done:
             continue  # weight heuristics draw no calibration sample: one mask per config
         model = base_model(name)
-        rec = mask_one(name, contender, heuristic, t, model, x, cache, calibration[seed], seed)
+        rec = mask_one(
+            name, contender, heuristic, t, model, x, cache, calibration[seed], seed, backend
+        )
         append_jsonl(path, rec)
         said = (
             f"ratio {rec['ratio']:.3f} (predicted {rec['predicted']:.3f}), "
@@ -154,6 +177,7 @@ def mask_one(
     cache: Path,
     calibration: list[torch.Tensor] | None,
     mask_seed: int = 0,
+    backend: str = "eager",
 ) -> dict[str, Any]:
     """Mask ``model`` (the trained ``name``) for latency target ``t``; save what it zeroed in
     ``cache`` and return the record: the measured ratio, its interval, the prediction, the
@@ -161,12 +185,13 @@ def mask_one(
     Taylor mask scored on."""
     before = {n: p.detach() == 0 for n, p in model.named_parameters()}
     rec: dict[str, Any] = {
-        "key": key(name, contender, heuristic, t, mask_seed),
+        "key": key(name, contender, heuristic, t, mask_seed, backend),
         "model": name,
         "contender": contender,
         "heuristic": heuristic,
         "target": t,
         "mask_seed": mask_seed,
+        "backend": backend,
         "threads": torch.get_num_threads(),
         "run": time.time_ns() // 1_000_000,  # names this mask's file
     }
@@ -180,7 +205,7 @@ def mask_one(
                 x,
                 heuristic=heuristic,
                 target_latency=t,
-                backend="eager",
+                backend=backend,
                 **CONTENDERS[contender],
                 **extra,
             )
@@ -193,6 +218,7 @@ def mask_one(
         meas = m.measured
         rec.update(
             amount=m.amount,
+            method=m.method,  # the export the ratio holds for
             ratio=m.ratio,
             predicted=m.predicted,
             interval=list(meas.interval) if meas and meas.interval else None,
@@ -271,7 +297,7 @@ def eval_stage(
             row["recalibrated"].append(ev.top1)
             if seed == SEEDS[0]:
                 # The deployed artifact: the recalibrated model's export, checked on every image.
-                exp = chanprune.export(m, x)
+                exp = chanprune.export(m, x, method=rec.get("method", "reorder"))
                 ex = evaluate(exp, test_set, batch_size=500, keep_predictions=True)
                 row["export_identical"] = bool(torch.equal(ex.predictions, ev.predictions))
                 row["export_top1"] = ex.top1
@@ -381,6 +407,7 @@ def ort_stage(
         (r, method)
         for r in latest(read_jsonl(out / "frontier_masks.jsonl")).values()
         if "ratio" in r
+        and backend_of(r) == "eager"
         and r["model"] in models
         and r["contender"] in contenders
         and (keys is None or r["key"] in keys)

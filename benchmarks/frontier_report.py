@@ -16,19 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frontier_grid import key, latest, read_jsonl
+from frontier_grid import backend_of, key, latest, read_jsonl
 
 DEFAULT = "mixed"  # what chanprune.mask gives for a target (constrained=None)
 BASELINE = "constrained"
 ORDER = ("constrained", "input", "output", "mixed")
 
 
-def joined(out: Path) -> list[dict[str, Any]]:
-    """One record per config: its mask line with its evaluation (``eval``, or None), the masks
-    of its calibration seeds merged (:func:`merged`)."""
+def joined(out: Path, backend: str = "eager") -> list[dict[str, Any]]:
+    """One record per config whose target was measured on ``backend``: its mask line with its
+    evaluation (``eval``, or None), the masks of its calibration seeds merged (:func:`merged`)."""
     recs = joined_plain(
         read_jsonl(out / "frontier_masks.jsonl"), read_jsonl(out / "frontier_eval.jsonl")
     )
+    recs = [r for r in recs if backend_of(r) == backend]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in recs:
         config = key(r["model"], r["contender"], r["heuristic"], r["target"])
@@ -386,6 +387,7 @@ def write(out: Path, models: Iterable[str]) -> None:
             lines.append("")
     lines += amounts_section(out, models)
     lines += ort_section(out, models)
+    lines += ort_targets_section(out, models)
     lines += superseded_section(out)
     (out / "frontier.md").write_text("\n".join(lines) + "\n")
 
@@ -549,6 +551,7 @@ def deciding_keys(out: Path, models: Iterable[str]) -> set[str]:
     plain = joined_plain(
         read_jsonl(out / "frontier_masks.jsonl"), read_jsonl(out / "frontier_eval.jsonl")
     )
+    plain = [r for r in plain if backend_of(r) == "eager"]
     recs = [r for r in joined(out) if r["model"] in models and r.get("eval")]
     best = {}
     for r in recs:
@@ -593,3 +596,60 @@ def ort_faster(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         f"{len(said['constrained'])} ({_ts(said['constrained'])}), and the intervals of all "
         f"their masks overlap at {len(said['neither'])} ({_ts(said['neither'])})."
     )
+
+
+def ort_targets_section(out: Path, models: Iterable[str]) -> list[str]:
+    """The product goal with targets aimed at ONNX Runtime (``--stage masks --backend ort``):
+    the default masks against the most accurate constrained ones at each target, recalibrated,
+    as in the eager sections, and their table."""
+    recs = [r for r in joined(out, "ort") if r["model"] in models]
+    if not recs:
+        return []
+    lines = [
+        "## Targets on ONNX Runtime",
+        "",
+        "Masks from `chanprune.mask(target_latency=t, backend='ort')` (`--stage masks "
+        "--backend ort`, alone on the machine): the target is predicted and measured in ONNX "
+        "Runtime for the copy-free dense export (`masks.method`), and mixed masks count only "
+        "what that export saves (whole segment channels, units of private ones). *ratio* is "
+        "the measured ORT ratio; top-1 as above, the export checked with the dense method.",
+        "",
+    ]
+    heuristics = sorted({r["heuristic"] for r in recs})
+    for model in [m for m in models if any(r["model"] == m for r in recs)]:
+        mine = [r for r in recs if r["model"] == model]
+        v = versus(
+            series(mine, model, DEFAULT, "taylor"),
+            [series(mine, model, BASELINE, h) for h in heuristics],
+        )
+        goal = "**met**" if v.goal_met else "**not met**"
+        lines += [
+            f"### {model}",
+            "",
+            f"- product goal on ORT: {goal} ({v.n} targets compared): {v.text()}"
+            if v.n
+            else "- product goal on ORT: no evaluated pairs yet",
+            "",
+            "| target | contender | heuristic | ratio (measured) | predicted | met | post | "
+            "recalibrated | export identical |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(mine, key=lambda r: (-r["target"], ORDER.index(r["contender"]))):
+            if "ratio" not in r:
+                lines.append(
+                    f"| {r['target']:g} | {r['contender']} | {r['heuristic']} | unreachable "
+                    "| | | | | |"
+                )
+                continue
+            ev = r.get("eval") or {}
+            n = r.get("masks", 1)
+            who = r["contender"] + (f" ({n} masks)" if n > 1 else "")
+            post = f"{ev['post']:.2f}" if ev else "-"
+            same = ("yes" if ev.get("export_identical") else "NO") if ev else "-"
+            lines.append(
+                f"| {r['target']:g} | {who} | {r['heuristic']} | {r['ratio']:.3f} | "
+                f"{r['predicted']:.3f} | {'yes' if r['met'] else 'NO'} | {post} | "
+                f"{_cell(ev.get('recalibrated'))} | {same} |"
+            )
+        lines.append("")
+    return lines

@@ -38,14 +38,16 @@ def data(n: int, seed: int) -> list[tuple[torch.Tensor, int]]:
     ]
 
 
-def write_mask(tmp: Path, contender: str, target: float, rows: list[int], run: int) -> dict:
+def write_mask(
+    tmp: Path, contender: str, target: float, rows: list[int], run: int, backend: str = "eager"
+) -> dict:
     model = tiny()
     before = {n: p.detach() == 0 for n, p in model.named_parameters()}
     with torch.no_grad():
         for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
             dict(model.named_parameters())[name][rows] = 0
     rec = {
-        "key": grid.key("tiny", contender, "l1", target),
+        "key": grid.key("tiny", contender, "l1", target, backend=backend),
         "model": "tiny",
         "contender": contender,
         "heuristic": "l1",
@@ -55,6 +57,8 @@ def write_mask(tmp: Path, contender: str, target: float, rows: list[int], run: i
         "predicted": target,
         "met": True,
     }
+    if backend != "eager":
+        rec.update(backend=backend, method="dense")
     (tmp / "masks").mkdir(exist_ok=True)
     np.savez_compressed(grid.mask_file(tmp, rec), **grid.zeros_of(model, before))
     grid.append_jsonl(tmp / "frontier_masks.jsonl", rec)
@@ -307,3 +311,41 @@ def test_ort_faster_counts_a_family_only_where_every_interval_is_apart():
         "the constrained masks at 1 (0.5), and the intervals of all their masks overlap at 1 "
         "(0.7)."
     )
+
+
+def test_masks_aimed_at_ort_are_configs_of_their_own_checked_with_their_method(
+    tmp_path, monkeypatch
+):
+    """A target measured on ORT gets its own key, is evaluated with the export method its
+    ratio holds for (dense), and is reported in its own section, never merged into the eager
+    configs of the same contender and target."""
+    assert grid.key("m", "mixed", "taylor", 0.5, 1, "ort") == "m-mixed-taylor-0.5-m1-ort"
+    assert grid.key("m", "mixed", "taylor", 0.5) == "m-mixed-taylor-0.5"
+    write_mask(tmp_path, "mixed", 0.7, [5], run=1)
+    write_mask(tmp_path, "mixed", 0.7, [5], run=2, backend="ort")
+    write_mask(tmp_path, "constrained", 0.7, [0, 1], run=3)
+    write_mask(tmp_path, "constrained", 0.7, [0, 1], run=4, backend="ort")
+    train_set, test_set = data(64, 0), data(40, 1)
+    methods, export = [], grid.chanprune.export
+
+    def spy(model, x, method="reorder", **kw):
+        methods.append(method)
+        return export(model, x, method=method, **kw)
+
+    monkeypatch.setattr(grid.chanprune, "export", spy)
+    grid.eval_stage(lambda _n: tiny(), tmp_path, tmp_path, train_set, train_set, test_set, 8)
+    assert sorted(methods) == ["dense", "dense", "reorder", "reorder"]
+    rows = {r["key"]: r for r in grid.read_jsonl(tmp_path / "frontier_eval.jsonl")}
+    assert rows["tiny-mixed-l1-0.7-ort"]["export_identical"] is True
+    assert {r["key"] for r in report.joined(tmp_path)} == {
+        "tiny-mixed-l1-0.7",
+        "tiny-constrained-l1-0.7",
+    }
+    assert {r["key"] for r in report.joined(tmp_path, "ort")} == {
+        "tiny-mixed-l1-0.7-ort",
+        "tiny-constrained-l1-0.7-ort",
+    }
+    text = "\n".join(report.ort_targets_section(tmp_path, ["tiny"]))
+    assert "## Targets on ONNX Runtime" in text and "### tiny" in text
+    assert "| 0.7 | constrained | l1 | 0.700 |" in text and "| 0.7 | mixed | l1 | 0.700 |" in text
+    assert "tiny-mixed-l1-0.7-ort" not in report.deciding_keys(tmp_path, ["tiny"])
