@@ -203,7 +203,14 @@ def versus(a: dict, bs: list[dict], key: str = "recalibrated") -> Versus:
 
 
 def _line(name: str, v: Versus, b_name: str, key: str) -> list[str]:
-    return [f"- **{name}** vs {b_name} ({key}, {v.n} targets): {v.text()}"] if v.n else []
+    if v.n:
+        return [f"- **{name}** vs {b_name} ({key}, {v.n} targets): {v.text()}"]
+    if v.missed:  # evaluated pairs, none at equal latency: say so rather than nothing
+        return [
+            f"- **{name}** vs {b_name} ({key}): no target compared; not at equal latency "
+            f"(a target missed): {_ts(v.missed)}."
+        ]
+    return []
 
 
 def verdict(recs: list[dict[str, Any]], model: str, key: str = "recalibrated") -> list[str]:

@@ -349,3 +349,23 @@ def test_masks_aimed_at_ort_are_configs_of_their_own_checked_with_their_method(
     assert "## Targets on ONNX Runtime" in text and "### tiny" in text
     assert "| 0.7 | constrained | l1 | 0.700 |" in text and "| 0.7 | mixed | l1 | 0.700 |" in text
     assert "tiny-mixed-l1-0.7-ort" not in report.deciding_keys(tmp_path, ["tiny"])
+
+
+def test_a_verdict_with_pairs_but_none_at_equal_latency_says_so():
+    def rec(c, ratio, met, v):
+        return {
+            "model": "m",
+            "contender": c,
+            "heuristic": "taylor",
+            "target": 0.5,
+            "ratio": ratio,
+            "met": met,
+            "eval": {"recalibrated": v, "finetuned": v},
+        }
+
+    recs = [rec("mixed", 0.5, True, [90, 91]), rec("constrained", 0.55, False, [90.5, 91.5])]
+    (line, _) = report.verdict(recs, "m", "finetuned")
+    assert line == (
+        "- **default: mixed (taylor)** vs the best constrained (any heuristic) (finetuned): no "
+        "target compared; not at equal latency (a target missed): 0.5."
+    )
