@@ -166,6 +166,14 @@ def add_pruning_arguments(
         help="dense layers with a private width round it up to a multiple of N where that adds "
         "at most a quarter of its channels (default: the CPU's vector width; 1: off)",
     )
+    p.add_argument(
+        "--round-to",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="masking: move each layer's cut (each family's, constrained) so that it keeps a "
+        "multiple of N channels, the nearest (--scope local, not --mixed; 1: off)",
+    )
 
 
 def quanta(args: argparse.Namespace) -> dict[str, int | None]:
@@ -248,6 +256,7 @@ def mask_from_args(
         target_params=getattr(args, "target_params", None),
         target_latency=getattr(args, "target_latency", None),
         backend=getattr(args, "backend", "eager"),
+        round_to=args.round_to,
     )
 
 

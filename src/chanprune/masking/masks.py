@@ -106,6 +106,7 @@ def mask(
     target_params: float | None = None,
     target_latency: float | None = None,
     backend: str = "eager",
+    round_to: int = 1,
 ) -> dict[str, list[int]]:
     """Zero ``amount`` of the prunable channels of ``model`` in place; return what was zeroed.
 
@@ -165,10 +166,16 @@ def mask(
 
     ``example_kwargs`` and ``dynamic_shapes`` are as in :func:`chanprune.export` (pass the same
     to both, so the export reuses this capture).
+
+    ``round_to=q`` moves each layer's cut (each family's, constrained) to the nearest count
+    that keeps a multiple of ``q`` channels (or the layer's own count), as Torch-Pruning's
+    ``round_to`` does, so that kept widths land on the backend's channel quantum without the
+    zero channels ``export(width_quantum=...)`` would add; ``scope="local"`` masks only.
     """
     amount, target = resolve(amount, target_macs, target_params, target_latency, backend)
     validate(amount, heuristic, scope, side)
     constrained = masking_kind(constrained, target, heuristic)
+    check_round_to(round_to, scope, constrained)
     if submodules is not None:
         if target is not None:
             raise InputError(
@@ -180,7 +187,13 @@ def mask(
                 "calibration batches are the whole model's inputs; with submodules, HRank scores "
                 "each part on the inputs it receives from the example inputs"
             )
-        kw = dict(heuristic=heuristic, scope=scope, side=side, constrained=constrained)
+        kw = dict(
+            heuristic=heuristic,
+            scope=scope,
+            side=side,
+            constrained=constrained,
+            round_to=round_to,
+        )
         if dynamic_shapes is not None:
             raise InputError(
                 "dynamic_shapes names the whole model's inputs; with submodules, each part is "
@@ -227,10 +240,10 @@ def mask(
             an,
             units,
             target,
-            (scope, constrained, side, ranking),
+            (scope, constrained, side, ranking, round_to),
             (inputs, kwargs, dynamic_shapes),
         )
-    chosen = _choose(units, float(amount), scope, constrained, an, side, ranking)
+    chosen = _choose(units, float(amount), scope, constrained, an, side, ranking, round_to)
     return _apply(an, chosen, side)
 
 
@@ -239,16 +252,16 @@ def _mask_to_target(
     an: ChannelAnalysis,
     units: list[Unit],
     target: Target,
-    how: tuple[str, bool | str, str, _Ranking],
+    how: tuple[str, bool | str, str, _Ranking, int],
     example: tuple[tuple, dict, object],
 ) -> TargetMasks:
     """Search the amount whose export meets ``target`` (``how``: scope, constrained, side,
-    how mixed masks rank),
+    how mixed masks rank, round_to),
     trying each amount's masks and putting them back, then apply the closest one. ``example``:
     positional inputs, keyword inputs, dynamic shapes. For mixed masks the amount is the
     budget, a share of the costs' total (MACs, or parameters for ``target_params``), tried at
     one budget per prefix of the greedy order (``mixed.budgets_between_picks``)."""
-    scope, constrained, side, ranking = how
+    scope, constrained, side, ranking, round_to = how
     inputs, kwargs, dynamic_shapes = example
     latency = target.name == "target_latency"
     base = runner(model, inputs, kwargs, target.backend) if latency else None  # before masking
@@ -270,7 +283,7 @@ def _mask_to_target(
         amounts = amounts_between_cuts(_group_sizes(units, scope, constrained, an, side))
 
         def choose(amount: float) -> list[Unit]:
-            return _choose(units, amount, scope, constrained, an, side, ranking)
+            return _choose(units, amount, scope, constrained, an, side, ranking, round_to)
 
     def ratio_at(amount: float) -> float:
         chosen = choose(amount)
@@ -489,7 +502,9 @@ def _feature_maps(an, side, example, calibration, by_layer) -> dict[int, torch.T
 
 
 # choosing -----------------------------------------------------------------------------------
-def _choose(units, amount, scope, constrained, an, side, ranking=None) -> list[Unit]:
+def _choose(
+    units, amount, scope, constrained, an, side, ranking=None, round_to: int = 1
+) -> list[Unit]:
     if amount == 0 or not units:
         return []
     if constrained == MIXED:  # a budget of amount * the conv/linear MACs (mask's docstring)
@@ -497,14 +512,39 @@ def _choose(units, amount, scope, constrained, an, side, ranking=None) -> list[U
         order = mixed_order(units, an, side, costs, *(ranking or _Ranking(False, None)))
         return take(order, amount * costs.total)
     if constrained:
-        return _choose_constrained(units, amount, scope, an, side)
+        return _choose_constrained(units, amount, scope, an, side, round_to)
     if scope == "local":
         chosen = []
         for us in _group(units, lambda u: u.layer).values():
-            k = int(amount * _layer_size(an, side, us[0].layer))
+            n = _layer_size(an, side, us[0].layer)
+            k = rounded_cut(n, int(amount * n), round_to)
             chosen += sorted(us, key=lambda u: (u.score, u.channel))[: min(k, len(us))]
         return chosen
     return _global(units, amount, an, side, key=lambda u: u.layer)
+
+
+def rounded_cut(n: int, k: int, q: int) -> int:
+    """How many of ``n`` channels to prune instead of ``k`` so that the count kept is the
+    nearest to ``n - k`` among the multiples of ``q`` up to ``n`` and ``n`` itself (ties:
+    the larger count kept). ``q=1``, or ``n < q``, leaves ``k`` as it is."""
+    if q <= 1 or n < q:
+        return k
+    keep = n - k
+    options = [*range(q, n + 1, q), n]
+    return n - min(options, key=lambda c: (abs(c - keep), -c))
+
+
+def check_round_to(round_to: object, scope: str, constrained: bool | str | None) -> None:
+    """``round_to`` is a positive int, and only for masks that cut each layer (or family)."""
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise InputError(f"round_to must be a positive int (1: no rounding), got {round_to!r}")
+    if round_to > 1 and (scope != "local" or constrained == MIXED):
+        what = "mixed masks" if constrained == MIXED else f"scope={scope!r}"
+        raise InputError(
+            f"round_to={round_to} moves each layer's cut, which {what} do not make; use "
+            "scope='local' with constrained=True or False, or leave the widths to "
+            "export(width_quantum=...)"
+        )
 
 
 def _group_sizes(units, scope, constrained, an, side) -> set[int]:
@@ -545,7 +585,7 @@ def _global(units, amount, an, side, key) -> list[Unit]:
     return chosen
 
 
-def _choose_constrained(units, amount, scope, an, side) -> list[Unit]:
+def _choose_constrained(units, amount, scope, an, side, round_to: int = 1) -> list[Unit]:
     """Segment channels are pruned as a whole: every unit of a chosen root is zeroed."""
     by_root = _group(units, lambda u: u.root)
     layers_of = {r: frozenset(u.layer for u in us) for r, us in by_root.items()}
@@ -554,7 +594,7 @@ def _choose_constrained(units, amount, scope, an, side) -> list[Unit]:
         picked = []
         families = _group(list(by_root), lambda r: layers_of[r])
         for roots in families.values():
-            k = int(amount * len(roots))
+            k = rounded_cut(len(roots), int(amount * len(roots)), round_to)
             picked += sorted(roots, key=lambda r: (score[r], r))[:k]
     else:
         budget = int(amount * len(by_root))
