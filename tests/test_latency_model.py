@@ -236,6 +236,7 @@ def test_a_latency_target_on_ort_is_predicted_and_measured_for_the_dense_export(
     monkeypatch.setattr(M, "runner", lambda module, inputs, kwargs, backend: module)
     predicted, measured = [], []
     predict = fake.predict
+    example = [X2]  # the inputs the fake measurement predicts at
 
     def spy(module, *args, **kwargs):
         predicted.append(getattr(module, "chanprune_method", None))  # None: the user's model
@@ -245,7 +246,8 @@ def test_a_latency_target_on_ort_is_predicted_and_measured_for_the_dense_export(
 
     def fake_measure(pruned, base):
         measured.append(pruned.chanprune_method)
-        return Measured(fake.predict(pruned, X2).seconds / fake.predict(base, X2).seconds, None, 1)
+        xs = example[0]
+        return Measured(fake.predict(pruned, xs).seconds / fake.predict(base, xs).seconds, None, 1)
 
     monkeypatch.setattr(M, "measure_calls", fake_measure)
     torch.manual_seed(0)
@@ -253,6 +255,19 @@ def test_a_latency_target_on_ort_is_predicted_and_measured_for_the_dense_export(
     assert got.method == "dense" and measured and set(measured) == {"dense"}
     # every masked try, not just the last (the first prediction is the unmasked reference)
     assert predicted[0] == "reorder" and set(predicted[1:]) == {"dense", None}
+    # mixed masks aimed at the dense export take only what it removes: whole segment channels
+    # and private units, so dense and reorder exports of them have the same MACs
+    # (resnet18: its residual streams have several writers, where a lone row would count)
+    import torchvision
+
+    torch.manual_seed(0)
+    model, x = torchvision.models.resnet18(num_classes=10).eval(), torch.randn(1, 3, 32, 32)
+    example[0] = x
+    macs = chanprune.count_macs(model, x)
+    got = chanprune.mask(model, x, target_latency=0.6, backend="ort", constrained="mixed")
+    assert got.method == "dense" and got
+    dense, reorder = (chanprune.export(model, x, method=m) for m in ("dense", "reorder"))
+    assert chanprune.count_macs(dense, x) == chanprune.count_macs(reorder, x) < macs
     assert Target("target_latency", 0.8, "eager").method == "reorder"
     assert Target("target_macs", 0.8, "ort").method == "reorder"
     assert chanprune.mask(Residual(), X2, target_macs=0.8).method == "reorder"
