@@ -435,7 +435,16 @@ def main(argv: list[str] | None = None) -> int:
             for t in args.finetune
         }
         grid.eval_stage(
-            load, args.cache, args.out, train_set, plain, test_set, args.size, tune, args.models
+            load,
+            args.cache,
+            args.out,
+            train_set,
+            plain,
+            test_set,
+            args.size,
+            tune,
+            args.models,
+            args.contenders,
         )
         return 0
     for name in args.models:

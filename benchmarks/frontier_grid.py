@@ -260,19 +260,24 @@ def eval_stage(
     size: int,
     finetune: set[tuple[str, str, str, float]] | None = None,
     models: Iterable[str] | None = None,
+    contenders: Iterable[str] | None = None,
 ) -> None:
     """Top-1 of every masked config in ``frontier_masks.jsonl`` not yet in
     ``frontier_eval.jsonl`` (see the module docstring). ``finetune`` holds (model, contender,
     heuristic, target) tuples that also get one epoch of fine-tuning per seed; such a config is
-    evaluated again if its line has no fine-tuned numbers yet."""
+    evaluated again if its line has no fine-tuned numbers yet. ``models`` and ``contenders``, if
+    given, limit it to those (two processes can then share the work)."""
     finetune = finetune or set()
     models = set(models) if models is not None else None
+    contenders = set(contenders) if contenders is not None else None
     path = out / "frontier_eval.jsonl"
     have = latest(read_jsonl(path))
     x = torch.zeros(1, 3, size, size)
     for rec in latest(read_jsonl(out / "frontier_masks.jsonl")).values():
         k = rec["key"]
         if "ratio" not in rec or (models is not None and rec["model"] not in models):
+            continue
+        if contenders is not None and rec["contender"] not in contenders:
             continue
         cfg = (rec["model"], rec["contender"], rec["heuristic"], rec["target"])
         tune = cfg in finetune
