@@ -20,8 +20,9 @@ Stages ``masks`` and ``ort`` (quiet machine: they measure), ``eval``, ``amounts`
 ``report``: see ``frontier_grid.py`` and ``frontier_report.py``; the report is
 benchmarks/results/frontier.md.
 
-Not done yet (issue 26): densenet121 trained and in the grid; fine-tuning at more of the
-deciding targets (``--stage eval --finetune T``).
+Not done yet (issue 26): densenet121 trained and in the grid; efficientnet_b0 and mobilenet_v2
+at >= 91% (more epochs); fine-tuning at more of the deciding targets (``--stage eval
+--finetune T``); the masks aimed at ORT (``--stage masks --backend ort``).
 """
 
 from __future__ import annotations
