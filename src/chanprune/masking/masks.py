@@ -24,7 +24,6 @@ import torch
 from ..analysis.propagate import analyze
 from ..analysis.share import low_share_message, prunable_share
 from ..analysis.types import ChannelAnalysis
-from ..api import export
 from ..capture.submodules import for_each_part
 from ..capture.trace import as_example, as_input_tuple, capture, eval_mode, gc_paused, run_graph
 from ..errors import InputError, MaskError
@@ -44,6 +43,7 @@ from .targets import (
     refine,
     resolve,
     search,
+    target_export,
     unpruned_prediction,
     verdict,
 )
@@ -305,14 +305,7 @@ def _mask_to_target(
             predicted_here = ratio_at(amount)  # cached: the search tried this amount
             saved = _zero(_edits(an, choose(amount), side)[1])
             try:
-                pruned = export(
-                    model,
-                    inputs,
-                    method=target.method,
-                    check=False,
-                    example_kwargs=kwargs,
-                    dynamic_shapes=dynamic_shapes,
-                )
+                pruned = target_export(model, inputs, kwargs, dynamic_shapes, target)
                 with eval_mode(model):  # the base runs the user's model: no BN updates
                     got = measure_calls(runner(pruned, inputs, kwargs, target.backend), base)
                 attempts.append((predicted_here, got.ratio))

@@ -196,14 +196,14 @@ def unpruned_prediction(
     return latency_model(backend).predict(full, inputs, kwargs)
 
 
-def export_cost(
+def target_export(
     model: torch.nn.Module, inputs: tuple, kwargs: dict, dynamic_shapes: object, target: Target
-) -> int:
-    """The cost of what :func:`chanprune.export` (its defaults, with the target's
-    :attr:`Target.method`) makes of ``model`` as it is masked now. Unchecked: the search tries
-    many masks and keeps one, which the user's export checks; an unchecked export takes the
-    symbolic capture, the one ``mask`` made for it."""
-    pruned = export(
+) -> torch.nn.Module:
+    """What :func:`chanprune.export` (its defaults, with the target's :attr:`Target.method`)
+    makes of ``model`` as it is masked now. Unchecked: the search tries many masks and keeps
+    one, which the user's export checks; an unchecked export takes the symbolic capture, the
+    one ``mask`` made for it."""
+    return export(
         model,
         inputs,
         method=target.method,
@@ -211,7 +211,15 @@ def export_cost(
         example_kwargs=kwargs,
         dynamic_shapes=dynamic_shapes,
     )
-    return cost(pruned, inputs, kwargs, target)
+
+
+def export_cost(
+    model: torch.nn.Module, inputs: tuple, kwargs: dict, dynamic_shapes: object, target: Target
+) -> int:
+    """The cost of :func:`target_export`'s module."""
+    return cost(
+        target_export(model, inputs, kwargs, dynamic_shapes, target), inputs, kwargs, target
+    )
 
 
 def amounts_between_cuts(sizes: Iterable[int]) -> list[float]:
